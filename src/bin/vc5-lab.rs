@@ -1,0 +1,371 @@
+//! `vc5-lab`: builds the lab (see `vc5::lab`), runs vc5d on `lb1`, sends HTTP requests from
+//! the client to both VIPs and shows which real server answered each and which client
+//! address the reals saw, until Ctrl-C (or at once with `--once`). Everything it created
+//! is removed when it exits, also on SIGINT/SIGTERM.
+//!
+//! ```text
+//! cargo run --release --bin vc5-lab                       # native XDP, runs until Ctrl-C
+//! cargo run --release --bin vc5-lab -- --xdp-mode generic --once
+//! cargo run --release --bin vc5-lab -- --direct real1     # no vc5d: VIPs routed to real1
+//! cargo run --release --bin vc5-lab -- -- --console 0.0.0.0:8080   # extra vc5d flags
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use vc5::lab::{HTTP_PORT, Lab, LabChild, LabOptions, http_get};
+
+/// Set by SIGINT/SIGTERM; every wait polls it so that the lab is torn down by `Drop`.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum XdpMode {
+    Native,
+    Generic,
+    Auto,
+}
+
+impl XdpMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::Auto => "auto",
+        }
+    }
+}
+
+/// Build the vc5 lab in network namespaces, load-balance HTTP through vc5d and show
+/// which real server answered (needs root).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// XDP mode for vc5d on lb1.
+    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+    xdp_mode: XdpMode,
+    /// Send one round of requests, print the table and exit.
+    #[arg(long)]
+    once: bool,
+    /// Requests per VIP in each round.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Seconds between rounds.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// Seconds to wait for vc5d to start answering on both VIPs.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout: u64,
+    /// The vc5d binary (default: $VC5D, else the vc5d beside this program).
+    #[arg(long)]
+    vc5d: Option<PathBuf>,
+    /// Run no vc5d: route the VIPs straight to these reals (e.g. `real1`, or
+    /// `real1,real2,real3` for the router's own ECMP), to see the lab itself work.
+    #[arg(long, value_name = "REAL,...", value_delimiter = ',')]
+    direct: Vec<String>,
+    /// Leave the lab directory (logs, configuration) behind.
+    #[arg(long)]
+    keep_dir: bool,
+    /// Remove labs left behind by killed processes, then exit.
+    #[arg(long)]
+    cleanup: bool,
+    /// Extra vc5d arguments, after `--`.
+    #[arg(last = true)]
+    vc5d_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) if STOP.load(Ordering::SeqCst) => {
+            eprintln!("interrupted; the lab has been removed");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("vc5-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    if args.cleanup {
+        Lab::cleanup_stale();
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        vc5d: args.vc5d.clone(),
+        keep_dir: args.keep_dir,
+        ..LabOptions::default()
+    })?;
+    describe(&lab);
+
+    // Declared after `lab`, so dropped (and stopped) before the lab is torn down.
+    let mut vc5d: Option<LabChild> = None;
+    if !args.direct.is_empty() {
+        let reals: Vec<&str> = args.direct.iter().map(String::as_str).collect();
+        lab.route_vips_ecmp(&reals)?;
+        println!(
+            "no vc5d: the router sends the VIPs straight to {}",
+            reals.join(", ")
+        );
+    } else {
+        if !matches!(args.xdp_mode, XdpMode::Generic) {
+            lab.prepare_native_xdp()?;
+        }
+        let config = lab.write_config()?;
+        let extra: Vec<&str> = args.vc5d_args.iter().map(String::as_str).collect();
+        let child = lab.start_vc5d("lb1", args.xdp_mode.as_str(), &extra)?;
+        println!(
+            "vc5d on lb1 (XDP {}), configuration {}, log {}",
+            args.xdp_mode.as_str(),
+            config.display(),
+            lab.vc5d_log("lb1").display()
+        );
+        let child = vc5d.insert(child);
+        wait_ready(&lab, child, Duration::from_secs(args.ready_timeout))?;
+    }
+
+    let mut tally = Tally::default();
+    for round in 1.. {
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        for vip in lab.vips() {
+            let answers = requests(&lab, vip, args.requests)?;
+            tally.add(vip, answers);
+        }
+        tally.print(&lab, round, args.requests);
+        if let Some(child) = vc5d.as_mut() {
+            check_alive(&lab, child)?;
+        }
+        if args.once {
+            break;
+        }
+        println!("(Ctrl-C to stop and remove the lab)");
+        sleep(Duration::from_secs(args.interval));
+    }
+
+    if let Some(mut child) = vc5d.take() {
+        // A clean stop, so that its log shows how vc5d shuts down.
+        let status = child.terminate(Duration::from_secs(5))?;
+        println!("vc5d stopped: {status}");
+    }
+    println!("removing lab {}", lab.id);
+    Ok(())
+}
+
+fn describe(lab: &Lab) {
+    println!(
+        "lab {} (namespaces {}-*, files in {})",
+        lab.id,
+        lab.id,
+        lab.dir().display()
+    );
+    println!(
+        "  client {} {}  ->  router, LAN side {} {}",
+        lab.addr4("client"),
+        lab.addr6("client"),
+        lab.addr4("router"),
+        lab.addr6("router")
+    );
+    for n in lab.load_balancers().iter().chain(&lab.reals()) {
+        println!("  {n:<6} {} {}", lab.addr4(n), lab.addr6(n));
+    }
+    println!("  VIPs {} and {} port {HTTP_PORT}", lab.vip4, lab.vip6);
+}
+
+/// Sleeps, waking early on a signal.
+fn sleep(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_alive(lab: &Lab, child: &mut LabChild) -> Result<()> {
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "vc5d exited ({status}); its log {}:\n{}",
+            lab.vc5d_log("lb1").display(),
+            tail(&child.log_text(), 30)
+        );
+    }
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Until both VIPs answer from the client: vc5d has attached, checked the reals and
+/// programmed the data plane.
+fn wait_ready(lab: &Lab, child: &mut LabChild, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        check_alive(lab, child)?;
+        let mut ok = 0;
+        for vip in lab.vips() {
+            let addr = SocketAddr::new(vip, HTTP_PORT);
+            let got = lab.run_in("client", || http_get(addr, "/", Duration::from_millis(500)))?;
+            ok += usize::from(got.is_ok());
+        }
+        if ok == 2 {
+            println!(
+                "both VIPs answer after {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the VIPs do not answer {} s after vc5d started; its log {}:\n{}",
+                timeout.as_secs(),
+                lab.vc5d_log("lb1").display(),
+                tail(&child.log_text(), 30)
+            );
+        }
+        sleep(Duration::from_millis(250));
+    }
+}
+
+/// One answer: which real, and the client address it saw; or a failure.
+type Answer = Result<(String, String), String>;
+
+/// `count` GETs of `/` on new connections from the client namespace (in-process, so
+/// hundreds take well under a second); stops early on a signal.
+fn requests(lab: &Lab, vip: IpAddr, count: usize) -> Result<Vec<Answer>> {
+    let addr = SocketAddr::new(vip, HTTP_PORT);
+    lab.run_in("client", || {
+        let mut answers = Vec::with_capacity(count);
+        for _ in 0..count {
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            answers.push(match http_get(addr, "/", Duration::from_secs(2)) {
+                Ok(body) => parse(&body).ok_or(format!("unexpected answer {body:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            });
+        }
+        answers
+    })
+    .context("sending requests from the client")
+}
+
+/// `real=… client=… vip=…` → (real, client).
+fn parse(body: &str) -> Option<(String, String)> {
+    let mut real = None;
+    let mut client = None;
+    for (k, v) in body.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+        match k {
+            "real" => real = Some(v.to_string()),
+            "client" => client = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some((real?, client?))
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Per VIP: answers per real, failures, client addresses seen, last error.
+    vips: BTreeMap<IpAddr, VipTally>,
+}
+
+#[derive(Default)]
+struct VipTally {
+    by_real: BTreeMap<String, usize>,
+    failed: usize,
+    clients: BTreeSet<String>,
+    last_error: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, vip: IpAddr, answers: Vec<Answer>) {
+        let t = self.vips.entry(vip).or_default();
+        for a in answers {
+            match a {
+                Ok((real, client)) => {
+                    *t.by_real.entry(real).or_default() += 1;
+                    t.clients.insert(client);
+                }
+                Err(e) => {
+                    t.failed += 1;
+                    t.last_error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn print(&self, lab: &Lab, round: usize, per_round: usize) {
+        let reals = lab.reals();
+        println!();
+        println!("after {round} round(s) of {per_round} requests per VIP:");
+        let mut header = format!("  {:<18}", "VIP");
+        for r in &reals {
+            header += &format!("{r:>8}");
+        }
+        println!("{header}{:>8}  client address seen by the reals", "failed");
+        for vip in lab.vips() {
+            let Some(t) = self.vips.get(&vip) else {
+                continue;
+            };
+            let mut line = format!("  {:<18}", vip.to_string());
+            for r in &reals {
+                line += &format!("{:>8}", t.by_real.get(r).copied().unwrap_or(0));
+            }
+            let clients: Vec<&str> = t.clients.iter().map(String::as_str).collect();
+            println!("{line}{:>8}  {}", t.failed, clients.join(", "));
+        }
+        for (vip, t) in &self.vips {
+            let others: Vec<String> = (t.by_real.iter())
+                .filter(|(r, _)| !reals.contains(r))
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            if !others.is_empty() {
+                println!(
+                    "  answers for {vip} from outside the reals: {}",
+                    others.join(", ")
+                );
+            }
+            if let Some(e) = &t.last_error {
+                println!("  last failure for {vip}: {e}");
+            }
+        }
+        let expected = [
+            lab.addr4("client").to_string(),
+            lab.addr6("client").to_string(),
+        ];
+        let foreign: BTreeSet<&String> = (self.vips.values())
+            .flat_map(|t| &t.clients)
+            .filter(|c| !expected.contains(c))
+            .collect();
+        if !foreign.is_empty() {
+            println!("  the reals saw addresses other than the client's own: {foreign:?}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! vc5d, the vc5 load-balancer daemon, as a library: its configuration
+//! ([`config`]), the daemon itself ([`daemon`]) and the network-namespace
+//! lab that demonstrates and tests it ([`lab`]).
+
+pub mod config;
+pub mod daemon;
+pub mod lab;

@@ -1,0 +1,231 @@
+//! vc5d's command line and its handling of bad input: configurations that
+//! do not validate, interfaces that do not exist, drivers that refuse
+//! native XDP. Each must give a clear message and either a non-zero exit
+//! or a logged fallback, and never leave a half-attached data plane.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use vc5_xdp::testing::{TempBpffs, require_root};
+
+const VC5D: &str = env!("CARGO_BIN_EXE_vc5d");
+
+const ORIGINAL: &str = "\
+multicast: 224.0.0.1:9999
+rhi:
+  as_number: 65000
+  peers: [10.10.100.3, 10.10.100.4]
+services:
+  - name: nginx
+    desc: web server
+    addr: 192.168.101.1
+    port: [80, 443]
+    real: nginx
+    need: 1
+    checks:
+      - {name: http check, type: http, port: 80, path: /alive, host: example.com}
+reals:
+  nginx: [10.10.100.10, 10.10.100.11]
+";
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "vc5-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn vc5d(args: &[&str]) -> Output {
+    Command::new(VC5D).args(args).output().unwrap()
+}
+
+#[test]
+fn check_prints_the_original_configuration_normalised() {
+    let f = temp_file("config.yaml", ORIGINAL);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"][0]["ports"], serde_json::json!([80, 443]));
+    assert_eq!(v["services"][0]["reals"][1]["addr"], "10.10.100.11");
+    assert_eq!(v["rhi"]["as_number"], 65000);
+}
+
+#[test]
+fn check_names_file_line_and_column_of_an_error() {
+    let bad = ORIGINAL.replace(
+        "    desc: web server\n",
+        "    desc: web server\n    colour: blue\n",
+    );
+    let f = temp_file("bad.yaml", &bad);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:8:5: ", f.display())), "{err}");
+    assert!(err.contains("colour"), "{err}");
+
+    let bad = ORIGINAL.replace("10.10.100.11]", "10.10.100.300]");
+    let f = temp_file("bad.yaml", &bad);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:15:25: ", f.display())), "{err}");
+}
+
+#[test]
+fn a_missing_configuration_file_is_a_clear_error() {
+    let out = vc5d(&["--check", "--config", "/nonexistent/vc5.yaml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vc5.yaml"));
+}
+
+#[test]
+fn an_interface_that_does_not_exist_is_refused_before_anything_is_loaded() {
+    require_root();
+    let fs = TempBpffs::new().unwrap();
+    let f = temp_file("config.yaml", ORIGINAL);
+    let dir = fs.path().join("vc5");
+    let out = vc5d(&[
+        "--config",
+        f.to_str().unwrap(),
+        "--interface",
+        "vc5-nosuch0",
+        "--address",
+        "192.0.2.1",
+        "--bpffs",
+        dir.to_str().unwrap(),
+        "--dbus",
+        "none",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interface vc5-nosuch0"), "{err}");
+    assert!(!dir.exists(), "nothing was pinned");
+}
+
+/// A network namespace of the test's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "vc5t-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns(name);
+        ns.sh("ip link add d0 type bridge && ip addr add 192.0.2.1/24 dev d0 && ip link set d0 up && ip link set lo up");
+        ns
+    }
+    fn sh(&self, script: &str) -> String {
+        sh(&format!("ip netns exec {} sh -ec '{}'", self.0, script))
+    }
+    fn vc5d(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, VC5D]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn links(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("links"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
+    require_root();
+    let ns = Netns::new();
+    let fs = TempBpffs::new().unwrap();
+    let dir = fs.path().join("vc5");
+    let cfg = ORIGINAL.replace("10.10.100.10, 10.10.100.11", "192.0.2.10");
+    let f = temp_file("config.yaml", &cfg);
+    let args = |mode: &'static str| {
+        vec![
+            "--config".to_string(),
+            f.to_str().unwrap().into(),
+            "--interface".into(),
+            "d0".into(),
+            "--address".into(),
+            "192.0.2.1".into(),
+            "--bpffs".into(),
+            dir.to_str().unwrap().into(),
+            "--dbus".into(),
+            "none".into(),
+            "--xdp-mode".into(),
+            mode.into(),
+        ]
+    };
+    let argv = args("native");
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = ns.vc5d(&argv).output().unwrap();
+    assert!(!out.status.success(), "the bridge driver has no native XDP");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("native mode"), "{err}");
+    assert!(
+        !ns.sh("ip link show d0").contains("xdp"),
+        "nothing attached"
+    );
+    assert!(links(&dir).is_empty(), "no link pinned");
+
+    let argv = args("auto");
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut child = ns.vc5d(&argv).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ns.sh("ip link show d0").contains("xdpgeneric") {
+        assert!(
+            Instant::now() < deadline,
+            "auto mode never attached in generic mode"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("running in generic mode"), "{log}");
+    assert_eq!(links(&dir), vec!["d0".to_string()]);
+}

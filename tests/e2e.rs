@@ -1,0 +1,254 @@
+//! End to end in the lab: a client behind a router, vc5d with its XDP
+//! program on a load balancer, three reals with the VIPs on `lo`. Real
+//! HTTP over real veths; the kernel's XDP in native and in generic mode.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use vc5::lab::{Lab, LabChild, LabOptions, http_get, retry};
+
+fn lab() -> Lab {
+    Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)")
+}
+
+/// Waits until vc5d says it is ready and both VIPs answer from the client
+/// (without the XDP program the load balancer drops traffic for the VIPs,
+/// which it does not own).
+fn wait_ready(lab: &Lab, vc5d: &mut LabChild) {
+    let vips = lab.vips();
+    let r = retry(Duration::from_secs(30), || {
+        if let Some(status) = vc5d.try_wait()? {
+            anyhow::bail!("vc5d exited: {status}");
+        }
+        // The log holds every run of vc5d in this lab; look at the last.
+        let log = vc5d.log_text();
+        let last = log.rsplit("=== ").next().unwrap_or_default();
+        anyhow::ensure!(last.contains("vc5d ready"), "vc5d not ready yet");
+        lab.run_in("client", || {
+            for vip in vips {
+                http_get(SocketAddr::new(vip, 80), "/", Duration::from_millis(500))?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })?
+    });
+    if let Err(e) = r {
+        panic!(
+            "vc5d never became ready: {e:#}\n--- vc5d log ---\n{}",
+            vc5d.log_text()
+        );
+    }
+}
+
+/// `n` fresh connections to `vip`; which real answered each. Every
+/// answer must show the client's own address, as the real saw it.
+fn spread(lab: &Lab, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
+    let client = match vip {
+        IpAddr::V4(_) => IpAddr::V4(lab.addr4("client")),
+        IpAddr::V6(_) => IpAddr::V6(lab.addr6("client")),
+    };
+    let bodies = lab
+        .run_in("client", || {
+            (0..n)
+                .map(|_| http_get(SocketAddr::new(vip, 80), "/", Duration::from_secs(3)))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let mut by_real = BTreeMap::new();
+    for b in bodies {
+        let b = b.unwrap_or_else(|e| panic!("a request to {vip} failed: {e:#}"));
+        assert!(
+            b.contains(&format!("client={client} ")),
+            "real did not see the client's address: {b}"
+        );
+        let real = b
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("real="))
+            .expect("answer names its real")
+            .to_string();
+        *by_real.entry(real).or_insert(0) += 1;
+    }
+    by_real
+}
+
+fn balances(mode: &str) {
+    let lab = lab();
+    if mode == "native" {
+        lab.prepare_native_xdp().unwrap();
+    }
+    let mut vc5d = lab.start_vc5d("lb1", mode, &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    let want = if mode == "native" {
+        "xdp"
+    } else {
+        "xdpgeneric"
+    };
+    assert_eq!(lab.xdp_mode("lb1", "eth0").unwrap().as_deref(), Some(want));
+    for vip in lab.vips() {
+        let n = 240;
+        let s = spread(&lab, vip, n);
+        assert_eq!(s.len(), 3, "{vip}: every real answers: {s:?}");
+        for (real, c) in &s {
+            assert!(*c >= n / 10, "{vip}: {real} got only {c} of {n}: {s:?}");
+        }
+    }
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(
+        status.success(),
+        "vc5d stopped cleanly: {status}\n{}",
+        vc5d.log_text()
+    );
+}
+
+#[test]
+fn balances_ipv4_and_ipv6_in_native_mode() {
+    balances("native");
+}
+
+#[test]
+fn balances_ipv4_and_ipv6_in_generic_mode() {
+    balances("generic");
+}
+
+#[test]
+fn a_long_download_survives_kill_9_and_restart_of_vc5d() {
+    let lab = lab();
+    lab.prepare_native_xdp().unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "native", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+
+    // 12 MB at 2 MB/s: about six seconds, across the crash and restart.
+    let bytes = 12_000_000;
+    let url = Lab::url(lab.vip4.into(), &format!("/bytes/{bytes}"));
+    let mut curl = lab
+        .spawn(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--limit-rate",
+                "2M",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                &url,
+            ],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    vc5d.kill().unwrap();
+    vc5d.wait().unwrap();
+    assert_eq!(
+        lab.xdp_mode("lb1", "eth0").unwrap().as_deref(),
+        Some("xdp"),
+        "the pinned link keeps XDP attached without vc5d"
+    );
+    // While no vc5d runs, new connections are balanced too.
+    let s = spread(&lab, lab.vip6.into(), 30);
+    assert_eq!(s.values().sum::<usize>(), 30);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut again = lab.start_vc5d("lb1", "native", &[]).unwrap();
+    wait_ready(&lab, &mut again);
+    assert!(
+        again.log_text().contains("reused=true"),
+        "the restart took over the pinned link:\n{}",
+        again.log_text()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = curl.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "download did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "download failed: {}", curl.log_text());
+    assert_eq!(
+        curl.log_text().trim(),
+        bytes.to_string(),
+        "every byte arrived"
+    );
+    again.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn reload_applies_a_good_configuration_and_refuses_a_bad_one() {
+    let lab = lab();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    let vip = IpAddr::V4(lab.vip4);
+
+    // A broken file: refused, and the running configuration stays.
+    lab.write_config_text("services:\n  - name: x\n    addr: 192.0.2.80\n    port: 80\n    real: nosuchgroup\nreals: {}\n")
+        .unwrap();
+    vc5d.signal(libc::SIGHUP).unwrap();
+    retry(Duration::from_secs(10), || {
+        anyhow::ensure!(vc5d.log_text().contains("reload refused"), "not yet");
+        Ok(())
+    })
+    .unwrap_or_else(|_| panic!("no refusal logged:\n{}", vc5d.log_text()));
+    assert!(
+        vc5d.log_text().contains(":5:11: "),
+        "refusal names line and column:\n{}",
+        vc5d.log_text()
+    );
+    assert_eq!(
+        spread(&lab, vip, 90).len(),
+        3,
+        "still balancing over three reals"
+    );
+
+    // A good one without real3: real3 takes no new connections.
+    let cfg = lab
+        .default_config()
+        .replace(&format!(", {}]", lab.addr4("real3")), "]");
+    assert!(!cfg.contains(&lab.addr4("real3").to_string()));
+    lab.write_config_text(&cfg).unwrap();
+    vc5d.signal(libc::SIGHUP).unwrap();
+    retry(Duration::from_secs(10), || {
+        anyhow::ensure!(
+            vc5d.log_text().contains("configuration reloaded"),
+            "not yet"
+        );
+        Ok(())
+    })
+    .unwrap();
+    let s = spread(&lab, vip, 120);
+    assert!(!s.contains_key("real3"), "real3 was removed: {s:?}");
+    assert_eq!(s.len(), 2, "{s:?}");
+    vc5d.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_real_without_a_mac_gets_no_traffic() {
+    let lab = lab();
+    // Nobody answers ARP for .99 on the LAN.
+    let cfg = lab.default_config().replace(
+        &format!("{}]", lab.addr4("real3")),
+        &format!("{}, 203.0.113.99]", lab.addr4("real3")),
+    );
+    assert!(cfg.contains("203.0.113.99"));
+    lab.write_config_text(&cfg).unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    let s = spread(&lab, IpAddr::V4(lab.vip4), 150);
+    assert_eq!(
+        s.values().sum::<usize>(),
+        150,
+        "no request was lost to the unresolved real"
+    );
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(
+        vc5d.log_text().contains("not resolved"),
+        "{}",
+        vc5d.log_text()
+    );
+    vc5d.terminate(Duration::from_secs(10)).unwrap();
+}

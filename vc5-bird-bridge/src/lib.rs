@@ -1,0 +1,1 @@
+//! vc5-bird-bridge

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * vc5 data plane: constants shared by the XDP program and user space.
+ *
+ * The Rust side mirrors every value here in vc5-xdp/src/maps.rs; a test
+ * compares the structs in shared.h against the object's BTF, and the
+ * sizes below are read back from the maps' own definitions at load time.
+ */
+#ifndef VC5_CONSTS_H
+#define VC5_CONSTS_H
+
+/* Service slots: an open-addressed hash table kept in an ARRAY map, because
+ * an array lookup is inlined by the verifier (a few ns) where a BPF hash map
+ * lookup costs a call and a jhash (tens of ns). Two halves of VC5_SLOTS
+ * entries: user space writes the idle half, then flips settings.active, so
+ * packets never see a half-written table. */
+#define VC5_SLOT_BITS 16
+#define VC5_SLOTS (1u << VC5_SLOT_BITS)
+#define VC5_SLOT_MASK (VC5_SLOTS - 1)
+/* User space guarantees (by choosing the seed) that every key sits within
+ * VC5_PROBES slots of its hash, so a miss costs at most this many reads. */
+#define VC5_PROBES 8
+
+/* Lookup table of one service: VC5_TABLE_SIZE backend indexes filled by
+ * weighted rendezvous hashing in user space. */
+#define VC5_TABLE_BITS 12
+#define VC5_TABLE_SIZE (1u << VC5_TABLE_BITS)
+#define VC5_TABLE_MASK (VC5_TABLE_SIZE - 1)
+
+/* Per-CPU flow caches: entries per CPU, and how often a cache hit also
+ * touches the flow's LRU entry (every VC5_REFRESH+1 hits), so that busy
+ * flows served from the cache are never the LRU's eviction victims. */
+#define VC5_CACHE_BITS 14
+#define VC5_CACHE_SIZE (1u << VC5_CACHE_BITS)
+#define VC5_REFRESH 63
+
+/* Default map sizes; user space may shrink them at load (tests do). */
+#define VC5_MAX_SERVICES 4096
+#define VC5_MAX_BACKENDS 65536
+#define VC5_FLOWS_TCP4 (1u << 21)
+#define VC5_FLOWS_TCP6 (1u << 20)
+#define VC5_FLOWS_UDP4 (1u << 18)
+#define VC5_FLOWS_UDP6 (1u << 18)
+
+/* vc5_backend.flags */
+#define VC5_BACKEND_USABLE 0x1 /* MAC resolved and real not failed */
+
+/* Why a packet got its verdict; index of the global "stats" map. */
+enum vc5_reason {
+	VC5_PASS_NOT_IP = 0,   /* not IPv4/IPv6 (ARP, LLDP, ...) */
+	VC5_PASS_SHORT,        /* frame ends before the IP destination */
+	VC5_PASS_NOT_VIP,      /* not addressed to a VIP service */
+	VC5_TX,                /* sent to a real on the same interface */
+	VC5_REDIRECT,          /* sent to a real behind another interface */
+	VC5_DROP_FRAGMENT,     /* IP fragment addressed to a VIP */
+	VC5_DROP_MALFORMED,    /* addressed to a VIP, L3/L4 header invalid or cut */
+	VC5_DROP_NO_BACKEND,   /* the service has no usable real */
+	VC5_ICMP_TX,           /* ICMP error quoting a VIP flow, sent to its real */
+	VC5_REASONS,
+};
+
+#endif

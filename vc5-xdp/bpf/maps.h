@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * vc5 data plane: the maps. All are pinned by name (LIBBPF_PIN_BY_NAME) in
+ * the directory vc5d passes as --bpffs, so that a restarted vc5d, or a new
+ * program version, picks up the same tables and flows.
+ */
+#ifndef VC5_MAPS_H
+#define VC5_MAPS_H
+
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "shared.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vc5_settings);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * VC5_SLOTS);
+	__type(key, __u32);
+	__type(value, struct vc5_svc_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VC5_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct vc5_table);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VC5_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct vc5_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backends SEC(".maps");
+
+/* Established flows, one LRU per family and protocol so that a flood of one
+ * kind cannot evict the flows of another. BPF_F_NO_COMMON_LRU gives each CPU
+ * its own LRU list: no lock shared between CPUs on insert. */
+#define VC5_FLOW_MAP(name, keytype, size)                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                           \
+		__uint(max_entries, size);                                     \
+		__uint(map_flags, BPF_F_NO_COMMON_LRU);                        \
+		__type(key, keytype);                                          \
+		__type(value, struct vc5_flow);                                \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
+
+VC5_FLOW_MAP(flows_tcp4, struct vc5_flow4, VC5_FLOWS_TCP4);
+VC5_FLOW_MAP(flows_udp4, struct vc5_flow4, VC5_FLOWS_UDP4);
+VC5_FLOW_MAP(flows_tcp6, struct vc5_flow6, VC5_FLOWS_TCP6);
+VC5_FLOW_MAP(flows_udp6, struct vc5_flow6, VC5_FLOWS_UDP6);
+
+/* Not pinned: a cache, rebuilt from the LRU by traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_CACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct vc5_cache4);
+} flow_cache4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_CACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct vc5_cache6);
+} flow_cache6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_REASONS);
+	__type(key, __u32);
+	__type(value, struct vc5_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct vc5_backend_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_stats SEC(".maps");
+
+/* Packets a service dropped because it had no usable real. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct vc5_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} service_drops SEC(".maps");
+
+#endif

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * vc5 data plane: every map key and value, in one place.
+ *
+ * These layouts are an ABI: the maps are pinned and survive a restart of
+ * vc5d, and vc5-xdp/src/maps.rs mirrors them #[repr(C)]. Padding is
+ * explicit so that both sides agree byte for byte; a Rust test compares the
+ * sizes and offsets here with the BTF of the built object.
+ */
+#ifndef VC5_SHARED_H
+#define VC5_SHARED_H
+
+#include <linux/types.h>
+
+/* settings[0]: which half of svc_slots is live and its hash seed. */
+struct vc5_settings {
+	__u32 active;  /* 0 or 1 */
+	__u32 seed[2]; /* hash seed of each half */
+	__u32 _pad;
+};
+
+/* A service endpoint: VIP (IPv4 as ::ffff:a.b.c.d), port and protocol as
+ * they appear on the wire (port in network byte order). Port 0 / proto 0
+ * is the VIP's own marker entry, used for fragments and ICMP. */
+struct vc5_svc_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 _pad;
+};
+
+/* One slot of svc_slots. vip == 0 marks an empty slot. */
+struct vc5_svc_slot {
+	struct vc5_svc_key key;
+	__u16 service; /* index into tables/service_stats; 0 for a VIP marker */
+	__u16 vip;     /* VIP index (1-based), for user space's accounting */
+};
+
+/* tables[service]: backend index per hash bucket; 0 means no real. */
+struct vc5_table {
+	__u16 backend[4096]; /* VC5_TABLE_SIZE */
+};
+
+/* backends[index]: one real of one service. Index 0 is never used. */
+struct vc5_backend {
+	__u8 mac[6];     /* the real's MAC: the frame's new destination */
+	__u8 src_mac[6]; /* the egress interface's MAC: the new source */
+	__u32 ifindex;   /* egress interface; XDP_TX when it is the ingress */
+	__u16 flags;     /* VC5_BACKEND_* */
+	__u16 service;   /* owning service; user space's bookkeeping */
+	__u8 addr[16];   /* the real's address; user space's bookkeeping */
+	__u32 _pad;
+};
+
+/* Flow keys as seen on the wire (network byte order), client to VIP. */
+struct vc5_flow4 {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct vc5_flow6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+struct vc5_flow {
+	__u32 backend;
+	__u32 _pad;
+};
+
+/* One entry of a CPU's flow cache (flow_cache4/6): a direct-mapped copy
+ * of flows this CPU saw in the LRU, so that an established flow costs an
+ * inlined array read instead of a hash-map lookup. */
+struct vc5_cache4 {
+	struct vc5_flow4 key;
+	__u8 proto;
+	__u8 _pad;
+	__u16 hits;
+	__u32 backend;
+};
+
+struct vc5_cache6 {
+	struct vc5_flow6 key;
+	__u8 proto;
+	__u8 _pad;
+	__u16 hits;
+	__u32 backend;
+};
+
+/* Per-CPU counters. */
+struct vc5_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct vc5_backend_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+#endif

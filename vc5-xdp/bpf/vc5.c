@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * vc5: the XDP program. Layer-2 Direct Server Return: a packet for a VIP
+ * service gets the MAC of one of the service's reals as its destination
+ * and leaves by the interface it came in on (XDP_TX). The real holds the
+ * VIP on its loopback and answers the client directly.
+ *
+ * Per packet:
+ *   parse Ethernet (+ one 802.1Q/802.1ad tag), IPv4/IPv6, TCP/UDP;
+ *   find the service (open-addressed table in an ARRAY map: no helper call);
+ *   find the flow in its LRU; if the flow's real is usable, send it there;
+ *   else pick a real from the service's lookup table by the flow's hash.
+ *
+ * Policies (README "Data plane policies"):
+ * - A TCP SYN (without ACK) and an RST never create a flow entry: the real
+ *   is picked from the lookup table, which gives the same answer for the
+ *   handshake's later packets. The first other packet of the flow inserts
+ *   it. So a flood of SYNs from spoofed sources costs no flow-table space
+ *   and cannot evict established flows.
+ * - IP fragments addressed to a VIP are dropped and counted: only the first
+ *   carries ports, so no fragment can be steered consistently.
+ * - IPv4 options are allowed; the L4 header is found after them.
+ * - IPv6 hop-by-hop, routing and destination-options headers (up to
+ *   VC5_V6_EXTS of them) are skipped; a fragment header means a fragment.
+ * - ICMP "fragmentation needed" / ICMPv6 "packet too big" quoting a VIP
+ *   flow go to the real that owns that flow, so path MTU discovery works.
+ * - Anything not addressed to a VIP service passes to the kernel untouched.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "shared.h"
+#include "maps.h"
+#include "hash.h"
+
+#define VC5_V6_EXTS 3
+
+/* ICMP and ICMPv6 share this header layout; linux/icmp.h drags in libc. */
+struct vc5_icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 csum;
+	__u32 rest; /* unused / next-hop MTU / MTU */
+};
+#define VC5_ICMP_DEST_UNREACH 3
+#define VC5_ICMP_FRAG_NEEDED 4
+#define VC5_ICMPV6_PKT_TOOBIG 2
+
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+
+/* What the parsers hand to the forwarding step. The service key is built
+ * in place, 8-byte aligned, so it can be compared as words. */
+struct vc5_pkt {
+	struct vc5_svc_key svc __attribute__((aligned(8)));
+	union {
+		struct vc5_flow4 f4;
+		struct vc5_flow6 f6;
+	};
+	__u32 sfold; /* folds of the flow's client and VIP addresses */
+	__u32 dfold;
+	__u8 v6;
+	__u8 no_insert; /* SYN, RST or an ICMP error: never creates a flow */
+	__u8 icmp;      /* an ICMP error quoting the flow */
+};
+
+static __always_inline int vc5_count(__u32 reason, __u64 bytes, int verdict)
+{
+	struct vc5_counter *c = bpf_map_lookup_elem(&stats, &reason);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+	return verdict;
+}
+
+/* Finds the slot of a service key, or NULL. The key is 20 bytes: compared
+ * as two 64-bit and one 32-bit word. */
+static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k,
+						     __u32 fold)
+{
+	const __u64 *kw = (const __u64 *)k;
+	struct vc5_settings *s;
+	__u32 zero = 0, half, h;
+
+	s = bpf_map_lookup_elem(&settings, &zero);
+	if (!s)
+		return NULL;
+	half = s->active & 1;
+	h = vc5_slot_hash(fold, k->port, k->proto, half ? s->seed[1] : s->seed[0]);
+
+#pragma unroll
+	for (int i = 0; i < VC5_PROBES; i++) {
+		__u32 idx = (half << VC5_SLOT_BITS) | ((h + i) & VC5_SLOT_MASK);
+		struct vc5_svc_slot *slot = bpf_map_lookup_elem(&svc_slots, &idx);
+		const __u64 *sw;
+
+		if (!slot || !slot->vip)
+			return NULL;
+		sw = (const __u64 *)&slot->key;
+		if (sw[0] == kw[0] && sw[1] == kw[1] &&
+		    *(const __u32 *)&sw[2] == *(const __u32 *)&kw[2])
+			return slot;
+	}
+	return NULL;
+}
+
+/* Is this address a VIP at all (its marker entry: port 0, proto 0)? Only
+ * asked on the rare paths: fragments and malformed headers. */
+static __always_inline int vc5_is_vip(const struct vc5_pkt *p)
+{
+	struct vc5_svc_key k __attribute__((aligned(8))) = {};
+
+	__builtin_memcpy(k.addr, p->svc.addr, 16);
+	return vc5_find(&k, p->dfold) != NULL;
+}
+
+static __always_inline int vc5_not_service(const struct vc5_pkt *p,
+					   __u32 reason_if_vip, __u64 bytes)
+{
+	if (vc5_is_vip(p))
+		return vc5_count(reason_if_vip, bytes, XDP_DROP);
+	return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+}
+
+static __always_inline __u32 vc5_hash(const struct vc5_pkt *p)
+{
+	if (p->v6)
+		return vc5_flow_hash(p->sfold, p->dfold, p->f6.sport, p->f6.dport,
+				     p->svc.proto);
+	return vc5_flow_hash(p->sfold, p->dfold, p->f4.sport, p->f4.dport,
+			     p->svc.proto);
+}
+
+static __always_inline __u32 vc5_select(__u16 service, __u32 h)
+{
+	__u32 s = service;
+	struct vc5_table *t = bpf_map_lookup_elem(&tables, &s);
+
+	if (!t)
+		return 0;
+	return t->backend[h & VC5_TABLE_MASK];
+}
+
+/* One call site per map keeps each lookup inlinable by the verifier. */
+static __always_inline struct vc5_flow *vc5_flow_lookup(const struct vc5_pkt *p)
+{
+	if (p->v6) {
+		if (p->svc.proto == IPPROTO_TCP)
+			return bpf_map_lookup_elem(&flows_tcp6, &p->f6);
+		return bpf_map_lookup_elem(&flows_udp6, &p->f6);
+	}
+	if (p->svc.proto == IPPROTO_TCP)
+		return bpf_map_lookup_elem(&flows_tcp4, &p->f4);
+	return bpf_map_lookup_elem(&flows_udp4, &p->f4);
+}
+
+static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backend)
+{
+	struct vc5_flow f = { .backend = backend };
+
+	if (p->v6) {
+		if (p->svc.proto == IPPROTO_TCP)
+			bpf_map_update_elem(&flows_tcp6, &p->f6, &f, BPF_ANY);
+		else
+			bpf_map_update_elem(&flows_udp6, &p->f6, &f, BPF_ANY);
+	} else {
+		if (p->svc.proto == IPPROTO_TCP)
+			bpf_map_update_elem(&flows_tcp4, &p->f4, &f, BPF_ANY);
+		else
+			bpf_map_update_elem(&flows_udp4, &p->f4, &f, BPF_ANY);
+	}
+}
+
+/* The CPU's cache entry for this flow's hash: its backend and hit count
+ * are returned through the pointers when the entry holds this flow. */
+static __always_inline int vc5_cache_get(const struct vc5_pkt *p, __u32 h,
+					 __u32 *backend, __u16 *hits)
+{
+	__u32 ci = h >> (32 - VC5_CACHE_BITS);
+
+	if (p->v6) {
+		struct vc5_cache6 *c = bpf_map_lookup_elem(&flow_cache6, &ci);
+
+		if (!c || c->proto != p->svc.proto ||
+		    c->key.sport != p->f6.sport || c->key.dport != p->f6.dport ||
+		    __builtin_memcmp(c->key.saddr, p->f6.saddr, 16) ||
+		    __builtin_memcmp(c->key.daddr, p->f6.daddr, 16))
+			return 0;
+		*hits = ++c->hits;
+		*backend = c->backend;
+		return 1;
+	}
+	struct vc5_cache4 *c = bpf_map_lookup_elem(&flow_cache4, &ci);
+
+	if (!c || c->proto != p->svc.proto || c->key.saddr != p->f4.saddr ||
+	    c->key.daddr != p->f4.daddr || c->key.sport != p->f4.sport ||
+	    c->key.dport != p->f4.dport)
+		return 0;
+	*hits = ++c->hits;
+	*backend = c->backend;
+	return 1;
+}
+
+static __always_inline void vc5_cache_put(const struct vc5_pkt *p, __u32 h,
+					  __u32 backend)
+{
+	__u32 ci = h >> (32 - VC5_CACHE_BITS);
+
+	if (p->v6) {
+		struct vc5_cache6 *c = bpf_map_lookup_elem(&flow_cache6, &ci);
+
+		if (c) {
+			c->key = p->f6;
+			c->proto = p->svc.proto;
+			c->hits = 0;
+			c->backend = backend;
+		}
+		return;
+	}
+	struct vc5_cache4 *c = bpf_map_lookup_elem(&flow_cache4, &ci);
+
+	if (c) {
+		c->key = p->f4;
+		c->proto = p->svc.proto;
+		c->hits = 0;
+		c->backend = backend;
+	}
+}
+
+static __always_inline int vc5_usable(struct vc5_backend *b)
+{
+	return b && (b->flags & VC5_BACKEND_USABLE);
+}
+
+static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
+				       const struct vc5_pkt *p, __u64 bytes)
+{
+	struct vc5_svc_slot *svc = vc5_find(&p->svc, p->dfold);
+	struct vc5_backend *b = NULL;
+	struct vc5_backend_stats *bs;
+	struct vc5_flow *f;
+	__u32 h, bi = 0, fresh = 0;
+	__u16 hits = 0;
+
+	if (!svc || !svc->service)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	h = vc5_hash(p);
+
+	/* Fast path: this CPU has seen the flow in the LRU recently. */
+	if (vc5_cache_get(p, h, &bi, &hits)) {
+		b = bpf_map_lookup_elem(&backends, &bi);
+		if (vc5_usable(b) && ((hits & VC5_REFRESH) || p->icmp))
+			goto emit;
+	}
+
+	f = vc5_flow_lookup(p);
+	if (f) {
+		bi = f->backend;
+		b = bpf_map_lookup_elem(&backends, &bi);
+		if (vc5_usable(b))
+			goto cache;
+	} else if (vc5_usable(b) && !p->no_insert) {
+		/* The LRU lost a flow the cache still serves: restore it with
+		 * the same real rather than letting the flow move. */
+		vc5_flow_insert(p, bi);
+		goto emit;
+	}
+
+	/* A new flow, or one whose real is no longer usable. */
+	bi = vc5_select(svc->service, h);
+	b = bpf_map_lookup_elem(&backends, &bi);
+	if (!bi || !vc5_usable(b)) {
+		__u32 s = svc->service;
+		struct vc5_counter *d = bpf_map_lookup_elem(&service_drops, &s);
+
+		if (d) {
+			d->packets++;
+			d->bytes += bytes;
+		}
+		return vc5_count(VC5_DROP_NO_BACKEND, bytes, XDP_DROP);
+	}
+	if (p->icmp)
+		goto emit;
+	if (f) {
+		f->backend = bi; /* re-pin a flow whose real failed */
+	} else if (p->no_insert) {
+		goto emit; /* SYN/RST: no state, not even in the cache */
+	} else {
+		vc5_flow_insert(p, bi);
+	}
+	fresh = 1;
+
+cache:
+	if (!p->icmp)
+		vc5_cache_put(p, h, bi);
+emit:
+	if (!b)
+		return XDP_ABORTED; /* unreachable; keeps the verifier sure */
+	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, b->src_mac, ETH_ALEN);
+	bs = bpf_map_lookup_elem(&backend_stats, &bi);
+	if (bs) {
+		bs->packets++;
+		bs->bytes += bytes;
+		bs->new_flows += fresh;
+	}
+	if (b->ifindex && b->ifindex != ctx->ingress_ifindex)
+		return vc5_count(VC5_REDIRECT, bytes, bpf_redirect(b->ifindex, 0));
+	return vc5_count(p->icmp ? VC5_ICMP_TX : VC5_TX, bytes, XDP_TX);
+}
+
+/* Fills the flow part of p from a TCP/UDP header at l4 (client to VIP). */
+static __always_inline int vc5_ports(struct vc5_pkt *p, void *l4, void *end,
+				     __u8 proto)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > end || th->doff < 5)
+			return -1;
+		p->no_insert = (th->syn && !th->ack) || th->rst;
+		if (p->v6) {
+			p->f6.sport = th->source;
+			p->f6.dport = th->dest;
+		} else {
+			p->f4.sport = th->source;
+			p->f4.dport = th->dest;
+		}
+		p->svc.port = th->dest;
+		return 0;
+	}
+	struct udphdr *uh = l4;
+
+	if ((void *)(uh + 1) > end)
+		return -1;
+	if (p->v6) {
+		p->f6.sport = uh->source;
+		p->f6.dport = uh->dest;
+	} else {
+		p->f4.sport = uh->source;
+		p->f4.dport = uh->dest;
+	}
+	p->svc.port = uh->dest;
+	return 0;
+}
+
+static __always_inline void vc5_svc_addr4(struct vc5_pkt *p, __u32 addr)
+{
+	__u32 *w = (__u32 *)p->svc.addr;
+
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = VC5_V4_FOLD;
+	w[3] = addr;
+}
+
+/* ICMP "fragmentation needed" quoting a packet the real sent from the VIP:
+ * the quoted header is VIP -> client, so the flow is its reverse. */
+static __always_inline int vc5_icmp4(struct xdp_md *ctx, struct ethhdr *eth,
+				     struct iphdr *ip, void *l4, void *end,
+				     struct vc5_pkt *p, __u64 bytes)
+{
+	struct vc5_icmphdr *ic = l4;
+	struct iphdr *in;
+	__u16 *ports;
+	__u32 ihl;
+
+	if ((void *)(ic + 1) > end)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	if (ic->type != VC5_ICMP_DEST_UNREACH || ic->code != VC5_ICMP_FRAG_NEEDED)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	in = (void *)(ic + 1);
+	if ((void *)(in + 1) > end)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	ihl = in->ihl * 4;
+	if (ihl < sizeof(*in) || in->saddr != ip->daddr ||
+	    (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	ports = (void *)in + ihl;
+	if ((void *)(ports + 2) > end)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+
+	p->icmp = 1;
+	p->no_insert = 1;
+	p->svc.proto = in->protocol;
+	p->svc.port = ports[0];
+	vc5_svc_addr4(p, in->saddr);
+	p->f4.saddr = in->daddr;
+	p->f4.daddr = in->saddr;
+	p->f4.sport = ports[1];
+	p->f4.dport = ports[0];
+	p->sfold = in->daddr ^ VC5_V4_FOLD;
+	p->dfold = in->saddr ^ VC5_V4_FOLD;
+	return vc5_forward(ctx, eth, p, bytes);
+}
+
+static __always_inline int vc5_ipv4(struct xdp_md *ctx, struct ethhdr *eth,
+				    void *l3, void *end, __u64 bytes)
+{
+	struct vc5_pkt p = {};
+	struct iphdr *ip = l3;
+	__u32 ihl;
+	void *l4;
+
+	if ((void *)(ip + 1) > end)
+		return vc5_count(VC5_PASS_SHORT, bytes, XDP_PASS);
+
+	vc5_svc_addr4(&p, ip->daddr);
+	p.dfold = ip->daddr ^ VC5_V4_FOLD;
+
+	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset */
+		return vc5_not_service(&p, VC5_DROP_FRAGMENT, bytes);
+	ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
+	l4 = l3 + ihl;
+
+	if (ip->protocol == IPPROTO_ICMP)
+		return vc5_icmp4(ctx, eth, ip, l4, end, &p, bytes);
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+
+	p.svc.proto = ip->protocol;
+	if (vc5_ports(&p, l4, end, ip->protocol))
+		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
+	p.f4.saddr = ip->saddr;
+	p.f4.daddr = ip->daddr;
+	p.sfold = ip->saddr ^ VC5_V4_FOLD;
+	return vc5_forward(ctx, eth, &p, bytes);
+}
+
+/* ICMPv6 "packet too big", the IPv6 twin of vc5_icmp4. */
+static __always_inline int vc5_icmp6(struct xdp_md *ctx, struct ethhdr *eth,
+				     struct ipv6hdr *ip, void *l4, void *end,
+				     struct vc5_pkt *p, __u64 bytes)
+{
+	struct vc5_icmphdr *ic = l4;
+	struct ipv6hdr *in;
+	__u16 *ports;
+
+	if ((void *)(ic + 1) > end || ic->type != VC5_ICMPV6_PKT_TOOBIG)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	in = (void *)(ic + 1);
+	if ((void *)(in + 1) > end)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	if (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	if (__builtin_memcmp(&in->saddr, &ip->daddr, 16))
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	ports = (void *)(in + 1);
+	if ((void *)(ports + 2) > end)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+
+	p->icmp = 1;
+	p->no_insert = 1;
+	p->svc.proto = in->nexthdr;
+	p->svc.port = ports[0];
+	__builtin_memcpy(p->svc.addr, &in->saddr, 16);
+	__builtin_memcpy(p->f6.saddr, &in->daddr, 16);
+	__builtin_memcpy(p->f6.daddr, &in->saddr, 16);
+	p->f6.sport = ports[1];
+	p->f6.dport = ports[0];
+	p->sfold = vc5_fold6((const __u32 *)p->f6.saddr);
+	p->dfold = vc5_fold6((const __u32 *)p->f6.daddr);
+	return vc5_forward(ctx, eth, p, bytes);
+}
+
+static __always_inline int vc5_ipv6(struct xdp_md *ctx, struct ethhdr *eth,
+				    void *l3, void *end, __u64 bytes)
+{
+	struct vc5_pkt p = { .v6 = 1 };
+	struct ipv6hdr *ip = l3;
+	void *l4 = ip + 1;
+	__u8 nh;
+
+	if ((void *)(ip + 1) > end)
+		return vc5_count(VC5_PASS_SHORT, bytes, XDP_PASS);
+
+	__builtin_memcpy(p.svc.addr, &ip->daddr, 16);
+	p.dfold = vc5_fold6((const __u32 *)p.svc.addr);
+	nh = ip->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < VC5_V6_EXTS; i++) {
+		struct ipv6_opt_hdr *eh = l4;
+
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING &&
+		    nh != IPPROTO_DSTOPTS)
+			break;
+		if ((void *)(eh + 1) > end)
+			return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
+		nh = eh->nexthdr;
+		l4 += (eh->hdrlen + 1) * 8;
+	}
+	if (nh == IPPROTO_FRAGMENT)
+		return vc5_not_service(&p, VC5_DROP_FRAGMENT, bytes);
+	if (nh == IPPROTO_ICMPV6)
+		return vc5_icmp6(ctx, eth, ip, l4, end, &p, bytes);
+	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+
+	p.svc.proto = nh;
+	if (vc5_ports(&p, l4, end, nh))
+		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
+	__builtin_memcpy(p.f6.saddr, &ip->saddr, 16);
+	__builtin_memcpy(p.f6.daddr, &ip->daddr, 16);
+	p.sfold = vc5_fold6((const __u32 *)p.f6.saddr);
+	return vc5_forward(ctx, eth, &p, bytes);
+}
+
+static __always_inline int vc5_main(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u64 bytes = end - data;
+	void *l3 = eth + 1;
+	__u16 proto;
+
+	if ((void *)(eth + 1) > end)
+		return vc5_count(VC5_PASS_SHORT, bytes, XDP_PASS);
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		__u16 *tag = l3; /* TCI, then the inner EtherType */
+
+		if ((void *)(tag + 2) > end)
+			return vc5_count(VC5_PASS_SHORT, bytes, XDP_PASS);
+		proto = tag[1];
+		l3 = tag + 2;
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return vc5_ipv4(ctx, eth, l3, end, bytes);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return vc5_ipv6(ctx, eth, l3, end, bytes);
+	return vc5_count(VC5_PASS_NOT_IP, bytes, XDP_PASS);
+}
+
+SEC("xdp")
+int vc5_xdp(struct xdp_md *ctx)
+{
+	return vc5_main(ctx);
+}
+
+#ifdef VC5_BENCH
+/* The benchmark's wrapper: BPF_PROG_TEST_RUN repeats one frame, so to make
+ * every repetition a new flow it gives the (untagged IPv4) frame a new
+ * source address each time before running the real program. Built only
+ * into vc5_bench.o. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_seq SEC(".maps");
+
+SEC("xdp")
+int vc5_bench_fresh(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	__u32 zero = 0, *n;
+
+	if ((void *)(ip + 1) > end)
+		return XDP_ABORTED;
+	n = bpf_map_lookup_elem(&bench_seq, &zero);
+	if (!n)
+		return XDP_ABORTED;
+	ip->saddr = bpf_htonl(0x0a000000 | (++*n & 0x00ffffff));
+	return vc5_main(ctx);
+}
+#endif
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

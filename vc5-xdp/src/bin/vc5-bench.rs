@@ -1,0 +1,143 @@
+//! vc5-bench: per-packet cost of the XDP program by `BPF_PROG_TEST_RUN`.
+//!
+//! Cases, each the median of several runs of many repetitions, measured in
+//! one process beside the floor program (swap MACs, XDP_TX):
+//! - `floor`: the floor program.
+//! - `not_vip`: a TCP packet to an address that is no VIP (XDP_PASS).
+//! - `established`: a TCP ACK of a flow in the flow table (XDP_TX). The
+//!   program rewrites only the MACs, which it never reads, so repeating
+//!   the same frame repeats the same work.
+//! - `new_flow`: a TCP SYN of a new flow. The wrapper `vc5_bench_fresh`
+//!   gives every repetition a new source address, so each is a new flow.
+//! - `insert`: the first non-SYN packet of a new flow, which inserts it in
+//!   the flow table; also through the wrapper.
+//!
+//! `--json` prints one line for machines.
+
+use anyhow::{Context, Result};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use std::net::IpAddr;
+use vc5_xdp::dataplane::{FLOOR_OBJ, TCP, VC5_BENCH_OBJ};
+use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, require_root};
+use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
+
+const RUNS: usize = 7;
+const REPEAT: u32 = 200_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+/// Median over RUNS runs of the kernel's mean ns per repetition.
+fn measure(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut ns = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(frame);
+        o.data_out = Some(&mut out);
+        o.repeat = REPEAT;
+        let r = prog.test_run(o).context("BPF_PROG_TEST_RUN")?;
+        anyhow::ensure!(
+            r.return_value == expect,
+            "verdict {} where {expect} was expected",
+            r.return_value
+        );
+        ns.push(r.duration.as_nanos() as f64);
+    }
+    ns.sort_by(|a, b| a.total_cmp(b));
+    Ok(ns[RUNS / 2])
+}
+
+fn main() -> Result<()> {
+    let json = std::env::args().any(|a| a == "--json");
+    require_root();
+    let fs = TempBpffs::new().context("mounting a private bpffs")?;
+
+    let mut floor = aya::Ebpf::load(FLOOR_OBJ).context("loading the floor program")?;
+    let fp: &mut Xdp = floor
+        .program_mut("vc5_floor")
+        .context("no vc5_floor")?
+        .try_into()?;
+    fp.load()?;
+
+    // Default map sizes, as in production: the flow table's size and the
+    // LRU's behaviour are part of the cost.
+    let sizes = if std::env::var("VC5_BENCH_SMALL").is_ok() {
+        MapSizes {
+            services: 4096,
+            backends: 65536,
+            ..MapSizes::small()
+        }
+    } else {
+        MapSizes::default()
+    };
+    let mut dp = DataPlane::open_object(&fs.path().join("vc5"), sizes, VC5_BENCH_OBJ)
+        .context("loading vc5")?;
+    let reals: Vec<RealSpec> = (1..=16)
+        .map(|i| RealSpec {
+            addr: ip(&format!("203.0.113.{i}")),
+            weight: 1,
+            mode: RealMode::Serve,
+            l2: Some(L2 {
+                mac: [2, 0xbb, 0, 0, 0, i],
+                src_mac: [2, 0xaa, 0, 0, 0, 1],
+                ifindex: 0,
+            }),
+        })
+        .collect();
+    let services: Vec<ServiceSpec> = (0..100u16)
+        .map(|i| ServiceSpec {
+            vip: ip(&format!("192.0.2.{}", 1 + i / 10)),
+            port: 80 + i % 10,
+            proto: TCP,
+            reals: reals.clone(),
+        })
+        .collect();
+    dp.program(&services).context("programming")?;
+
+    let client = ip("198.51.100.7");
+    let vip = ip("192.0.2.1");
+    let frame = |dst, flags| Frame::tcp(client, 40000, dst, 80, flags).build();
+
+    let floor_ns = measure(fp, &frame(vip, TCP_ACK), 3)?;
+    let not_vip = measure(dp.xdp()?, &frame(ip("192.0.2.200"), TCP_ACK), 2)?;
+    let est_frame = frame(vip, TCP_ACK);
+    measure(dp.xdp()?, &est_frame, 3)?; // creates the flow
+    let established = measure(dp.xdp()?, &est_frame, 3)?;
+    let new_flow = measure(dp.xdp_named("vc5_bench_fresh")?, &frame(vip, TCP_SYN), 3)?;
+    let insert = measure(dp.xdp_named("vc5_bench_fresh")?, &frame(vip, TCP_ACK), 3)?;
+
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "floor_ns": floor_ns,
+                "not_vip_ns": not_vip,
+                "established_ns": established,
+                "new_flow_ns": new_flow,
+                "insert_ns": insert,
+            })
+        );
+        return Ok(());
+    }
+    println!("vc5-bench: BPF_PROG_TEST_RUN, median of {RUNS} runs × {REPEAT} repetitions");
+    println!(
+        "{:<34} {:>8} {:>8} {:>8}",
+        "case", "ns/pkt", "× floor", "target"
+    );
+    let row = |name: &str, ns: f64, target: Option<f64>| {
+        let ratio = ns / floor_ns;
+        let t = match target {
+            Some(t) => format!("≤ {t}{}", if ratio <= t { "" } else { " ✗" }),
+            None => "-".into(),
+        };
+        println!("{name:<34} {ns:>8.1} {ratio:>8.2} {t:>8}");
+    };
+    row("floor (swap MACs, XDP_TX)", floor_ns, None);
+    row("not a VIP (XDP_PASS)", not_vip, Some(1.5));
+    row("established TCP flow (XDP_TX)", established, Some(2.5));
+    row("new TCP flow, SYN (XDP_TX)", new_flow, Some(4.0));
+    row("flow-inserting packet (XDP_TX)", insert, None);
+    Ok(())
+}

@@ -1,0 +1,1142 @@
+//! Loading, attaching and programming the XDP data plane.
+//!
+//! Everything lives under one bpffs directory (`--bpffs`): the maps in
+//! `maps/`, one link per interface in `links/`. A link holds the program on
+//! its interface even after vc5d exits, and the maps hold the services,
+//! tables and flows, so a crash or restart of vc5d breaks no connection: the
+//! next vc5d loads the program against the same maps, recovers its index
+//! allocation from them, and swaps its program into the links atomically.
+//! `rm -r` of the directory detaches everything.
+//!
+//! [`DataPlane::program`] takes the whole desired state and applies the
+//! difference in an order that never lets a packet see a real before it is
+//! usable or a service table that points at a freed real.
+
+use crate::maps::*;
+use crate::table::{self, Candidate};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, MapData, MapInfo, MapType, PerCpuArray, PerCpuValues,
+};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode as AyaMode, xdp::XdpLink};
+use aya::{Ebpf, EbpfLoader};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// The XDP program, built by `build.rs`.
+pub static VC5_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5.o"));
+/// The XDP program with the benchmark's wrapper `vc5_bench_fresh`.
+pub static VC5_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_bench.o"));
+/// The benchmark's floor program (swap MACs, XDP_TX).
+pub static FLOOR_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.o"));
+
+const PROGRAM: &str = "vc5_xdp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "pinned map {path} does not match this vc5 ({what}); stop vc5d and remove {dir} to start afresh (this drops established flows)"
+    )]
+    Incompatible {
+        path: PathBuf,
+        dir: PathBuf,
+        what: String,
+    },
+    #[error("{dir} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { dir: PathBuf },
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    #[error("attaching to {ifname} in {mode} mode: {source}")]
+    Attach {
+        ifname: String,
+        mode: XdpMode,
+        source: aya::programs::ProgramError,
+    },
+    #[error("pinning: {0}")]
+    Pin(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("too many {what}: {have} (at most {max})")]
+    Full {
+        what: &'static str,
+        have: usize,
+        max: usize,
+    },
+    #[error("service {0} is given twice")]
+    Duplicate(String),
+    #[error("no hash seed places the {0} service keys within {PROBES} probes")]
+    Slots(usize),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map { name, source }
+}
+
+/// `--xdp-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native, falling back to generic with a warning.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(XdpMode::Auto),
+            "native" => Ok(XdpMode::Native),
+            "generic" => Ok(XdpMode::Generic),
+            _ => Err(format!("unknown XDP mode {s:?} (auto, native or generic)")),
+        }
+    }
+}
+
+/// Map sizes chosen at first load. Pinned maps keep the size they were
+/// created with; the sizes actually in force are read back from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub services: u32,
+    pub backends: u32,
+    pub flows_tcp4: u32,
+    pub flows_tcp6: u32,
+    pub flows_udp4: u32,
+    pub flows_udp6: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            services: MAX_SERVICES,
+            backends: MAX_BACKENDS,
+            flows_tcp4: 1 << 21,
+            flows_tcp6: 1 << 20,
+            flows_udp4: 1 << 18,
+            flows_udp6: 1 << 18,
+        }
+    }
+}
+
+impl MapSizes {
+    /// Small maps, for tests and benchmarks that load many copies.
+    pub fn small() -> Self {
+        MapSizes {
+            services: 64,
+            backends: 1024,
+            flows_tcp4: 4096,
+            flows_tcp6: 4096,
+            flows_udp4: 4096,
+            flows_udp6: 4096,
+        }
+    }
+}
+
+/// Layer-2 next hop of a real: where frames for it go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2 {
+    pub mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub ifindex: u32,
+}
+
+/// What a real may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealMode {
+    /// Takes new flows and keeps its flows.
+    Serve,
+    /// Takes no new flows, keeps its established ones.
+    Drain,
+    /// Failed: its flows move to other reals.
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    pub weight: u32,
+    pub mode: RealMode,
+    /// None until the real's MAC is resolved: then it is not usable.
+    pub l2: Option<L2>,
+}
+
+/// Protocol numbers as on the wire.
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+    pub reals: Vec<RealSpec>,
+}
+
+type SvcId = (IpAddr, u16, u8);
+
+fn svc_name(id: &SvcId) -> String {
+    let proto = if id.2 == TCP { "tcp" } else { "udp" };
+    match id.0 {
+        IpAddr::V4(a) => format!("{a}:{}/{proto}", id.1),
+        IpAddr::V6(a) => format!("[{a}]:{}/{proto}", id.1),
+    }
+}
+
+/// Allocates small integer ids, cycling through the whole range before an
+/// id is reused, so that flows still pointing at a freed backend id find
+/// it unusable (and move) rather than finding a new real behind it.
+#[derive(Debug, Clone)]
+struct Ids {
+    used: HashSet<u32>,
+    next: u32,
+    max: u32,
+}
+
+impl Ids {
+    fn new(max: u32) -> Self {
+        Ids {
+            used: HashSet::new(),
+            next: 1,
+            max,
+        }
+    }
+    fn take(&mut self, id: u32) {
+        self.used.insert(id);
+        if id >= self.next {
+            self.next = id + 1;
+        }
+    }
+    fn alloc(&mut self) -> Option<u32> {
+        if self.used.len() + 1 >= self.max as usize {
+            return None;
+        }
+        loop {
+            if self.next >= self.max {
+                self.next = 1;
+            }
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+    }
+    fn free(&mut self, id: u32) {
+        self.used.remove(&id);
+    }
+}
+
+struct Maps {
+    settings: Array<MapData, Settings>,
+    slots: Array<MapData, SvcSlot>,
+    tables: Array<MapData, Table>,
+    backends: Array<MapData, Backend>,
+    stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, BackendStats>,
+    service_drops: PerCpuArray<MapData, Counter>,
+    flows_tcp4: BpfHashMap<MapData, Flow4, Flow>,
+    flows_tcp6: BpfHashMap<MapData, Flow6, Flow>,
+    flows_udp4: BpfHashMap<MapData, Flow4, Flow>,
+    flows_udp6: BpfHashMap<MapData, Flow6, Flow>,
+}
+
+#[derive(Debug, Clone)]
+struct SvcState {
+    index: u16,
+    vip: u16,
+    table: Option<Box<Table>>,
+}
+
+/// Counters of one real of one service, summed over CPUs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RealStats {
+    pub addr: IpAddr,
+    pub usable: bool,
+    pub counters: BackendStats,
+}
+
+/// Counters of one service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceStats {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+    /// Sum over its reals, including reals since removed.
+    pub counters: BackendStats,
+    /// Packets dropped for want of a usable real.
+    pub dropped: Counter,
+    pub reals: Vec<RealStats>,
+}
+
+/// Everything the data plane counts, summed over CPUs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub global: BTreeMap<Reason, Counter>,
+    pub services: Vec<ServiceStats>,
+}
+
+impl Stats {
+    /// Per-VIP totals, summed from its services.
+    pub fn vips(&self) -> BTreeMap<IpAddr, BackendStats> {
+        let mut m: BTreeMap<IpAddr, BackendStats> = BTreeMap::new();
+        for s in &self.services {
+            *m.entry(s.vip).or_default() += s.counters;
+        }
+        m
+    }
+}
+
+/// The loaded program and its maps.
+pub struct DataPlane {
+    ebpf: Ebpf,
+    dir: PathBuf,
+    maps: Maps,
+    sizes: MapSizes,
+    nr_cpus: usize,
+    services: HashMap<SvcId, SvcState>,
+    vips: HashMap<IpAddr, u16>,
+    backends: HashMap<(u16, IpAddr), (u16, Backend)>,
+    service_ids: Ids,
+    vip_ids: Ids,
+    backend_ids: Ids,
+    /// Counters of backends since freed, per service, so totals never fall.
+    retired: HashMap<SvcId, BackendStats>,
+    /// Occupied slot indexes of each half, so a rewrite clears only those.
+    half_used: [Option<HashSet<u32>>; 2],
+    settings: Settings,
+}
+
+/// What `attach` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub ifname: String,
+    /// The mode asked for, or "pinned" when an existing link was reused
+    /// (its mode is the one it was created with).
+    pub mode: String,
+    pub reused: bool,
+}
+
+/// An error and its sources, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Is `dir` (or its nearest existing ancestor) on a bpffs?
+fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mut p = dir.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            return Ok(false);
+        }
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// What a pinned map must look like to be re-used by this build.
+fn expected_maps() -> [(&'static str, MapType, usize, usize); 11] {
+    use std::mem::size_of;
+    [
+        ("settings", MapType::Array, 4, size_of::<Settings>()),
+        ("svc_slots", MapType::Array, 4, size_of::<SvcSlot>()),
+        ("tables", MapType::Array, 4, size_of::<Table>()),
+        ("backends", MapType::Array, 4, size_of::<Backend>()),
+        ("stats", MapType::PerCpuArray, 4, size_of::<Counter>()),
+        (
+            "backend_stats",
+            MapType::PerCpuArray,
+            4,
+            size_of::<BackendStats>(),
+        ),
+        (
+            "service_drops",
+            MapType::PerCpuArray,
+            4,
+            size_of::<Counter>(),
+        ),
+        (
+            "flows_tcp4",
+            MapType::LruHash,
+            size_of::<Flow4>(),
+            size_of::<Flow>(),
+        ),
+        (
+            "flows_udp4",
+            MapType::LruHash,
+            size_of::<Flow4>(),
+            size_of::<Flow>(),
+        ),
+        (
+            "flows_tcp6",
+            MapType::LruHash,
+            size_of::<Flow6>(),
+            size_of::<Flow>(),
+        ),
+        (
+            "flows_udp6",
+            MapType::LruHash,
+            size_of::<Flow6>(),
+            size_of::<Flow>(),
+        ),
+    ]
+}
+
+fn check_pinned(dir: &Path) -> Result<(), Error> {
+    let maps = dir.join("maps");
+    for (name, ty, k, v) in expected_maps() {
+        let path = maps.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
+        let have_ty = info.map_type().map_err(map_err(name))?;
+        let mut what = Vec::new();
+        if have_ty != ty {
+            what.push(format!("type {have_ty:?}, expected {ty:?}"));
+        }
+        if info.key_size() as usize != k {
+            what.push(format!("key size {}, expected {k}", info.key_size()));
+        }
+        if info.value_size() as usize != v {
+            what.push(format!("value size {}, expected {v}", info.value_size()));
+        }
+        if name == "svc_slots" && info.max_entries() != 2 * SLOTS {
+            what.push(format!(
+                "{} entries, expected {}",
+                info.max_entries(),
+                2 * SLOTS
+            ));
+        }
+        if !what.is_empty() {
+            return Err(Error::Incompatible {
+                path,
+                dir: dir.to_path_buf(),
+                what: what.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.take_map(name).ok_or(Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    T::try_from(m).map_err(map_err(name))
+}
+
+impl DataPlane {
+    /// Loads the program against the maps pinned under `dir` (creating
+    /// them, with `sizes`, when absent) and recovers the index allocation
+    /// a previous vc5d left in them. Nothing is attached yet.
+    pub fn open(dir: &Path, sizes: MapSizes) -> Result<Self, Error> {
+        Self::open_object(dir, sizes, VC5_OBJ)
+    }
+
+    /// [`DataPlane::open`] with another build of the program (the benchmark's).
+    pub fn open_object(dir: &Path, sizes: MapSizes, object: &[u8]) -> Result<Self, Error> {
+        if !on_bpffs(dir)? {
+            return Err(Error::NotBpffs {
+                dir: dir.to_path_buf(),
+            });
+        }
+        std::fs::create_dir_all(dir.join("maps"))?;
+        std::fs::create_dir_all(dir.join("links"))?;
+        check_pinned(dir)?;
+
+        let maps_dir = dir.join("maps");
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .map_max_entries("tables", sizes.services)
+            .map_max_entries("service_drops", sizes.services)
+            .map_max_entries("backends", sizes.backends)
+            .map_max_entries("backend_stats", sizes.backends)
+            .map_max_entries("flows_tcp4", sizes.flows_tcp4)
+            .map_max_entries("flows_tcp6", sizes.flows_tcp6)
+            .map_max_entries("flows_udp4", sizes.flows_udp4)
+            .map_max_entries("flows_udp6", sizes.flows_udp6)
+            .load(object)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| Error::Pin(format!("no program {PROGRAM} in the object")))?
+            .try_into()?;
+        prog.load()?;
+
+        let maps = Maps {
+            settings: take(&mut ebpf, "settings")?,
+            slots: take(&mut ebpf, "svc_slots")?,
+            tables: take(&mut ebpf, "tables")?,
+            backends: take(&mut ebpf, "backends")?,
+            stats: take(&mut ebpf, "stats")?,
+            backend_stats: take(&mut ebpf, "backend_stats")?,
+            service_drops: take(&mut ebpf, "service_drops")?,
+            flows_tcp4: take(&mut ebpf, "flows_tcp4")?,
+            flows_tcp6: take(&mut ebpf, "flows_tcp6")?,
+            flows_udp4: take(&mut ebpf, "flows_udp4")?,
+            flows_udp6: take(&mut ebpf, "flows_udp6")?,
+        };
+        // The sizes in force are those of the (possibly older) pinned maps.
+        let sizes = MapSizes {
+            services: maps.tables.len(),
+            backends: maps.backends.len(),
+            ..sizes
+        };
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Io(e))?;
+        let mut dp = DataPlane {
+            ebpf,
+            dir: dir.to_path_buf(),
+            maps,
+            sizes,
+            nr_cpus,
+            services: HashMap::new(),
+            vips: HashMap::new(),
+            backends: HashMap::new(),
+            service_ids: Ids::new(sizes.services.min(u16::MAX as u32 + 1)),
+            vip_ids: Ids::new(u16::MAX as u32 + 1),
+            backend_ids: Ids::new(sizes.backends.min(u16::MAX as u32 + 1)),
+            retired: HashMap::new(),
+            half_used: [None, None],
+            settings: Settings::default(),
+        };
+        dp.recover()?;
+        Ok(dp)
+    }
+
+    /// Rebuilds the allocation from what the maps hold: the live half of
+    /// the service slots and every backend entry.
+    fn recover(&mut self) -> Result<(), Error> {
+        self.settings = self.maps.settings.get(&0, 0).map_err(map_err("settings"))?;
+        let half = self.settings.active & 1;
+        let mut used = HashSet::new();
+        let mut by_index: HashMap<u16, SvcId> = HashMap::new();
+        for i in 0..SLOTS {
+            let idx = (half << SLOT_BITS) | i;
+            let s = self.maps.slots.get(&idx, 0).map_err(map_err("svc_slots"))?;
+            if s.vip == 0 {
+                continue;
+            }
+            used.insert(idx);
+            let addr = s.key.addr();
+            self.vips.insert(addr, s.vip);
+            self.vip_ids.take(s.vip as u32);
+            if s.service != 0 {
+                let id = (addr, s.key.port(), s.key.proto);
+                self.service_ids.take(s.service as u32);
+                by_index.insert(s.service, id);
+                self.services.insert(
+                    id,
+                    SvcState {
+                        index: s.service,
+                        vip: s.vip,
+                        table: None,
+                    },
+                );
+            }
+        }
+        self.half_used[half as usize] = Some(used);
+        for i in 1..self.sizes.backends.min(u16::MAX as u32 + 1) {
+            let b = self.maps.backends.get(&i, 0).map_err(map_err("backends"))?;
+            if b.service == 0 || !by_index.contains_key(&b.service) {
+                continue;
+            }
+            self.backend_ids.take(i);
+            self.backends
+                .insert((b.service, ip_from16(b.addr)), (i as u16, b));
+        }
+        if !self.services.is_empty() {
+            info!(
+                services = self.services.len(),
+                backends = self.backends.len(),
+                "recovered data-plane state from pinned maps"
+            );
+        }
+        Ok(())
+    }
+
+    /// The map sizes in force.
+    pub fn sizes(&self) -> MapSizes {
+        self.sizes
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, Error> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| Error::Pin(format!("no program {PROGRAM}")))?
+            .try_into()?)
+    }
+
+    /// Attaches the program to `ifname`: into the pinned link if one exists
+    /// (an atomic swap: no packet is missed), else by a new link, pinned.
+    pub fn attach(&mut self, ifname: &str, mode: XdpMode) -> Result<Attached, Error> {
+        let cname =
+            std::ffi::CString::new(ifname).map_err(|_| Error::NoInterface(ifname.into()))?;
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(Error::NoInterface(ifname.into()));
+        }
+        let pin = self.dir.join("links").join(ifname);
+        if pin.exists() {
+            match self.swap_into(&pin) {
+                Ok(()) => {
+                    return Ok(Attached {
+                        ifname: ifname.into(),
+                        mode: "pinned".into(),
+                        reused: true,
+                    });
+                }
+                Err(e) => {
+                    // The interface was recreated, or the link is defunct.
+                    warn!(%ifname, error = %e, "pinned XDP link unusable, attaching afresh");
+                    std::fs::remove_file(&pin)?;
+                }
+            }
+        }
+        let tries: &[(XdpMode, AyaMode)] = match mode {
+            XdpMode::Auto => &[
+                (XdpMode::Native, AyaMode::Driver),
+                (XdpMode::Generic, AyaMode::Skb),
+            ],
+            XdpMode::Native => &[(XdpMode::Native, AyaMode::Driver)],
+            XdpMode::Generic => &[(XdpMode::Generic, AyaMode::Skb)],
+        };
+        let mut last = None;
+        for &(m, am) in tries {
+            let prog = self.program_mut()?;
+            match prog.attach_to_if_index(ifindex, am) {
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    let fd: FdLink = link.try_into().map_err(|e| {
+                        Error::Pin(format!("XDP link of {ifname} is not a bpf_link: {e}"))
+                    })?;
+                    fd.pin(&pin)
+                        .map_err(|e| Error::Pin(format!("{}: {e}", pin.display())))?;
+                    if mode == XdpMode::Auto && m == XdpMode::Generic {
+                        warn!(%ifname, "native XDP refused; running in generic mode");
+                    }
+                    return Ok(Attached {
+                        ifname: ifname.into(),
+                        mode: m.to_string(),
+                        reused: false,
+                    });
+                }
+                Err(e) => {
+                    if mode == XdpMode::Auto {
+                        warn!(%ifname, mode = %m, error = %chain(&e), "XDP attach refused");
+                    }
+                    last = Some((m, e));
+                }
+            }
+        }
+        let (m, source) = last.expect("at least one mode tried");
+        Err(Error::Attach {
+            ifname: ifname.into(),
+            mode: m,
+            source,
+        })
+    }
+
+    fn swap_into(&mut self, pin: &Path) -> Result<(), Error> {
+        let pinned = PinnedLink::from_pin(pin).map_err(|e| Error::Pin(e.to_string()))?;
+        let fd: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd).map_err(|e| Error::Pin(e.to_string()))?;
+        let prog = self.program_mut()?;
+        let id = prog.attach_to_link(link)?;
+        // The pin keeps the link; our handle may go.
+        let link = prog.take_link(id)?;
+        drop(link);
+        Ok(())
+    }
+
+    /// Removes the link of `ifname` (detaching the program there).
+    pub fn detach(&mut self, ifname: &str) -> Result<(), Error> {
+        let pin = self.dir.join("links").join(ifname);
+        if pin.exists() {
+            std::fs::remove_file(pin)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the desired state: services, their reals, each real's mode
+    /// and layer-2 next hop. Only differences are written.
+    pub fn program(&mut self, specs: &[ServiceSpec]) -> Result<(), Error> {
+        // Validate before touching any map.
+        let mut want: HashMap<SvcId, &ServiceSpec> = HashMap::new();
+        for s in specs {
+            let id = (s.vip, s.port, s.proto);
+            if want.insert(id, s).is_some() {
+                return Err(Error::Duplicate(svc_name(&id)));
+            }
+        }
+        let max_services = self.sizes.services.min(u16::MAX as u32 + 1) as usize - 1;
+        if want.len() > max_services {
+            return Err(Error::Full {
+                what: "services",
+                have: want.len(),
+                max: max_services,
+            });
+        }
+        let nb: usize = specs.iter().map(|s| s.reals.len()).sum();
+        let max_backends = self.sizes.backends.min(u16::MAX as u32 + 1) as usize - 1;
+        if nb > max_backends {
+            return Err(Error::Full {
+                what: "reals over all services",
+                have: nb,
+                max: max_backends,
+            });
+        }
+
+        // Allocate ids for new services and VIPs.
+        let mut slots_changed = false;
+        let mut want_vips: HashSet<IpAddr> = HashSet::new();
+        for (id, _) in want.iter() {
+            want_vips.insert(id.0);
+        }
+        for vip in &want_vips {
+            if !self.vips.contains_key(vip) {
+                let v = self.vip_ids.alloc().ok_or(Error::Full {
+                    what: "VIPs",
+                    have: want_vips.len(),
+                    max: u16::MAX as usize,
+                })?;
+                self.vips.insert(*vip, v as u16);
+                slots_changed = true;
+            }
+        }
+        let mut ids: Vec<SvcId> = want.keys().copied().collect();
+        ids.sort();
+        for id in &ids {
+            if !self.services.contains_key(id) {
+                let index = self.service_ids.alloc().ok_or(Error::Full {
+                    what: "services",
+                    have: want.len(),
+                    max: max_services,
+                })?;
+                let vip = self.vips[&id.0];
+                self.services.insert(
+                    *id,
+                    SvcState {
+                        index: index as u16,
+                        vip,
+                        table: None,
+                    },
+                );
+                slots_changed = true;
+            }
+        }
+
+        // Backends: compute each one's value; write the usable ones first.
+        let mut live: HashSet<(u16, IpAddr)> = HashSet::new();
+        let mut later: Vec<(u16, Backend)> = Vec::new();
+        let mut candidates: HashMap<SvcId, Vec<Candidate>> = HashMap::new();
+        for id in &ids {
+            let spec = want[id];
+            let sidx = self.services[id].index;
+            let mut cands = Vec::new();
+            for r in &spec.reals {
+                let key = (sidx, r.addr);
+                if !live.insert(key) {
+                    continue; // the same real listed twice
+                }
+                let bidx = match self.backends.get(&key) {
+                    Some((b, _)) => *b,
+                    None => {
+                        let b = self.backend_ids.alloc().ok_or(Error::Full {
+                            what: "reals over all services",
+                            have: nb,
+                            max: max_backends,
+                        })? as u16;
+                        self.backends.insert(key, (b, Backend::default()));
+                        b
+                    }
+                };
+                let mut v = Backend {
+                    service: sidx,
+                    addr: addr16(r.addr),
+                    ..Backend::default()
+                };
+                let usable = match r.l2 {
+                    Some(l2) if r.mode != RealMode::Down && l2.mac != [0; 6] => {
+                        v.mac = l2.mac;
+                        v.src_mac = l2.src_mac;
+                        v.ifindex = l2.ifindex;
+                        v.flags = BACKEND_USABLE;
+                        true
+                    }
+                    _ => false,
+                };
+                if usable && r.mode == RealMode::Serve && r.weight > 0 {
+                    cands.push(Candidate {
+                        addr: r.addr,
+                        weight: r.weight,
+                        backend: bidx,
+                    });
+                }
+                let old = self.backends[&key].1;
+                if old != v {
+                    if usable {
+                        self.maps
+                            .backends
+                            .set(bidx as u32, v, 0)
+                            .map_err(map_err("backends"))?;
+                    } else {
+                        later.push((bidx, v));
+                    }
+                    self.backends.insert(key, (bidx, v));
+                }
+            }
+            candidates.insert(*id, cands);
+        }
+
+        // Tables.
+        for id in &ids {
+            let st = self.services.get_mut(id).expect("allocated above");
+            let t = table::build(table::service_seed(id.0, id.1, id.2), &candidates[id]);
+            if st.table.as_deref() != Some(&t) {
+                self.maps
+                    .tables
+                    .set(st.index as u32, *t, 0)
+                    .map_err(map_err("tables"))?;
+                st.table = Some(t);
+            }
+        }
+
+        // Services and VIPs that go.
+        let gone: Vec<SvcId> = self
+            .services
+            .keys()
+            .filter(|id| !want.contains_key(id))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            slots_changed = true;
+        }
+        let gone_vips: Vec<IpAddr> = self
+            .vips
+            .keys()
+            .filter(|v| !want_vips.contains(v))
+            .copied()
+            .collect();
+        if !gone_vips.is_empty() {
+            slots_changed = true;
+        }
+
+        // Slots: write the idle half, then flip.
+        if slots_changed || self.half_used[(self.settings.active & 1) as usize].is_none() {
+            let mut entries: Vec<SvcSlot> = Vec::new();
+            for id in &ids {
+                let st = &self.services[id];
+                entries.push(SvcSlot {
+                    key: SvcKey::new(id.0, id.1, id.2),
+                    service: st.index,
+                    vip: st.vip,
+                });
+            }
+            for vip in &want_vips {
+                entries.push(SvcSlot {
+                    key: SvcKey::marker(*vip),
+                    service: 0,
+                    vip: self.vips[vip],
+                });
+            }
+            self.write_slots(&entries)?;
+        }
+
+        // Now nothing routes to what goes: retire it.
+        for id in gone {
+            if let Some(st) = self.services.remove(&id) {
+                self.service_ids.free(st.index as u32);
+            }
+        }
+        for v in gone_vips {
+            if let Some(i) = self.vips.remove(&v) {
+                self.vip_ids.free(i as u32);
+            }
+        }
+        for (bidx, v) in later {
+            self.maps
+                .backends
+                .set(bidx as u32, v, 0)
+                .map_err(map_err("backends"))?;
+        }
+        let stale: Vec<(u16, IpAddr)> = self
+            .backends
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        let by_index: HashMap<u16, SvcId> =
+            self.services.iter().map(|(id, s)| (s.index, *id)).collect();
+        for key in stale {
+            let (bidx, _) = self.backends.remove(&key).expect("listed above");
+            let counters = self.backend_counters(bidx)?;
+            if let Some(id) = by_index.get(&key.0) {
+                *self.retired.entry(*id).or_default() += counters;
+            }
+            self.maps
+                .backends
+                .set(bidx as u32, Backend::default(), 0)
+                .map_err(map_err("backends"))?;
+            let zero = PerCpuValues::try_from(vec![BackendStats::default(); self.nr_cpus])?;
+            self.maps
+                .backend_stats
+                .set(bidx as u32, zero, 0)
+                .map_err(map_err("backend_stats"))?;
+            self.backend_ids.free(bidx as u32);
+        }
+        self.retired.retain(|id, _| want.contains_key(id));
+        Ok(())
+    }
+
+    /// Places `entries` in the idle half with a seed that keeps every key
+    /// within PROBES slots, then makes that half live.
+    fn write_slots(&mut self, entries: &[SvcSlot]) -> Result<(), Error> {
+        let idle = (self.settings.active & 1) ^ 1;
+        let base = idle << SLOT_BITS;
+        let mut placed: Option<(u32, HashMap<u32, SvcSlot>)> = None;
+        let mut seed = self.settings.seed[idle as usize].wrapping_add(0x9e37_79b9) | 1;
+        'seeds: for _ in 0..64 {
+            let mut m: HashMap<u32, SvcSlot> = HashMap::new();
+            for e in entries {
+                let h = crate::hash::slot_hash(&e.key, seed);
+                let mut ok = false;
+                for p in 0..PROBES {
+                    let i = (h.wrapping_add(p)) & (SLOTS - 1);
+                    if let std::collections::hash_map::Entry::Vacant(v) = m.entry(i) {
+                        v.insert(*e);
+                        ok = true;
+                        break;
+                    }
+                }
+                if !ok {
+                    seed = crate::hash::mix(seed.wrapping_add(1)) | 1;
+                    continue 'seeds;
+                }
+            }
+            placed = Some((seed, m));
+            break;
+        }
+        let (seed, m) = placed.ok_or(Error::Slots(entries.len()))?;
+
+        // Clear what the idle half held, then write the new entries.
+        let old = match self.half_used[idle as usize].take() {
+            Some(u) => u,
+            None => (0..SLOTS).map(|i| base | i).collect(),
+        };
+        for idx in old {
+            if !m.contains_key(&(idx & (SLOTS - 1))) {
+                self.maps
+                    .slots
+                    .set(idx, SvcSlot::default(), 0)
+                    .map_err(map_err("svc_slots"))?;
+            }
+        }
+        let mut used = HashSet::new();
+        for (i, e) in &m {
+            self.maps
+                .slots
+                .set(base | i, e, 0)
+                .map_err(map_err("svc_slots"))?;
+            used.insert(base | i);
+        }
+        self.half_used[idle as usize] = Some(used);
+
+        // Seed first (the live half's seed is untouched), then the flip:
+        // each write changes one field a packet reads, so none sees a mix.
+        let mut s = self.settings;
+        s.seed[idle as usize] = seed;
+        self.maps
+            .settings
+            .set(0, s, 0)
+            .map_err(map_err("settings"))?;
+        s.active = idle;
+        self.maps
+            .settings
+            .set(0, s, 0)
+            .map_err(map_err("settings"))?;
+        self.settings = s;
+        Ok(())
+    }
+
+    fn backend_counters(&self, bidx: u16) -> Result<BackendStats, Error> {
+        let v = self
+            .maps
+            .backend_stats
+            .get(&(bidx as u32), 0)
+            .map_err(map_err("backend_stats"))?;
+        let mut sum = BackendStats::default();
+        for c in v.iter() {
+            sum += *c;
+        }
+        Ok(sum)
+    }
+
+    /// Reads and sums every counter.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let mut global = BTreeMap::new();
+        for r in Reason::ALL {
+            let v = self
+                .maps
+                .stats
+                .get(&(r as u32), 0)
+                .map_err(map_err("stats"))?;
+            let mut sum = Counter::default();
+            for c in v.iter() {
+                sum += *c;
+            }
+            global.insert(r, sum);
+        }
+        let mut services = Vec::new();
+        let mut ids: Vec<(&SvcId, &SvcState)> = self.services.iter().collect();
+        ids.sort_by_key(|(id, _)| **id);
+        for (id, st) in ids {
+            let mut reals = Vec::new();
+            let mut total = self.retired.get(id).copied().unwrap_or_default();
+            let mut mine: Vec<(IpAddr, u16, u16)> = self
+                .backends
+                .iter()
+                .filter(|((s, _), _)| *s == st.index)
+                .map(|((_, addr), (bidx, v))| (*addr, *bidx, v.flags))
+                .collect();
+            mine.sort();
+            for (addr, bidx, flags) in mine {
+                let c = self.backend_counters(bidx)?;
+                total += c;
+                reals.push(RealStats {
+                    addr,
+                    usable: flags & BACKEND_USABLE != 0,
+                    counters: c,
+                });
+            }
+            let d = self
+                .maps
+                .service_drops
+                .get(&(st.index as u32), 0)
+                .map_err(map_err("service_drops"))?;
+            let mut dropped = Counter::default();
+            for c in d.iter() {
+                dropped += *c;
+            }
+            services.push(ServiceStats {
+                vip: id.0,
+                port: id.1,
+                proto: id.2,
+                counters: total,
+                dropped,
+                reals,
+            });
+        }
+        Ok(Stats { global, services })
+    }
+
+    /// The backend index of a real of a service, if it has one.
+    pub fn backend_index(&self, vip: IpAddr, port: u16, proto: u8, real: IpAddr) -> Option<u16> {
+        let st = self.services.get(&(vip, port, proto))?;
+        self.backends.get(&(st.index, real)).map(|(b, _)| *b)
+    }
+
+    /// The table currently written for a service.
+    pub fn table(&self, vip: IpAddr, port: u16, proto: u8) -> Option<&Table> {
+        self.services.get(&(vip, port, proto))?.table.as_deref()
+    }
+
+    /// Number of entries in each flow table (walks the maps: for tests and
+    /// occasional status, not for a hot loop).
+    pub fn flow_counts(&self) -> [(&'static str, usize); 4] {
+        [
+            ("tcp4", self.maps.flows_tcp4.keys().count()),
+            ("udp4", self.maps.flows_udp4.keys().count()),
+            ("tcp6", self.maps.flows_tcp6.keys().count()),
+            ("udp6", self.maps.flows_udp6.keys().count()),
+        ]
+    }
+
+    /// The backend index a TCP/IPv4 flow is pinned to, if any.
+    pub fn flow4(&self, tcp: bool, key: &Flow4) -> Option<u32> {
+        let m = if tcp {
+            &self.maps.flows_tcp4
+        } else {
+            &self.maps.flows_udp4
+        };
+        m.get(key, 0).ok().map(|f| f.backend)
+    }
+
+    /// The backend index an IPv6 flow is pinned to, if any.
+    pub fn flow6(&self, tcp: bool, key: &Flow6) -> Option<u32> {
+        let m = if tcp {
+            &self.maps.flows_tcp6
+        } else {
+            &self.maps.flows_udp6
+        };
+        m.get(key, 0).ok().map(|f| f.backend)
+    }
+
+    /// The loaded XDP program, for `BPF_PROG_TEST_RUN`.
+    pub fn xdp(&mut self) -> Result<&mut Xdp, Error> {
+        self.program_mut()
+    }
+
+    /// Another program of the object (loaded on first use), sharing the
+    /// maps: the benchmark's wrapper.
+    pub fn xdp_named(&mut self, name: &str) -> Result<&mut Xdp, Error> {
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Pin(format!("no program {name}")))?
+            .try_into()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,272 @@
+//! `#[repr(C)]` mirrors of the map keys and values in `bpf/shared.h`, and
+//! the constants of `bpf/consts.h`.
+//!
+//! The layouts are an ABI shared with the kernel side and with pinned maps
+//! that outlive a vc5d process, so padding is explicit; the test
+//! `btf_layout` checks every size and offset against the object's BTF.
+
+use std::net::IpAddr;
+
+/// log2 of the service slots in each half of `svc_slots`.
+pub const SLOT_BITS: u32 = 16;
+/// Service slots in each half of `svc_slots`.
+pub const SLOTS: u32 = 1 << SLOT_BITS;
+/// Slots probed at most for one key; user space picks a seed that keeps
+/// every key within this distance of its hash.
+pub const PROBES: u32 = 8;
+/// Buckets in each service's lookup table.
+pub const TABLE_SIZE: usize = 4096;
+/// Default `max_entries` of `tables` (and the limit on services).
+pub const MAX_SERVICES: u32 = 4096;
+/// Default `max_entries` of `backends` (and the limit on service × real).
+pub const MAX_BACKENDS: u32 = 65536;
+
+/// `Backend::flags`: MAC resolved and the real not failed.
+pub const BACKEND_USABLE: u16 = 0x1;
+
+/// Why a packet got its verdict: the index of the global `stats` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u32)]
+pub enum Reason {
+    /// Not IPv4/IPv6; passed to the kernel.
+    PassNotIp = 0,
+    /// Frame ends before the IP destination; passed.
+    PassShort,
+    /// Not addressed to a VIP service; passed.
+    PassNotVip,
+    /// Sent to a real on the same interface (XDP_TX).
+    Tx,
+    /// Sent to a real behind another interface (redirect).
+    Redirect,
+    /// An IP fragment addressed to a VIP; dropped.
+    DropFragment,
+    /// Addressed to a VIP with an invalid or cut L3/L4 header; dropped.
+    DropMalformed,
+    /// The service had no usable real; dropped.
+    DropNoBackend,
+    /// An ICMP error quoting a VIP flow, sent to the flow's real.
+    IcmpTx,
+}
+
+impl Reason {
+    /// Every reason, in map order.
+    pub const ALL: [Reason; 9] = [
+        Reason::PassNotIp,
+        Reason::PassShort,
+        Reason::PassNotVip,
+        Reason::Tx,
+        Reason::Redirect,
+        Reason::DropFragment,
+        Reason::DropMalformed,
+        Reason::DropNoBackend,
+        Reason::IcmpTx,
+    ];
+
+    /// The verdict this reason implies.
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Reason::PassNotIp | Reason::PassShort | Reason::PassNotVip => "pass",
+            Reason::Tx | Reason::IcmpTx => "tx",
+            Reason::Redirect => "redirect",
+            Reason::DropFragment | Reason::DropMalformed | Reason::DropNoBackend => "drop",
+        }
+    }
+}
+
+/// `settings[0]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub active: u32,
+    pub seed: [u32; 2],
+    pub _pad: u32,
+}
+
+/// A service endpoint as the program sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SvcKey {
+    /// IPv6, or IPv4 as `::ffff:a.b.c.d`.
+    pub addr: [u8; 16],
+    /// Network byte order, as on the wire.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl SvcKey {
+    pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
+        SvcKey {
+            addr: addr16(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+
+    /// The VIP's marker entry (port 0, proto 0).
+    pub fn marker(addr: IpAddr) -> Self {
+        SvcKey::new(addr, 0, 0)
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        ip_from16(self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
+/// One slot of `svc_slots`; `vip == 0` is empty.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SvcSlot {
+    pub key: SvcKey,
+    pub service: u16,
+    pub vip: u16,
+}
+
+/// `tables[service]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub backend: [u16; TABLE_SIZE],
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            backend: [0; TABLE_SIZE],
+        }
+    }
+}
+
+/// `backends[index]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub ifindex: u32,
+    pub flags: u16,
+    pub service: u16,
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
+
+/// Key of `flows_tcp4` / `flows_udp4`, network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flow4 {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Key of `flows_tcp6` / `flows_udp6`, network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flow6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Value of the flow maps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub backend: u32,
+    pub _pad: u32,
+}
+
+/// An entry of the per-CPU flow caches `flow_cache4` (user space never
+/// writes them; mirrored for tests and tools).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cache4 {
+    pub key: Flow4,
+    pub proto: u8,
+    pub _pad: u8,
+    pub hits: u16,
+    pub backend: u32,
+}
+
+/// An entry of `flow_cache6`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cache6 {
+    pub key: Flow6,
+    pub proto: u8,
+    pub _pad: u8,
+    pub hits: u16,
+    pub backend: u32,
+}
+
+/// Per-CPU packet and byte counter (`stats`, `service_drops`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-CPU counters of one backend (`backend_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+// SAFETY: all of these are plain old data: integers and byte arrays with
+// explicit padding, valid for every bit pattern.
+unsafe impl aya::Pod for Settings {}
+unsafe impl aya::Pod for SvcKey {}
+unsafe impl aya::Pod for SvcSlot {}
+unsafe impl aya::Pod for Table {}
+unsafe impl aya::Pod for Backend {}
+unsafe impl aya::Pod for Flow4 {}
+unsafe impl aya::Pod for Flow6 {}
+unsafe impl aya::Pod for Flow {}
+unsafe impl aya::Pod for Counter {}
+unsafe impl aya::Pod for Cache4 {}
+unsafe impl aya::Pod for Cache6 {}
+unsafe impl aya::Pod for BackendStats {}
+
+/// An address as the program stores it: IPv6, or IPv4 mapped.
+pub fn addr16(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The inverse of [`addr16`].
+pub fn ip_from16(a: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+impl std::ops::AddAssign for Counter {
+    fn add_assign(&mut self, o: Counter) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+impl std::ops::AddAssign for BackendStats {
+    fn add_assign(&mut self, o: BackendStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+    }
+}

@@ -1,0 +1,110 @@
+//! Every map key and value mirrored in `maps.rs` has the size and field
+//! offsets that the built object's BTF gives for its C twin in
+//! `bpf/shared.h`. The BTF is read with `bpftool btf dump`.
+
+use std::collections::HashMap;
+use std::mem::{offset_of, size_of};
+use std::process::Command;
+use vc5_xdp::dataplane::VC5_OBJ;
+use vc5_xdp::maps::*;
+
+/// struct name -> (size, [(member, byte offset)])
+fn btf_structs() -> HashMap<String, (usize, Vec<(String, usize)>)> {
+    let path = std::env::temp_dir().join(format!("vc5-btf-{}.o", std::process::id()));
+    std::fs::write(&path, VC5_OBJ).unwrap();
+    let out = Command::new("bpftool")
+        .args(["btf", "dump", "file"])
+        .arg(&path)
+        .args(["format", "raw"])
+        .output()
+        .expect("bpftool (Debian package bpftool) must be installed");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut structs = HashMap::new();
+    let mut current: Option<(String, usize, Vec<(String, usize)>)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix('[') {
+            if let Some((name, size, members)) = current.take() {
+                structs.insert(name, (size, members));
+            }
+            // [37] STRUCT 'vc5_backend' size=40 vlen=7
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            if parts.get(1) == Some(&"STRUCT") {
+                let name = parts[2].trim_matches('\'').to_string();
+                let size = parts[3].trim_start_matches("size=").parse().unwrap();
+                current = Some((name, size, Vec::new()));
+            }
+        } else if let Some((_, _, members)) = current.as_mut() {
+            // 'mac' type_id=38 bits_offset=0
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let name = parts[0].trim_matches('\'').to_string();
+            let bits: usize = parts
+                .iter()
+                .find_map(|p| p.strip_prefix("bits_offset="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            members.push((name, bits / 8));
+        }
+    }
+    if let Some((name, size, members)) = current.take() {
+        structs.insert(name, (size, members));
+    }
+    structs
+}
+
+macro_rules! layout {
+    ($c:literal, $t:ty, [$($f:ident),* $(,)?]) => {
+        ($c, size_of::<$t>(), vec![$((stringify!($f), offset_of!($t, $f))),*])
+    };
+}
+
+#[test]
+fn rust_mirrors_match_the_btf_of_the_object() {
+    let btf = btf_structs();
+    let mirrors: Vec<(&str, usize, Vec<(&str, usize)>)> = vec![
+        layout!("vc5_settings", Settings, [active, seed, _pad]),
+        layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
+        layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),
+        layout!("vc5_table", Table, [backend]),
+        layout!(
+            "vc5_backend",
+            Backend,
+            [mac, src_mac, ifindex, flags, service, addr, _pad]
+        ),
+        layout!("vc5_flow4", Flow4, [saddr, daddr, sport, dport]),
+        layout!("vc5_flow6", Flow6, [saddr, daddr, sport, dport]),
+        layout!("vc5_flow", Flow, [backend, _pad]),
+        layout!("vc5_cache4", Cache4, [key, proto, _pad, hits, backend]),
+        layout!("vc5_cache6", Cache6, [key, proto, _pad, hits, backend]),
+        layout!("vc5_counter", Counter, [packets, bytes]),
+        layout!(
+            "vc5_backend_stats",
+            BackendStats,
+            [packets, bytes, new_flows]
+        ),
+    ];
+    for (name, size, fields) in mirrors {
+        let (bsize, bmembers) = btf
+            .get(name)
+            .unwrap_or_else(|| panic!("struct {name} not in the object's BTF"));
+        assert_eq!(size, *bsize, "size of {name}");
+        let bnames: Vec<&str> = bmembers.iter().map(|(n, _)| n.as_str()).collect();
+        let rnames: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+        assert_eq!(rnames, bnames, "fields of {name}");
+        for ((f, off), (_, boff)) in fields.iter().zip(bmembers) {
+            assert_eq!(off, boff, "offset of {name}.{f}");
+        }
+    }
+}
+
+#[test]
+fn table_size_matches_the_c_array() {
+    let btf = btf_structs();
+    assert_eq!(btf["vc5_table"].0, TABLE_SIZE * 2);
+}

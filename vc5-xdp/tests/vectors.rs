@@ -1,0 +1,647 @@
+//! Packet vectors through `BPF_PROG_TEST_RUN` against the real program.
+//!
+//! Each row is {description, setup, input frame, expected verdict,
+//! expected output frame}. The setup programs the maps through the same
+//! `DataPlane::program` vc5d uses; the expected real for a new flow is
+//! predicted from the table user space wrote and the program's flow hash.
+
+use aya::programs::{TestRun, TestRunOptions};
+use std::net::IpAddr;
+use vc5_xdp::dataplane::{TCP, UDP};
+use vc5_xdp::hash::flow_hash;
+use vc5_xdp::maps::{Flow4, Flow6, Reason, TABLE_SIZE, addr16};
+use vc5_xdp::testing::*;
+use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const SRC_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn real_mac(i: usize) -> [u8; 6] {
+    [0x02, 0xbb, 0, 0, 0, i as u8]
+}
+
+fn reals(addrs: &[&str], mode: RealMode) -> Vec<RealSpec> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| RealSpec {
+            addr: ip(a),
+            weight: 1,
+            mode,
+            l2: Some(L2 {
+                mac: real_mac(i + 1),
+                src_mac: SRC_MAC,
+                ifindex: 0,
+            }),
+        })
+        .collect()
+}
+
+const R4: [&str; 3] = ["203.0.113.11", "203.0.113.12", "203.0.113.13"];
+const VIP4: &str = "192.0.2.80";
+const VIP6: &str = "2001:db8:80::80";
+const DEAD_VIP: &str = "192.0.2.81";
+const CLIENT4: &str = "198.51.100.7";
+const CLIENT6: &str = "2001:db8:1::7";
+
+fn standard() -> Vec<ServiceSpec> {
+    vec![
+        ServiceSpec {
+            vip: ip(VIP4),
+            port: 80,
+            proto: TCP,
+            reals: reals(&R4, RealMode::Serve),
+        },
+        ServiceSpec {
+            vip: ip(VIP4),
+            port: 53,
+            proto: UDP,
+            reals: reals(&R4, RealMode::Serve),
+        },
+        ServiceSpec {
+            vip: ip(VIP6),
+            port: 80,
+            proto: TCP,
+            reals: reals(&R4, RealMode::Serve),
+        },
+        ServiceSpec {
+            vip: ip(VIP6),
+            port: 53,
+            proto: UDP,
+            reals: reals(&R4, RealMode::Serve),
+        },
+        ServiceSpec {
+            vip: ip(DEAD_VIP),
+            port: 80,
+            proto: TCP,
+            reals: reals(&R4, RealMode::Down),
+        },
+    ]
+}
+
+struct Env {
+    dp: DataPlane,
+    specs: Vec<ServiceSpec>,
+    _fs: TempBpffs,
+}
+
+impl Env {
+    fn new() -> Env {
+        require_root();
+        let fs = TempBpffs::new().expect("mount a private bpffs");
+        let mut dp = DataPlane::open(&fs.path().join("vc5"), MapSizes::small()).expect("load vc5");
+        let specs = standard();
+        dp.program(&specs).expect("program");
+        Env { dp, specs, _fs: fs }
+    }
+
+    fn run(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; input.len() + 256];
+        let prog = self.dp.xdp().unwrap();
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// The real (1-based, as in `real_mac`) the table picks for a flow.
+    fn predicted(&self, f: &Frame, vip: IpAddr, port: u16, proto: u8) -> usize {
+        let t = self
+            .dp
+            .table(vip, port, proto)
+            .expect("service has a table");
+        let h = flow_hash(
+            &addr16(f.src),
+            &addr16(f.dst),
+            f.sport.to_be(),
+            f.dport.to_be(),
+            f.proto,
+        );
+        let b = t.backend[h as usize & (TABLE_SIZE - 1)];
+        self.real_of(vip, port, proto, b)
+            .expect("bucket holds a real")
+    }
+
+    fn real_of(&self, vip: IpAddr, port: u16, proto: u8, backend: u16) -> Option<usize> {
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| (s.vip, s.port, s.proto) == (vip, port, proto))?;
+        spec.reals
+            .iter()
+            .position(|r| self.dp.backend_index(vip, port, proto, r.addr) == Some(backend))
+            .map(|i| i + 1)
+    }
+
+    fn flow_backend(&self, f: &Frame) -> Option<u32> {
+        let tcp = f.proto == TCP;
+        match (f.src, f.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.dp.flow4(
+                tcp,
+                &Flow4 {
+                    saddr: u32::from_ne_bytes(s.octets()),
+                    daddr: u32::from_ne_bytes(d.octets()),
+                    sport: f.sport.to_be(),
+                    dport: f.dport.to_be(),
+                },
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => self.dp.flow6(
+                tcp,
+                &Flow6 {
+                    saddr: s.octets(),
+                    daddr: d.octets(),
+                    sport: f.sport.to_be(),
+                    dport: f.dport.to_be(),
+                },
+            ),
+            _ => None,
+        }
+    }
+
+    fn reprogram(&mut self, f: impl FnOnce(&mut Vec<ServiceSpec>)) {
+        f(&mut self.specs);
+        self.dp.program(&self.specs).expect("reprogram");
+    }
+}
+
+/// The frame as it must leave: the real's MAC as destination, the
+/// interface's as source, every other byte untouched.
+fn forwarded(input: &[u8], real: usize) -> Vec<u8> {
+    let mut o = input.to_vec();
+    o[0..6].copy_from_slice(&real_mac(real));
+    o[6..12].copy_from_slice(&SRC_MAC);
+    o
+}
+
+enum Out {
+    Unchanged,
+    /// Forwarded to the real the table predicts for this service.
+    Table(IpAddr, u16, u8),
+}
+
+struct Row {
+    description: &'static str,
+    setup: fn(&mut Env),
+    input: Frame,
+    raw: Option<Vec<u8>>,
+    verdict: u32,
+    output: Out,
+}
+
+fn nothing(_: &mut Env) {}
+
+fn row(description: &'static str, input: Frame, verdict: u32, output: Out) -> Row {
+    Row {
+        description,
+        setup: nothing,
+        input,
+        raw: None,
+        verdict,
+        output,
+    }
+}
+
+fn raw_row(description: &'static str, raw: Vec<u8>, verdict: u32) -> Row {
+    Row {
+        description,
+        setup: nothing,
+        input: Frame::tcp(ip(CLIENT4), 1, ip(VIP4), 80, 0),
+        raw: Some(raw),
+        verdict,
+        output: Out::Unchanged,
+    }
+}
+
+fn check(env: &mut Env, r: &Row) {
+    (r.setup)(env);
+    let input = r.raw.clone().unwrap_or_else(|| r.input.build());
+    let (verdict, out) = env.run(&input);
+    assert_eq!(verdict, r.verdict, "{}: verdict", r.description);
+    let want = match r.output {
+        Out::Unchanged => input.clone(),
+        Out::Table(vip, port, proto) => {
+            forwarded(&input, env.predicted(&r.input, vip, port, proto))
+        }
+    };
+    assert_eq!(out, want, "{}: output frame", r.description);
+}
+
+fn v4opts() -> Vec<u8> {
+    // NOP, NOP, NOP, End: one 4-byte word of options.
+    vec![1, 1, 1, 0]
+}
+
+#[test]
+fn packet_vectors() {
+    let mut env = Env::new();
+    let (c4, c6, v4, v6) = (ip(CLIENT4), ip(CLIENT6), ip(VIP4), ip(VIP6));
+    let mut vlan = Frame::tcp(c4, 40001, v4, 80, TCP_ACK);
+    vlan.vlan = Some(0x0064);
+    let mut opts = Frame::tcp(c4, 40002, v4, 80, TCP_ACK);
+    opts.ip_options = v4opts();
+    let mut mf = Frame::udp(c4, 40003, v4, 53);
+    mf.frag = 0x2000; // MF, offset 0: a first fragment
+    let mut later = Frame::udp(c4, 40003, v4, 53);
+    later.frag = 0x0010; // a later fragment
+    let mut other_frag = Frame::udp(c4, 40003, ip("192.0.2.99"), 53);
+    other_frag.frag = 0x2000;
+    let mut v6frag = Frame::udp(c6, 40004, v6, 53);
+    v6frag.v6_ext = vec![(44, vec![0, 0, 0, 1, 0, 0, 0, 7])];
+    let mut hbh = Frame::tcp(c6, 40005, v6, 80, TCP_ACK);
+    hbh.v6_ext = vec![(0, vec![0, 0, 1, 4, 0, 0, 0, 0])]; // hop-by-hop, PadN
+    let mut bad_ihl = Frame::tcp(c4, 40006, v4, 80, TCP_ACK).ip();
+    bad_ihl[0] = 0x44; // IHL 4 (16 bytes): invalid
+    let bad_ihl = ether(LB_MAC, CLIENT_MAC, None, 0x0800, &bad_ihl);
+    let mut bad_ihl_other = Frame::tcp(c4, 40006, ip("192.0.2.99"), 80, TCP_ACK).ip();
+    bad_ihl_other[0] = 0x44;
+    let bad_ihl_other = ether(LB_MAC, CLIENT_MAC, None, 0x0800, &bad_ihl_other);
+    let full = Frame::tcp(c4, 40007, v4, 80, TCP_ACK).build();
+    let arp = ether([0xff; 6], CLIENT_MAC, None, 0x0806, &[0u8; 28]);
+
+    let rows = vec![
+        row(
+            "IPv4 TCP SYN to a VIP goes to the table's real",
+            Frame::tcp(c4, 40000, v4, 80, TCP_SYN),
+            XDP_TX,
+            Out::Table(v4, 80, TCP),
+        ),
+        row(
+            "IPv4 TCP ACK to a VIP goes to the table's real",
+            Frame::tcp(c4, 40000, v4, 80, TCP_ACK),
+            XDP_TX,
+            Out::Table(v4, 80, TCP),
+        ),
+        row(
+            "IPv6 TCP SYN to a VIP",
+            Frame::tcp(c6, 40000, v6, 80, TCP_SYN),
+            XDP_TX,
+            Out::Table(v6, 80, TCP),
+        ),
+        row(
+            "IPv6 TCP data to a VIP",
+            Frame::tcp(c6, 40000, v6, 80, TCP_ACK),
+            XDP_TX,
+            Out::Table(v6, 80, TCP),
+        ),
+        row(
+            "IPv4 UDP to a UDP VIP service",
+            Frame::udp(c4, 5353, v4, 53),
+            XDP_TX,
+            Out::Table(v4, 53, UDP),
+        ),
+        row(
+            "IPv6 UDP to a UDP VIP service",
+            Frame::udp(c6, 5353, v6, 53),
+            XDP_TX,
+            Out::Table(v6, 53, UDP),
+        ),
+        row(
+            "802.1Q-tagged IPv4 TCP keeps its tag",
+            vlan.clone(),
+            XDP_TX,
+            Out::Table(v4, 80, TCP),
+        ),
+        row(
+            "IPv4 options: forwarded, ports read after them",
+            opts.clone(),
+            XDP_TX,
+            Out::Table(v4, 80, TCP),
+        ),
+        row(
+            "IPv6 hop-by-hop header is skipped",
+            hbh.clone(),
+            XDP_TX,
+            Out::Table(v6, 80, TCP),
+        ),
+        row(
+            "not a VIP: passes untouched",
+            Frame::tcp(c4, 40000, ip("192.0.2.99"), 80, TCP_SYN),
+            XDP_PASS,
+            Out::Unchanged,
+        ),
+        row(
+            "IPv6 not a VIP: passes untouched",
+            Frame::tcp(c6, 40000, ip("2001:db8:99::1"), 80, TCP_SYN),
+            XDP_PASS,
+            Out::Unchanged,
+        ),
+        row(
+            "VIP on a port with no service: passes",
+            Frame::tcp(c4, 40000, v4, 22, TCP_SYN),
+            XDP_PASS,
+            Out::Unchanged,
+        ),
+        row(
+            "UDP to a TCP-only port of a VIP: passes",
+            Frame::udp(c4, 40000, v4, 80),
+            XDP_PASS,
+            Out::Unchanged,
+        ),
+        row(
+            "IPv4 first fragment to a VIP: dropped",
+            mf,
+            XDP_DROP,
+            Out::Unchanged,
+        ),
+        row(
+            "IPv4 later fragment to a VIP: dropped",
+            later,
+            XDP_DROP,
+            Out::Unchanged,
+        ),
+        row(
+            "fragment not for a VIP: passes",
+            other_frag,
+            XDP_PASS,
+            Out::Unchanged,
+        ),
+        row(
+            "IPv6 fragment header to a VIP: dropped",
+            v6frag,
+            XDP_DROP,
+            Out::Unchanged,
+        ),
+        row(
+            "service with no usable real: dropped",
+            Frame::tcp(c4, 40000, ip(DEAD_VIP), 80, TCP_SYN),
+            XDP_DROP,
+            Out::Unchanged,
+        ),
+        raw_row("ARP passes", arp, XDP_PASS),
+        raw_row(
+            "IPv4 frame with no IP header passes",
+            full[..14].to_vec(),
+            XDP_PASS,
+        ),
+        raw_row(
+            "IPv4 header cut short passes",
+            full[..14 + 12].to_vec(),
+            XDP_PASS,
+        ),
+        raw_row(
+            "VIP with its TCP header cut: dropped as malformed",
+            full[..14 + 20 + 10].to_vec(),
+            XDP_DROP,
+        ),
+        raw_row("VIP with IHL < 5: dropped as malformed", bad_ihl, XDP_DROP),
+        raw_row("not a VIP with IHL < 5: passes", bad_ihl_other, XDP_PASS),
+        raw_row(
+            "IPv6 header cut short passes",
+            Frame::tcp(c6, 1, v6, 80, 0).build()[..14 + 30].to_vec(),
+            XDP_PASS,
+        ),
+    ];
+    for r in &rows {
+        check(&mut env, r);
+    }
+
+    let s = env.dp.stats().unwrap();
+    assert!(
+        s.global[&Reason::DropFragment].packets == 3,
+        "{:?}",
+        s.global
+    );
+    assert!(
+        s.global[&Reason::DropMalformed].packets == 2,
+        "{:?}",
+        s.global
+    );
+    assert!(
+        s.global[&Reason::DropNoBackend].packets == 1,
+        "{:?}",
+        s.global
+    );
+    let dead = s.services.iter().find(|x| x.vip == ip(DEAD_VIP)).unwrap();
+    assert_eq!(dead.dropped.packets, 1);
+    assert_eq!(s.global[&Reason::Tx].packets, 9);
+    let fwd: u64 = s.services.iter().map(|x| x.counters.packets).sum();
+    assert_eq!(fwd, 9, "per-real counters add up to what was sent");
+}
+
+#[test]
+fn syn_creates_no_flow_and_the_first_ack_does() {
+    let mut env = Env::new();
+    let syn = Frame::tcp(ip(CLIENT4), 41000, ip(VIP4), 80, TCP_SYN);
+    let ack = Frame::tcp(ip(CLIENT4), 41000, ip(VIP4), 80, TCP_ACK);
+    assert_eq!(env.run(&syn.build()).0, XDP_TX);
+    assert_eq!(env.flow_backend(&syn), None, "a SYN must not create a flow");
+    let rst = Frame::tcp(ip(CLIENT4), 41000, ip(VIP4), 80, TCP_RST);
+    assert_eq!(env.run(&rst.build()).0, XDP_TX);
+    assert_eq!(
+        env.flow_backend(&rst),
+        None,
+        "an RST must not create a flow"
+    );
+    assert_eq!(env.run(&ack.build()).0, XDP_TX);
+    assert!(
+        env.flow_backend(&ack).is_some(),
+        "the first ACK creates the flow"
+    );
+    let udp = Frame::udp(ip(CLIENT6), 41000, ip(VIP6), 53);
+    env.run(&udp.build());
+    assert!(
+        env.flow_backend(&udp).is_some(),
+        "UDP flows are created at once"
+    );
+    let s = env.dp.stats().unwrap();
+    let new: u64 = s.services.iter().map(|x| x.counters.new_flows).sum();
+    assert_eq!(new, 2, "new flows count inserted flows");
+}
+
+#[test]
+fn syn_flood_does_not_evict_established_flows() {
+    let mut env = Env::new();
+    let v4 = ip(VIP4);
+    // Establish flows, then flood far more spoofed SYNs than the flow
+    // table holds (4096 per map here).
+    let established: Vec<Frame> = (0..50)
+        .map(|i| {
+            Frame::tcp(
+                ip(&format!("198.51.100.{}", 10 + i)),
+                42000,
+                v4,
+                80,
+                TCP_ACK,
+            )
+        })
+        .collect();
+    let mut owner = Vec::new();
+    for f in &established {
+        let (v, out) = env.run(&f.build());
+        assert_eq!(v, XDP_TX);
+        owner.push(out[0..6].to_vec());
+    }
+    for i in 0..20_000u32 {
+        let src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        let f = Frame::tcp(src, (i % 60000) as u16 + 1024, v4, 80, TCP_SYN);
+        assert_eq!(env.run(&f.build()).0, XDP_TX);
+    }
+    let counts = env.dp.flow_counts();
+    assert_eq!(counts[0], ("tcp4", 50), "the flood inserted nothing");
+    // Drain every real the flows use: the tables no longer offer them, so
+    // only the flow table can still send each flow to its own real.
+    env.reprogram(|s| {
+        for r in &mut s[0].reals {
+            r.mode = RealMode::Drain;
+        }
+        s[0].reals.push(RealSpec {
+            addr: ip("203.0.113.14"),
+            weight: 1,
+            mode: RealMode::Serve,
+            l2: Some(L2 {
+                mac: real_mac(4),
+                src_mac: SRC_MAC,
+                ifindex: 0,
+            }),
+        });
+    });
+    for (f, mac) in established.iter().zip(owner.iter()) {
+        let (v, out) = env.run(&f.build());
+        assert_eq!(v, XDP_TX);
+        assert_eq!(&out[0..6], &mac[..], "established flow kept its real");
+    }
+    // While a new flow goes to the only serving real.
+    let fresh = Frame::tcp(ip("198.51.100.200"), 42000, v4, 80, TCP_SYN);
+    assert_eq!(&env.run(&fresh.build()).1[0..6], &real_mac(4));
+}
+
+#[test]
+fn a_failed_real_loses_its_flows_and_a_drained_one_keeps_them() {
+    let mut env = Env::new();
+    let v6 = ip(VIP6);
+    let flows: Vec<Frame> = (0..30)
+        .map(|i| {
+            Frame::tcp(
+                ip(&format!("2001:db8:1::{:x}", 100 + i)),
+                43000,
+                v6,
+                80,
+                TCP_ACK,
+            )
+        })
+        .collect();
+    let mut first = Vec::new();
+    for f in &flows {
+        first.push(env.run(&f.build()).1[0..6].to_vec());
+    }
+    // Real 1 is drained: its flows stay.
+    env.reprogram(|s| s[2].reals[0].mode = RealMode::Drain);
+    for (f, mac) in flows.iter().zip(&first) {
+        assert_eq!(&env.run(&f.build()).1[0..6], &mac[..]);
+    }
+    // Real 1 fails: its flows go elsewhere, the others' stay put.
+    env.reprogram(|s| s[2].reals[0].mode = RealMode::Down);
+    let mut moved = 0;
+    for (f, mac) in flows.iter().zip(&first) {
+        let now = env.run(&f.build()).1[0..6].to_vec();
+        if mac[..] == real_mac(1) {
+            assert_ne!(now, real_mac(1).to_vec(), "flow left the failed real");
+            moved += 1;
+            // ... and is pinned to its new real.
+            assert_eq!(env.run(&f.build()).1[0..6], now[..]);
+        } else {
+            assert_eq!(now, *mac, "a flow of a healthy real moved");
+        }
+    }
+    assert!(moved > 0, "some flows were on real 1");
+    // A real whose MAC is unknown is never used.
+    env.reprogram(|s| {
+        for r in &mut s[2].reals {
+            r.l2 = None;
+        }
+    });
+    for f in &flows {
+        assert_eq!(env.run(&f.build()).0, XDP_DROP);
+    }
+}
+
+#[test]
+fn icmp_too_big_goes_to_the_real_of_the_flow() {
+    let mut env = Env::new();
+    for (client, vip) in [(CLIENT4, VIP4), (CLIENT6, VIP6)] {
+        let (c, v) = (ip(client), ip(vip));
+        let fwd = Frame::tcp(c, 44000, v, 80, TCP_ACK);
+        let (_, out) = env.run(&fwd.build());
+        let real = out[0..6].to_vec();
+        // The real's reply, VIP -> client, as a router would quote it.
+        let reply = Frame::tcp(v, 80, c, 44000, TCP_ACK).ip();
+        let router = if v.is_ipv4() {
+            ip("198.51.100.1")
+        } else {
+            ip("2001:db8:1::1")
+        };
+        let icmp = icmp_too_big(router, v, &reply);
+        let (verdict, out) = env.run(&icmp);
+        assert_eq!(verdict, XDP_TX, "{client}");
+        assert_eq!(out[0..6], real[..], "ICMP error went to the flow's real");
+        assert_eq!(out[12..], icmp[12..], "ICMP payload untouched");
+        // Quoting a packet that is not from a VIP: not ours.
+        let other = Frame::tcp(
+            ip(if v.is_ipv4() {
+                "192.0.2.99"
+            } else {
+                "2001:db8:99::1"
+            }),
+            80,
+            c,
+            44000,
+            TCP_ACK,
+        )
+        .ip();
+        let icmp = icmp_too_big(router, v, &other);
+        assert_eq!(env.run(&icmp).0, XDP_PASS);
+    }
+    let s = env.dp.stats().unwrap();
+    assert_eq!(s.global[&Reason::IcmpTx].packets, 2);
+}
+
+#[test]
+fn a_real_behind_another_interface_is_redirected() {
+    let mut env = Env::new();
+    env.reprogram(|s| {
+        for r in &mut s[0].reals {
+            r.l2.as_mut().unwrap().ifindex = 999;
+        }
+    });
+    let f = Frame::tcp(ip(CLIENT4), 45000, ip(VIP4), 80, TCP_SYN);
+    assert_eq!(env.run(&f.build()).0, XDP_REDIRECT);
+}
+
+#[test]
+fn restart_recovers_the_allocation_from_pinned_maps() {
+    require_root();
+    let fs = TempBpffs::new().unwrap();
+    let dir = fs.path().join("vc5");
+    let specs = standard();
+    let (flow, backend) = {
+        let mut dp = DataPlane::open(&dir, MapSizes::small()).unwrap();
+        dp.program(&specs).unwrap();
+        let f = Frame::tcp(ip(CLIENT4), 46000, ip(VIP4), 80, TCP_ACK);
+        let mut env = Env {
+            dp,
+            specs: specs.clone(),
+            _fs: TempBpffs::new().unwrap(),
+        };
+        env.run(&f.build());
+        let b = env.flow_backend(&f).unwrap();
+        (f, b)
+    };
+    // A new process: same pins, the same indexes, the flow still there.
+    let mut dp = DataPlane::open(&dir, MapSizes::small()).unwrap();
+    let before = dp.backend_index(ip(VIP4), 80, TCP, ip(R4[0]));
+    assert!(before.is_some(), "allocation recovered");
+    dp.program(&specs).unwrap();
+    assert_eq!(dp.backend_index(ip(VIP4), 80, TCP, ip(R4[0])), before);
+    let env = Env { dp, specs, _fs: fs };
+    assert_eq!(env.flow_backend(&flow), Some(backend));
+}
