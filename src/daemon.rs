@@ -28,6 +28,10 @@ use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode}
 /// programming. A restarted vc5d keeps the old tables running meanwhile.
 const RESOLVE_GRACE: Duration = Duration::from_secs(3);
 
+/// How often the TCP flow tables are swept for buckets whose "moved"
+/// marks can be cleared (see `DataPlane::sweep_begin`), when any are set.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
 /// vc5d: a layer-2 Direct Server Return load balancer on XDP.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -289,8 +293,32 @@ async fn serve(args: Args, mut cfg: Config) -> Result<()> {
     }
 
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
+    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel();
+    let mut sweeping = false;
     while !stop {
         tokio::select! {
+            _ = sweep_tick.tick(), if !sweeping && dp.moved_buckets() > 0 => {
+                match dp.sweep_begin() {
+                    Ok(Some(sweep)) => {
+                        sweeping = true;
+                        let tx = sweep_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.send(sweep.run());
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!("flow-table sweep: {e}"),
+                }
+            }
+            Some(done) = sweep_rx.recv() => {
+                sweeping = false;
+                let flows = done.flows;
+                match dp.sweep_end(done) {
+                    Ok(cleared) => info!(flows, cleared, still_marked = dp.moved_buckets(), "flow-table sweep"),
+                    Err(e) => warn!("flow-table sweep: {e}"),
+                }
+            }
             Some(changes) = res_rx.recv() => {
                 apply(&mut l2, changes);
                 if let Err(e) = program(&mut dp, &cfg, &l2) {

@@ -36,9 +36,18 @@ struct vc5_svc_slot {
 	__u16 vip;     /* VIP index (1-based), for user space's accounting */
 };
 
-/* tables[service]: backend index per hash bucket; 0 means no real. */
+/* tables[service]: backend index per hash bucket; 0 means no real.
+ *
+ * moved: bit k set means bucket k's real has changed while flows may still
+ * be pinned to a former real, so a packet that creates no state (SYN, RST,
+ * ICMP error) must look its flow up before trusting the bucket. Where the
+ * bit is clear, any flow of the bucket is pinned to the bucket's real, and
+ * such a packet skips the flow table. User space sets bits with every
+ * table change and clears them after a sweep of the TCP flow tables; the
+ * program sets one when it pins a flow elsewhere than its bucket. */
 struct vc5_table {
 	__u16 backend[4096]; /* VC5_TABLE_SIZE */
+	__u64 moved[64];     /* VC5_TABLE_SIZE / 64 */
 };
 
 /* backends[index]: one real of one service. Index 0 is never used. */

@@ -142,14 +142,9 @@ static __always_inline __u32 vc5_hash(const struct vc5_pkt *p)
 			     p->svc.proto);
 }
 
-static __always_inline __u32 vc5_select(__u16 service, __u32 h)
+static __always_inline int vc5_moved(const struct vc5_table *t, __u32 k)
 {
-	__u32 s = service;
-	struct vc5_table *t = bpf_map_lookup_elem(&tables, &s);
-
-	if (!t)
-		return 0;
-	return t->backend[h & VC5_TABLE_MASK];
+	return (t->moved[k >> 6] >> (k & 63)) & 1;
 }
 
 /* One call site per map keeps each lookup inlinable by the verifier. */
@@ -249,13 +244,30 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	struct vc5_svc_slot *svc = vc5_find(&p->svc, p->dfold);
 	struct vc5_backend *b = NULL;
 	struct vc5_backend_stats *bs;
+	struct vc5_table *t;
 	struct vc5_flow *f;
-	__u32 h, bi = 0, fresh = 0;
+	__u32 s, h, k, bi = 0, fresh = 0;
 	__u16 hits = 0;
 
 	if (!svc || !svc->service)
 		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	s = svc->service;
+	t = bpf_map_lookup_elem(&tables, &s);
+	if (!t)
+		return vc5_count(VC5_DROP_NO_BACKEND, bytes, XDP_DROP);
 	h = vc5_hash(p);
+	k = h & VC5_TABLE_MASK;
+
+	/* SYN, RST, ICMP error: no state to create, and where the bucket has
+	 * not moved no flow can be pinned elsewhere, so the table decides
+	 * without a flow-table lookup (a cache miss on a big table). */
+	if (p->no_insert && !vc5_moved(t, k)) {
+		bi = t->backend[k];
+		b = bpf_map_lookup_elem(&backends, &bi);
+		if (bi && vc5_usable(b))
+			goto emit;
+		goto drop;
+	}
 
 	/* Fast path: this CPU has seen the flow in the LRU recently. */
 	if (vc5_cache_get(p, h, &bi, &hits)) {
@@ -272,24 +284,19 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 			goto cache;
 	} else if (vc5_usable(b) && !p->no_insert) {
 		/* The LRU lost a flow the cache still serves: restore it with
-		 * the same real rather than letting the flow move. */
+		 * the same real rather than letting the flow move, and mark
+		 * the bucket if that is not the bucket's real. */
 		vc5_flow_insert(p, bi);
+		if (bi != t->backend[k])
+			__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
 		goto emit;
 	}
 
 	/* A new flow, or one whose real is no longer usable. */
-	bi = vc5_select(svc->service, h);
+	bi = t->backend[k];
 	b = bpf_map_lookup_elem(&backends, &bi);
-	if (!bi || !vc5_usable(b)) {
-		__u32 s = svc->service;
-		struct vc5_counter *d = bpf_map_lookup_elem(&service_drops, &s);
-
-		if (d) {
-			d->packets++;
-			d->bytes += bytes;
-		}
-		return vc5_count(VC5_DROP_NO_BACKEND, bytes, XDP_DROP);
-	}
+	if (!bi || !vc5_usable(b))
+		goto drop;
 	if (p->icmp)
 		goto emit;
 	if (f) {
@@ -318,6 +325,16 @@ emit:
 	if (b->ifindex && b->ifindex != ctx->ingress_ifindex)
 		return vc5_count(VC5_REDIRECT, bytes, bpf_redirect(b->ifindex, 0));
 	return vc5_count(p->icmp ? VC5_ICMP_TX : VC5_TX, bytes, XDP_TX);
+
+drop: {
+	struct vc5_counter *d = bpf_map_lookup_elem(&service_drops, &s);
+
+	if (d) {
+		d->packets++;
+		d->bytes += bytes;
+	}
+	return vc5_count(VC5_DROP_NO_BACKEND, bytes, XDP_DROP);
+}
 }
 
 /* Fills the flow part of p from a TCP/UDP header at l4 (client to VIP). */

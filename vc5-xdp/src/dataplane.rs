@@ -327,6 +327,8 @@ pub struct DataPlane {
     backend_ids: Ids,
     /// Counters of backends since freed, per service, so totals never fall.
     retired: HashMap<SvcId, BackendStats>,
+    /// Buckets that moved since the last sweep began, per service.
+    moved_since: HashMap<SvcId, [u64; MOVED_WORDS]>,
     /// Occupied slot indexes of each half, so a rewrite clears only those.
     half_used: [Option<HashSet<u32>>; 2],
     settings: Settings,
@@ -539,6 +541,7 @@ impl DataPlane {
             vip_ids: Ids::new(u16::MAX as u32 + 1),
             backend_ids: Ids::new(sizes.backends.min(u16::MAX as u32 + 1)),
             retired: HashMap::new(),
+            moved_since: HashMap::new(),
             half_used: [None, None],
             settings: Settings::default(),
         };
@@ -567,12 +570,19 @@ impl DataPlane {
                 let id = (addr, s.key.port(), s.key.proto);
                 self.service_ids.take(s.service as u32);
                 by_index.insert(s.service, id);
+                // The table as written, moved marks included: the next
+                // programming compares against it.
+                let table = self
+                    .maps
+                    .tables
+                    .get(&(s.service as u32), 0)
+                    .map_err(map_err("tables"))?;
                 self.services.insert(
                     id,
                     SvcState {
                         index: s.service,
                         vip: s.vip,
-                        table: None,
+                        table: Some(Box::new(table)),
                     },
                 );
             }
@@ -841,7 +851,27 @@ impl DataPlane {
         // Tables.
         for id in &ids {
             let st = self.services.get_mut(id).expect("allocated above");
-            let t = table::build(table::service_seed(id.0, id.1, id.2), &candidates[id]);
+            let mut t = table::build(table::service_seed(id.0, id.1, id.2), &candidates[id]);
+            if let Some(old) = st.table.as_deref() {
+                // A bucket whose real changes may have flows pinned to the
+                // old one: mark it before the change is visible.
+                t.moved = old.moved;
+                let since = self.moved_since.entry(*id).or_insert([0; MOVED_WORDS]);
+                for k in 0..TABLE_SIZE {
+                    if old.backend[k] != t.backend[k] {
+                        t.set_moved(k);
+                        since[k / 64] |= 1 << (k % 64);
+                    }
+                }
+                if old.backend != t.backend && old.moved != t.moved {
+                    let mut marked = *old;
+                    marked.moved = t.moved;
+                    self.maps
+                        .tables
+                        .set(st.index as u32, marked, 0)
+                        .map_err(map_err("tables"))?;
+                }
+            }
             if st.table.as_deref() != Some(&t) {
                 self.maps
                     .tables
@@ -1079,6 +1109,86 @@ impl DataPlane {
         Ok(Stats { global, services })
     }
 
+    /// Buckets marked moved over all services; a sweep is worth running
+    /// while this is not zero.
+    pub fn moved_buckets(&self) -> usize {
+        self.services
+            .values()
+            .filter_map(|s| s.table.as_deref())
+            .map(Table::moved_count)
+            .sum()
+    }
+
+    /// Starts a sweep of the TCP flow tables: snapshots the tables that
+    /// have moved buckets and opens the pinned flow maps for a walk on
+    /// another thread ([`Sweep::run`]). None when nothing is marked.
+    pub fn sweep_begin(&mut self) -> Result<Option<Sweep>, Error> {
+        let snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)> = self
+            .services
+            .iter()
+            .filter_map(|(id, st)| {
+                let t = st.table.as_deref()?;
+                (t.moved_count() > 0).then(|| (*id, (st.index, Box::new(t.backend))))
+            })
+            .collect();
+        if snapshot.is_empty() {
+            return Ok(None);
+        }
+        self.moved_since.clear();
+        let open = |name: &'static str| -> Result<aya::maps::Map, Error> {
+            let data =
+                MapData::from_pin(self.dir.join("maps").join(name)).map_err(map_err(name))?;
+            Ok(aya::maps::Map::LruHashMap(data))
+        };
+        Ok(Some(Sweep {
+            snapshot,
+            tcp4: BpfHashMap::try_from(open("flows_tcp4")?).map_err(map_err("flows_tcp4"))?,
+            tcp6: BpfHashMap::try_from(open("flows_tcp6")?).map_err(map_err("flows_tcp6"))?,
+        }))
+    }
+
+    /// Applies a finished sweep: each swept service's moved marks become
+    /// those its flows still need, plus buckets that moved meanwhile, plus
+    /// any the program set meanwhile. Returns how many marks were cleared.
+    pub fn sweep_end(&mut self, r: SweepResult) -> Result<usize, Error> {
+        let mut cleared = 0;
+        for (id, (index, needed)) in r.moved {
+            let Some(st) = self.services.get_mut(&id) else {
+                continue;
+            };
+            if st.index != index {
+                continue; // the service was replaced during the sweep
+            }
+            let Some(ours) = st.table.as_deref() else {
+                continue;
+            };
+            let live = self
+                .maps
+                .tables
+                .get(&(index as u32), 0)
+                .map_err(map_err("tables"))?;
+            let since = self
+                .moved_since
+                .get(&id)
+                .copied()
+                .unwrap_or([0; MOVED_WORDS]);
+            let mut t = *ours;
+            for w in 0..MOVED_WORDS {
+                let by_program = live.moved[w] & !ours.moved[w];
+                t.moved[w] = needed[w] | since[w] | by_program;
+            }
+            if t.moved != ours.moved {
+                cleared += ours.moved_count().saturating_sub(t.moved_count());
+                self.maps
+                    .tables
+                    .set(index as u32, t, 0)
+                    .map_err(map_err("tables"))?;
+                st.table = Some(Box::new(t));
+            }
+        }
+        Ok(cleared)
+    }
+
     /// The backend index of a real of a service, if it has one.
     pub fn backend_index(&self, vip: IpAddr, port: u16, proto: u8, real: IpAddr) -> Option<u16> {
         let st = self.services.get(&(vip, port, proto))?;
@@ -1121,6 +1231,26 @@ impl DataPlane {
         m.get(key, 0).ok().map(|f| f.backend)
     }
 
+    /// Forgets an IPv4 flow (its next packet is treated as new).
+    pub fn remove_flow4(&mut self, tcp: bool, key: &Flow4) -> Result<(), Error> {
+        let m = if tcp {
+            &mut self.maps.flows_tcp4
+        } else {
+            &mut self.maps.flows_udp4
+        };
+        m.remove(key).map_err(map_err("flows"))
+    }
+
+    /// Forgets an IPv6 flow.
+    pub fn remove_flow6(&mut self, tcp: bool, key: &Flow6) -> Result<(), Error> {
+        let m = if tcp {
+            &mut self.maps.flows_tcp6
+        } else {
+            &mut self.maps.flows_udp6
+        };
+        m.remove(key).map_err(map_err("flows"))
+    }
+
     /// The loaded XDP program, for `BPF_PROG_TEST_RUN`.
     pub fn xdp(&mut self) -> Result<&mut Xdp, Error> {
         self.program_mut()
@@ -1138,5 +1268,58 @@ impl DataPlane {
             p.load()?;
         }
         Ok(p)
+    }
+}
+
+/// A walk of the TCP flow tables, to find which moved buckets still have
+/// flows pinned to another real than the bucket's. Runs without the
+/// [`DataPlane`], on its own map handles, so the control loop goes on.
+pub struct Sweep {
+    snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)>,
+    tcp4: BpfHashMap<MapData, Flow4, Flow>,
+    tcp6: BpfHashMap<MapData, Flow6, Flow>,
+}
+
+/// What a [`Sweep`] found.
+pub struct SweepResult {
+    /// Per swept service (and its index then): the buckets still needed.
+    moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])>,
+    /// Flows walked.
+    pub flows: usize,
+}
+
+impl Sweep {
+    /// Walks the flows (blocking: seconds for millions of flows).
+    pub fn run(self) -> SweepResult {
+        let mut moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])> = self
+            .snapshot
+            .iter()
+            .map(|(id, (index, _))| (*id, (*index, [0; MOVED_WORDS])))
+            .collect();
+        let mut flows = 0;
+        let mut visit = |saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16, backend: u32| {
+            flows += 1;
+            let id = (ip_from16(daddr), u16::from_be(dport), TCP);
+            let Some((_, table)) = self.snapshot.get(&id) else {
+                return;
+            };
+            let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, TCP) as usize
+                & (TABLE_SIZE - 1);
+            if table[k] as u32 != backend {
+                let m = &mut moved.get_mut(&id).expect("same keys").1;
+                m[k / 64] |= 1 << (k % 64);
+            }
+        };
+        // Entries that vanish during the walk are skipped; entries added
+        // during it are pinned to their bucket's real, or marked by the
+        // program itself.
+        for (k, v) in self.tcp4.iter().flatten() {
+            let a = |x: u32| addr16(IpAddr::V4(std::net::Ipv4Addr::from(x.to_ne_bytes())));
+            visit(a(k.saddr), a(k.daddr), k.sport, k.dport, v.backend);
+        }
+        for (k, v) in self.tcp6.iter().flatten() {
+            visit(k.saddr, k.daddr, k.sport, k.dport, v.backend);
+        }
+        SweepResult { moved, flows }
     }
 }

@@ -128,18 +128,39 @@ pub struct SvcSlot {
     pub vip: u16,
 }
 
-/// `tables[service]`.
+/// Words of `Table::moved`.
+pub const MOVED_WORDS: usize = TABLE_SIZE / 64;
+
+/// `tables[service]`: the real of each bucket, and which buckets have
+/// moved while flows may still be pinned to a former real (see shared.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table {
     pub backend: [u16; TABLE_SIZE],
+    pub moved: [u64; MOVED_WORDS],
 }
 
 impl Default for Table {
     fn default() -> Self {
         Table {
             backend: [0; TABLE_SIZE],
+            moved: [0; MOVED_WORDS],
         }
+    }
+}
+
+impl Table {
+    pub fn is_moved(&self, bucket: usize) -> bool {
+        self.moved[bucket / 64] >> (bucket % 64) & 1 == 1
+    }
+
+    pub fn set_moved(&mut self, bucket: usize) {
+        self.moved[bucket / 64] |= 1 << (bucket % 64);
+    }
+
+    /// How many buckets are marked moved.
+    pub fn moved_count(&self) -> usize {
+        self.moved.iter().map(|w| w.count_ones() as usize).sum()
     }
 }
 

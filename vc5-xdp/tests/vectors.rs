@@ -168,6 +168,28 @@ impl Env {
         }
     }
 
+    fn key4(f: &Frame) -> Flow4 {
+        match (f.src, f.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Flow4 {
+                saddr: u32::from_ne_bytes(s.octets()),
+                daddr: u32::from_ne_bytes(d.octets()),
+                sport: f.sport.to_be(),
+                dport: f.dport.to_be(),
+            },
+            _ => panic!("not IPv4"),
+        }
+    }
+
+    fn sweep(&mut self) -> usize {
+        match self.dp.sweep_begin().unwrap() {
+            Some(sw) => {
+                let r = sw.run();
+                self.dp.sweep_end(r).unwrap()
+            }
+            None => 0,
+        }
+    }
+
     fn reprogram(&mut self, f: impl FnOnce(&mut Vec<ServiceSpec>)) {
         f(&mut self.specs);
         self.dp.program(&self.specs).expect("reprogram");
@@ -644,4 +666,90 @@ fn restart_recovers_the_allocation_from_pinned_maps() {
     assert_eq!(dp.backend_index(ip(VIP4), 80, TCP, ip(R4[0])), before);
     let env = Env { dp, specs, _fs: fs };
     assert_eq!(env.flow_backend(&flow), Some(backend));
+}
+
+/// Pins the calling test thread to one CPU, so that BPF_PROG_TEST_RUN
+/// always meets the same per-CPU flow cache.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Finds a client port whose flow the table gives to real 1 now.
+fn flow_on_real1(env: &Env, src: &str) -> Frame {
+    (1000..60000)
+        .map(|port| Frame::tcp(ip(src), port, ip(VIP4), 80, TCP_ACK))
+        .find(|f| env.predicted(f, ip(VIP4), 80, TCP) == 1)
+        .expect("some port hashes to real 1")
+}
+
+#[test]
+fn a_reused_port_follows_its_pinned_flow_until_the_flow_is_gone() {
+    let mut env = Env::new();
+    let old = flow_on_real1(&env, CLIENT4);
+    assert_eq!(env.run(&old.build()).1[0..6], real_mac(1));
+    assert_eq!(env.dp.moved_buckets(), 0, "nothing has moved yet");
+
+    // Real 1 drains: its buckets move, its flows stay, and the buckets
+    // are marked so that SYNs look their flow up.
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    assert!(env.dp.moved_buckets() > 0);
+    let mut syn = old.clone();
+    syn.tcp_flags = TCP_SYN;
+    assert_ne!(
+        env.predicted(&syn, ip(VIP4), 80, TCP),
+        1,
+        "the table moved the bucket"
+    );
+    assert_eq!(
+        env.run(&syn.build()).1[0..6],
+        real_mac(1),
+        "a SYN on a pinned 4-tuple follows the pin"
+    );
+
+    // A sweep keeps the mark of a bucket whose flow is still pinned.
+    env.sweep();
+    assert!(env.dp.moved_buckets() > 0);
+    assert_eq!(env.run(&syn.build()).1[0..6], real_mac(1));
+
+    // Once the flow is gone, a sweep clears the marks: SYNs go by the
+    // table again, without looking up the flow table.
+    env.dp.remove_flow4(true, &Env::key4(&old)).unwrap();
+    let cleared = env.sweep();
+    assert!(cleared > 0);
+    assert_eq!(env.dp.moved_buckets(), 0);
+    let want = env.predicted(&syn, ip(VIP4), 80, TCP);
+    assert_eq!(env.run(&syn.build()).1[0..6], real_mac(want));
+}
+
+#[test]
+fn a_flow_the_lru_lost_is_restored_from_the_cpu_cache_with_its_real() {
+    pin_to_cpu0();
+    let mut env = Env::new();
+    let f = flow_on_real1(&env, CLIENT4);
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    // The LRU forgets the flow (as under eviction) and the table moves
+    // its bucket; the CPU's cache still knows the flow.
+    env.dp.remove_flow4(true, &Env::key4(&f)).unwrap();
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    for _ in 0..70 {
+        assert_eq!(
+            env.run(&f.build()).1[0..6],
+            real_mac(1),
+            "the flow stays on its real"
+        );
+    }
+    let b = env.dp.backend_index(ip(VIP4), 80, TCP, ip(R4[0])).unwrap();
+    assert_eq!(
+        env.flow_backend(&f),
+        Some(b as u32),
+        "the periodic refresh put it back in the LRU"
+    );
 }
