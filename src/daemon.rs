@@ -173,7 +173,7 @@ fn fmt_mac(m: &[u8; 6]) -> String {
 }
 
 /// Applies resolver reports to the known layer-2 next hops; logs each.
-fn apply(l2: &mut HashMap<IpAddr, Option<L2>>, changes: Vec<Resolution>) {
+fn apply(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Resolution>) {
     for c in changes {
         let _span = info_span!("real", addr = %c.addr).entered();
         let new = match &c.state {
@@ -191,6 +191,14 @@ fn apply(l2: &mut HashMap<IpAddr, Option<L2>>, changes: Vec<Resolution>) {
         let old = l2.insert(c.addr, new);
         match (&c.state, old.flatten()) {
             (Resolved::Ready { mac, ifindex, .. }, prev) => {
+                if !ours.contains(ifindex) {
+                    // Frames are redirected there; that interface's driver
+                    // must accept XDP redirects (native: ndo_xdp_xmit).
+                    warn!(
+                        ifindex,
+                        "real is reached through an interface vc5d is not attached to"
+                    );
+                }
                 if prev.is_some_and(|p| p.mac != *mac) {
                     warn!(mac = %fmt_mac(mac), ifindex, "real's MAC changed");
                 } else {
@@ -260,6 +268,16 @@ async fn serve(args: Args, mut cfg: Config) -> Result<()> {
         }
     }
 
+    // Interfaces a previous vc5d served but this one is not told to.
+    for ifname in dp.detach_others(&args.interfaces)? {
+        warn!(interface = %ifname, "XDP detached: not among this vc5d's interfaces");
+    }
+    let ours: Vec<u32> = args
+        .interfaces
+        .iter()
+        .filter_map(|i| netlink::interface_by_name(i).ok().map(|x| x.index))
+        .collect();
+
     let (res_tx, mut res_rx) = mpsc::unbounded_channel();
     let (to_resolver, resolver) = spawn_resolver(targets(&cfg), res_tx)?;
 
@@ -275,7 +293,7 @@ async fn serve(args: Args, mut cfg: Config) -> Result<()> {
     {
         tokio::select! {
             r = tokio::time::timeout_at(deadline, res_rx.recv()) => match r {
-                Ok(Some(changes)) => apply(&mut l2, changes),
+                Ok(Some(changes)) => apply(&mut l2, &ours, changes),
                 _ => break,
             },
             _ = term.recv() => { stop = true; break }
@@ -320,7 +338,7 @@ async fn serve(args: Args, mut cfg: Config) -> Result<()> {
                 }
             }
             Some(changes) = res_rx.recv() => {
-                apply(&mut l2, changes);
+                apply(&mut l2, &ours, changes);
                 if let Err(e) = program(&mut dp, &cfg, &l2) {
                     error!("{e:#}");
                 }

@@ -127,7 +127,10 @@ impl Netns {
         );
         sh(&format!("ip netns add {name}"));
         let ns = Netns(name);
-        ns.sh("ip link add d0 type bridge && ip addr add 192.0.2.1/24 dev d0 && ip link set d0 up && ip link set lo up");
+        ns.sh(
+            "ip link add d0 type bridge && ip addr add 192.0.2.1/24 dev d0 && ip link set d0 up && \
+             ip link add d1 type bridge && ip link set d1 up && ip link set lo up",
+        );
         ns
     }
     fn sh(&self, script: &str) -> String {
@@ -228,4 +231,26 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     assert!(status.success(), "{log}");
     assert!(log.contains("running in generic mode"), "{log}");
     assert_eq!(links(&dir), vec!["d0".to_string()]);
+    assert!(
+        ns.sh("ip link show d0").contains("xdpgeneric"),
+        "stays attached after vc5d stops"
+    );
+
+    // The next vc5d serves d1 only: d0 is detached.
+    let argv = args("generic");
+    let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let i = argv.iter().position(|a| *a == "d0").unwrap();
+    argv[i] = "d1";
+    let mut child = ns.vc5d(&argv).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ns.sh("ip link show d1").contains("xdpgeneric") {
+        assert!(Instant::now() < deadline, "never attached to d1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!ns.sh("ip link show d0").contains("xdp"), "d0 detached");
+    assert_eq!(links(&dir), vec!["d1".to_string()]);
 }

@@ -717,6 +717,21 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Removes the links of interfaces not in `keep` (a previous vc5d was
+    /// attached to them); returns their names.
+    pub fn detach_others(&mut self, keep: &[String]) -> Result<Vec<String>, Error> {
+        let mut gone = Vec::new();
+        for e in std::fs::read_dir(self.dir.join("links"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                std::fs::remove_file(e.path())?;
+                gone.push(name);
+            }
+        }
+        Ok(gone)
+    }
+
     /// Applies the desired state: services, their reals, each real's mode
     /// and layer-2 next hop. Only differences are written.
     pub fn program(&mut self, specs: &[ServiceSpec]) -> Result<(), Error> {
