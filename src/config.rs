@@ -1716,23 +1716,8 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    const ORIGINAL: &str = "\
-multicast: 224.0.0.1:9999
-rhi:
-  as_number: 65000
-  peers: [10.10.100.3, 10.10.100.4]
-services:
-  - name: nginx
-    desc: web server
-    addr: 192.168.101.1            # an address or a list, IPv4 or IPv6
-    port: [80, 443]                # an integer or a list
-    real: nginx                    # a group name or a list of them
-    need: 1                        # healthy reals needed (default 1)
-    checks:
-      - {name: http check, type: http, port: 80, path: /alive, host: example.com}
-reals:
-  nginx: [10.10.100.10, 10.10.100.11]
-";
+    /// The original vc5 README's config.yaml, as design.md gives it.
+    const ORIGINAL: &str = include_str!("../tests/data/original.yaml");
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -12,23 +12,8 @@ use vc5_xdp::testing::{TempBpffs, require_root};
 
 const VC5D: &str = env!("CARGO_BIN_EXE_vc5d");
 
-const ORIGINAL: &str = "\
-multicast: 224.0.0.1:9999
-rhi:
-  as_number: 65000
-  peers: [10.10.100.3, 10.10.100.4]
-services:
-  - name: nginx
-    desc: web server
-    addr: 192.168.101.1
-    port: [80, 443]
-    real: nginx
-    need: 1
-    checks:
-      - {name: http check, type: http, port: 80, path: /alive, host: example.com}
-reals:
-  nginx: [10.10.100.10, 10.10.100.11]
-";
+/// The original vc5 README's config.yaml.
+const ORIGINAL: &str = include_str!("data/original.yaml");
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
