@@ -200,6 +200,10 @@ pub struct ServiceSpec {
 
 type SvcId = (IpAddr, u16, u8);
 
+/// A table to build: the service, its previous table and candidates if
+/// known, and its candidates now.
+type TableJob<'a> = (SvcId, Option<&'a Table>, Option<&'a [Candidate]>, &'a [Candidate]);
+
 fn svc_name(id: &SvcId) -> String {
     let proto = if id.2 == TCP { "tcp" } else { "udp" };
     match id.0 {
@@ -270,7 +274,10 @@ struct Maps {
 struct SvcState {
     index: u16,
     vip: u16,
+    /// The table as last written, and the candidates it was built from
+    /// (None after a restart: the next build is a full one).
     table: Option<Box<Table>>,
+    cands: Option<Vec<Candidate>>,
 }
 
 /// Counters of one real of one service, summed over CPUs.
@@ -583,6 +590,7 @@ impl DataPlane {
                         index: s.service,
                         vip: s.vip,
                         table: Some(Box::new(table)),
+                        cands: None,
                     },
                 );
             }
@@ -794,6 +802,7 @@ impl DataPlane {
                         index: index as u16,
                         vip,
                         table: None,
+                        cands: None,
                     },
                 );
                 slots_changed = true;
@@ -863,15 +872,52 @@ impl DataPlane {
             candidates.insert(*id, cands);
         }
 
-        // Tables.
-        for id in &ids {
-            let st = self.services.get_mut(id).expect("allocated above");
-            let mut t = table::build(table::service_seed(id.0, id.1, id.2), &candidates[id]);
+        // Tables: built in parallel (a full build of a 64-real service is
+        // a quarter-million hashes), incrementally where the previous
+        // table and its candidates are known; then written in order.
+        let jobs: Vec<TableJob> = ids
+            .iter()
+            .map(|id| {
+                let st = &self.services[id];
+                let cands = &candidates[id][..];
+                (*id, st.table.as_deref(), st.cands.as_deref(), cands)
+            })
+            .filter(|(_, _, old, new)| *old != Some(*new))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = jobs.len().div_ceil(threads).max(1);
+        let built: Vec<(SvcId, Box<Table>)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| {
+                    sc.spawn(move || {
+                        part.iter()
+                            .map(|(id, old, old_cands, new)| {
+                                let seed = table::service_seed(id.0, id.1, id.2);
+                                let t = match (old, old_cands) {
+                                    (Some(t), Some(c)) => table::rebuild(seed, t, c, new),
+                                    _ => table::build(seed, new),
+                                };
+                                (*id, t)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("table build panicked"))
+                .collect()
+        });
+        for (id, mut t) in built {
+            let st = self.services.get_mut(&id).expect("allocated above");
             if let Some(old) = st.table.as_deref() {
                 // A bucket whose real changes may have flows pinned to the
                 // old one: mark it before the change is visible.
                 t.moved = old.moved;
-                let since = self.moved_since.entry(*id).or_insert([0; MOVED_WORDS]);
+                let since = self.moved_since.entry(id).or_insert([0; MOVED_WORDS]);
                 for k in 0..TABLE_SIZE {
                     if old.backend[k] != t.backend[k] {
                         t.set_moved(k);
@@ -894,6 +940,7 @@ impl DataPlane {
                     .map_err(map_err("tables"))?;
                 st.table = Some(t);
             }
+            st.cands = Some(candidates[&id].clone());
         }
 
         // Services and VIPs that go.

@@ -37,37 +37,117 @@ fn real_key(addr: IpAddr) -> u64 {
     hash_bytes(&crate::maps::addr16(addr))
 }
 
+/// A candidate prepared for scoring.
+#[derive(Clone, Copy)]
+struct Scorer {
+    key: u64,
+    weight: f64,
+    backend: u16,
+}
+
+/// Bucket `bucket`'s score of a real: (weighted score, raw hash). The raw
+/// hash breaks ties, and alone decides when all weights are equal.
+#[inline]
+fn score(s: &Scorer, bucket: usize, weighted: bool) -> (f64, u64) {
+    let h = mix64(s.key ^ (bucket as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    if !weighted {
+        return (0.0, h);
+    }
+    // u in (0,1): 53 bits of h, never 0 or 1.
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    (-s.weight / u.ln(), h)
+}
+
+fn better(a: (f64, u64), b: (f64, u64)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 > b.1)
+}
+
+fn scorers(seed: u64, candidates: &[Candidate]) -> (Vec<Scorer>, bool) {
+    let live: Vec<Scorer> = candidates
+        .iter()
+        .filter(|c| c.weight > 0)
+        .map(|c| Scorer {
+            key: real_key(c.addr) ^ seed,
+            weight: c.weight as f64,
+            backend: c.backend,
+        })
+        .collect();
+    let weighted = live.iter().any(|r| r.weight != live[0].weight);
+    (live, weighted)
+}
+
+fn winner(live: &[Scorer], bucket: usize, weighted: bool) -> u16 {
+    let mut best = ((f64::NEG_INFINITY, 0u64), 0u16);
+    for s in live {
+        let sc = score(s, bucket, weighted);
+        if better(sc, best.0) {
+            best = (sc, s.backend);
+        }
+    }
+    best.1
+}
+
 /// Builds a service's table. With no candidates every bucket is 0: the
 /// program drops the service's new flows and counts them.
 pub fn build(seed: u64, candidates: &[Candidate]) -> Box<Table> {
     let mut t = Box::<Table>::default();
-    let live: Vec<(u64, f64, u16)> = candidates
-        .iter()
-        .filter(|c| c.weight > 0)
-        .map(|c| (real_key(c.addr) ^ seed, c.weight as f64, c.backend))
-        .collect();
+    let (live, weighted) = scorers(seed, candidates);
     if live.is_empty() {
         return t;
     }
-    let weighted = live.iter().any(|r| r.1 != live[0].1);
     for (bucket, slot) in t.backend.iter_mut().enumerate() {
-        let b = (bucket as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut best = (f64::NEG_INFINITY, 0u64, 0u16);
-        for &(key, weight, backend) in &live {
-            let h = mix64(key ^ b);
-            let score = if weighted {
-                // u in (0,1): 53 bits of h, never 0 or 1.
-                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                -weight / u.ln()
-            } else {
-                0.0
-            };
-            // Ties (always, when unweighted) are broken by the hash itself.
-            if score > best.0 || (score == best.0 && h > best.1) {
-                best = (score, h, backend);
+        *slot = winner(&live, bucket, weighted);
+    }
+    t
+}
+
+/// The table [`build`] would give for `new`, computed from the table
+/// `old` built for `old_cands`: a bucket whose winner stays a candidate
+/// only has to beat the added reals, so a change of a few reals costs a
+/// few hashes per bucket instead of one per real. Falls back to a full
+/// build when weights changed.
+pub fn rebuild(seed: u64, old: &Table, old_cands: &[Candidate], new: &[Candidate]) -> Box<Table> {
+    let (old_live, old_weighted) = scorers(seed, old_cands);
+    let (live, weighted) = scorers(seed, new);
+    let same_weights = weighted == old_weighted
+        && live.iter().all(|n| {
+            old_live
+                .iter()
+                .find(|o| o.backend == n.backend)
+                .is_none_or(|o| o.key == n.key && o.weight == n.weight)
+        });
+    if old_live.is_empty() || live.is_empty() || !same_weights {
+        return build(seed, new);
+    }
+    let kept: std::collections::HashMap<u16, Scorer> = live
+        .iter()
+        .filter(|n| {
+            old_live
+                .iter()
+                .any(|o| o.backend == n.backend && o.key == n.key)
+        })
+        .map(|n| (n.backend, *n))
+        .collect();
+    let added: Vec<Scorer> = live
+        .iter()
+        .filter(|n| !kept.contains_key(&n.backend))
+        .copied()
+        .collect();
+    let mut t = Box::<Table>::default();
+    for (bucket, slot) in t.backend.iter_mut().enumerate() {
+        *slot = match kept.get(&old.backend[bucket]) {
+            Some(w) => {
+                let mut best = (score(w, bucket, weighted), w.backend);
+                for a in &added {
+                    let sc = score(a, bucket, weighted);
+                    if better(sc, best.0) {
+                        best = (sc, a.backend);
+                    }
+                }
+                best.1
             }
-        }
-        *slot = best.2;
+            None => winner(&live, bucket, weighted),
+        };
     }
     t
 }
@@ -148,6 +228,38 @@ mod tests {
         let s = shares(&build(seed, &w));
         let ratio = s[&2] as f64 / s[&1] as f64;
         assert!((2.4..3.7).contains(&ratio), "ratio {ratio}");
+    }
+
+    #[test]
+    fn rebuild_equals_a_full_build() {
+        // A deterministic pseudo-random walk of adds and removes: the
+        // incremental table must be exactly the full one, every step.
+        let seed = service_seed("192.0.2.9".parse().unwrap(), 443, 6);
+        let pool = reals(40, 1);
+        let mut cur: Vec<Candidate> = pool[..10].to_vec();
+        let mut table = build(seed, &cur);
+        let mut x = 12345u64;
+        for step in 0..60 {
+            x = mix64(x);
+            let next: Vec<Candidate> = pool
+                .iter()
+                .filter(|c| (mix64(x ^ c.backend as u64) & 3) != 0)
+                .copied()
+                .collect();
+            let inc = rebuild(seed, &table, &cur, &next);
+            assert_eq!(*inc, *build(seed, &next), "step {step}");
+            cur = next;
+            table = inc;
+        }
+        // Weighted, and a weight change (a full build underneath).
+        let mut w = reals(6, 2);
+        w[0].weight = 5;
+        let t = build(seed, &w);
+        let mut w2 = w.clone();
+        w2.pop();
+        assert_eq!(*rebuild(seed, &t, &w, &w2), *build(seed, &w2));
+        w2[1].weight = 3;
+        assert_eq!(*rebuild(seed, &t, &w, &w2), *build(seed, &w2));
     }
 
     #[test]
