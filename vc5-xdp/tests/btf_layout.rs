@@ -8,8 +8,15 @@ use std::process::Command;
 use vc5_xdp::dataplane::VC5_OBJ;
 use vc5_xdp::maps::*;
 
-/// struct name -> (size, [(member, byte offset)])
-fn btf_structs() -> HashMap<String, (usize, Vec<(String, usize)>)> {
+type Structs = HashMap<String, (usize, Vec<(String, usize)>)>;
+
+/// struct name -> (size, [(member, byte offset)]), read once for all tests.
+fn btf_structs() -> &'static Structs {
+    static ONCE: std::sync::OnceLock<Structs> = std::sync::OnceLock::new();
+    ONCE.get_or_init(read_btf)
+}
+
+fn read_btf() -> Structs {
     let path = std::env::temp_dir().join(format!("vc5-btf-{}.o", std::process::id()));
     std::fs::write(&path, VC5_OBJ).unwrap();
     let out = Command::new("bpftool")
