@@ -169,7 +169,7 @@ pub struct Lab {
     /// bpffs mount points, unmounted on drop.
     mounts: Vec<PathBuf>,
     /// The reals' HTTP servers.
-    children: Vec<LabChild>,
+    children: std::collections::BTreeMap<String, LabChild>,
     /// Numbers the log files of `spawn`.
     spawned: AtomicUsize,
 }
@@ -292,7 +292,7 @@ impl Lab {
             nodes,
             opts,
             mounts: Vec::new(),
-            children: Vec::new(),
+            children: std::collections::BTreeMap::new(),
             spawned: AtomicUsize::new(0),
         };
         // On failure `lab` is dropped here, which removes whatever part was built.
@@ -427,28 +427,44 @@ impl Lab {
     }
 
     fn start_httpds(&mut self) -> Result<()> {
+        for real in self.reals() {
+            self.spawn_httpd(&real)?;
+        }
+        let targets: Vec<SocketAddr> = self
+            .reals()
+            .iter()
+            .flat_map(|r| self.httpd_addrs(r))
+            .collect();
+        // Asked from the router, so this also proves the LAN works in both families.
+        self.wait_httpd(&targets)
+    }
+
+    fn spawn_httpd(&mut self, real: &str) -> Result<()> {
         let python = python()?;
         let script = self.dir.join("httpd.py");
-        for real in self.reals() {
-            let log = self.httpd_log(&real);
-            let mut cmd = self.command(&real, &[]);
-            cmd.arg(&python).arg("-u").arg(&script).args([
-                "--name",
-                &real,
-                "--port",
-                &HTTP_PORT.to_string(),
-            ]);
-            let child = spawn_logged(cmd, &log)?;
-            self.children.push(child);
-        }
-        // Asked from the router, so this also proves the LAN works in both families.
-        let mut targets = Vec::new();
-        for real in self.reals() {
-            targets.push(SocketAddr::new(self.addr4(&real).into(), HTTP_PORT));
-            targets.push(SocketAddr::new(self.addr6(&real).into(), HTTP_PORT));
-        }
+        let log = self.httpd_log(real);
+        let mut cmd = self.command(real, &[]);
+        cmd.arg(&python).arg("-u").arg(&script).args([
+            "--name",
+            real,
+            "--port",
+            &HTTP_PORT.to_string(),
+        ]);
+        let child = spawn_logged(cmd, &log)?;
+        self.children.insert(real.to_string(), child);
+        Ok(())
+    }
+
+    fn httpd_addrs(&self, real: &str) -> [SocketAddr; 2] {
+        [
+            SocketAddr::new(self.addr4(real).into(), HTTP_PORT),
+            SocketAddr::new(self.addr6(real).into(), HTTP_PORT),
+        ]
+    }
+
+    fn wait_httpd(&self, targets: &[SocketAddr]) -> Result<()> {
         self.run_in("router", || {
-            for t in &targets {
+            for t in targets {
                 retry(Duration::from_secs(10), || {
                     http_get(*t, "/health", Duration::from_secs(1))
                 })
@@ -456,6 +472,27 @@ impl Lab {
             }
             Ok::<_, anyhow::Error>(())
         })?
+    }
+
+    /// Stops a real's HTTP server (SIGKILL): its port then refuses connections.
+    pub fn stop_httpd(&mut self, real: &str) -> Result<()> {
+        let mut child = self
+            .children
+            .remove(real)
+            .with_context(|| format!("{real} runs no httpd"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts a real's HTTP server again and waits until it answers.
+    pub fn start_httpd(&mut self, real: &str) -> Result<()> {
+        ensure!(
+            !self.children.contains_key(real),
+            "{real} already runs its httpd"
+        );
+        self.spawn_httpd(real)?;
+        self.wait_httpd(&self.httpd_addrs(real))
     }
 
     // ---- names and addresses ------------------------------------------------------------

@@ -202,7 +202,12 @@ type SvcId = (IpAddr, u16, u8);
 
 /// A table to build: the service, its previous table and candidates if
 /// known, and its candidates now.
-type TableJob<'a> = (SvcId, Option<&'a Table>, Option<&'a [Candidate]>, &'a [Candidate]);
+type TableJob<'a> = (
+    SvcId,
+    Option<&'a Table>,
+    Option<&'a [Candidate]>,
+    &'a [Candidate],
+);
 
 fn svc_name(id: &SvcId) -> String {
     let proto = if id.2 == TCP { "tcp" } else { "udp" };
