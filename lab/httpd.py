@@ -7,6 +7,8 @@ Listens dual-stack on [::]:PORT and answers
                  Server Return keeps it) and on which VIP the request arrived;
   GET /bytes/N   N bytes, written in chunks so that a rate-limited download lasts;
   GET /health    200 "ok\n", for vc5d's health checks.
+Every answer names the real in an X-Real header, so a test can tell where a long
+download landed as soon as its headers arrive.
 Every request is logged as one line on stdout.
 """
 
@@ -62,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         body = text.encode()
         self.send_response(code)
         self.send_header("Content-Type", "text/plain")
+        self.send_header("X-Real", self.server.name)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -76,6 +79,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("X-Real", self.server.name)
         self.send_header("Content-Length", str(n))
         self.end_headers()
         chunk = b"x" * CHUNK

@@ -2,31 +2,51 @@
 //!
 //! One task owns the data plane. It is fed by channels: the neighbour
 //! resolver (a thread, since netlink sockets are blocking) reports each
-//! real's MAC as it is learnt or lost, and signals ask for a reload or a
-//! stop. Every change rebuilds the desired state from the configuration
-//! and hands it whole to [`DataPlane::program`], which writes only what
-//! differs.
+//! real's MAC as it is learnt or lost, the health monitor reports each
+//! check's transitions, front ends (D-Bus) send commands, and signals ask
+//! for a reload or a stop. Every change rebuilds the desired state from
+//! the configuration, the checks and the operator's drains, and hands it
+//! whole to [`DataPlane::program`], which writes only what differs; then
+//! it re-derives which services are up and which VIPs may be announced,
+//! and publishes a [`Status`].
 //!
 //! Stopping leaves the program attached and the maps pinned on purpose: a
 //! restarted vc5d takes them over without breaking a connection. `rm -r`
 //! of the `--bpffs` directory detaches everything.
 
 use crate::config::{self, Config, Protocol};
+use crate::logbuf::LogBuffer;
+use crate::status::{
+    CheckStatus, Command, CommandError, Counter, Event, FlowCounters, InterfaceStatus, RealStatus,
+    RhiStatus, ServiceStatus, Shared, Status, VipStatus,
+};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
-use tracing::{error, info, info_span, warn};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, info, info_span, warn};
+use vc5_health::{
+    Admin, CheckKind as HealthKind, CheckSpec, CheckState, DnsCheck, DnsTransport,
+    Event as HealthEvent, HttpCheck, Monitor, Outcome, Quorum, RealState, TlsVerify,
+    announceable_vips, real_state, verdict,
+};
 use vc5_xdp::netlink::{self, Resolution, Resolved, Resolver};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};
 
-/// How long start-up waits for the reals' MACs before the first
-/// programming. A restarted vc5d keeps the old tables running meanwhile.
-const RESOLVE_GRACE: Duration = Duration::from_secs(3);
+/// How long start-up waits at least for the reals' MACs and first check
+/// results before the first programming (longer if a check's interval
+/// and timeout are), and at most. A restarted vc5d keeps the old tables
+/// running meanwhile.
+const STARTUP_GRACE: Duration = Duration::from_secs(3);
+const MAX_STARTUP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often counters are read for the status.
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the TCP flow tables are swept for buckets whose "moved"
 /// marks can be cleared (see `DataPlane::sweep_begin`), when any are set.
@@ -64,7 +84,7 @@ pub struct Args {
     pub dbus: String,
     /// Address of the HTML console, JSON status and Prometheus metrics.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
-    pub console: String,
+    pub console: SocketAddr,
     /// bpffs directory where programs, links and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/vc5")]
     pub bpffs: PathBuf,
@@ -73,8 +93,8 @@ pub struct Args {
     pub check: bool,
 }
 
-/// Runs vc5d to completion.
-pub fn run(args: Args) -> Result<()> {
+/// Runs vc5d to completion. `log` is the ring the tracing layer fills.
+pub fn run(args: Args, log: LogBuffer) -> Result<()> {
     let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.check {
         println!("{}", cfg.to_json());
@@ -84,40 +104,72 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, cfg))
+    rt.block_on(serve(args, cfg, log))
 }
 
-/// The reals' desired state, from the configuration and what the
-/// resolver knows.
-fn specs(cfg: &Config, l2: &HashMap<IpAddr, Option<L2>>) -> Vec<ServiceSpec> {
+/// A check of one real for one service: (service name, real, check index).
+type CheckId = (String, IpAddr, usize);
+
+/// The health monitor's view of one check.
+#[derive(Debug, Clone)]
+struct CheckView {
+    state: CheckState,
+    last: Option<Outcome>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The health check of the configuration, as the monitor runs it.
+fn check_spec(c: &config::Check, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
+    let http = || HttpCheck {
+        method: c.method.clone(),
+        path: c.path.clone(),
+        host: c.host.clone(),
+        expect: c.expect.clone(),
+    };
+    let kind = match c.kind {
+        config::CheckKind::Tcp => HealthKind::Tcp,
+        config::CheckKind::Http => HealthKind::Http(http()),
+        config::CheckKind::Https => HealthKind::Https {
+            http: http(),
+            verify: if c.verify_tls {
+                TlsVerify::WebPki
+            } else {
+                TlsVerify::None
+            },
+        },
+        config::CheckKind::Dns => {
+            let d = c.dns.as_ref();
+            HealthKind::Dns(DnsCheck {
+                query: d.map_or_else(|| ".".into(), |d| d.query.clone()),
+                qtype: d.map_or(2, |d| d.qtype_code()),
+                transport: match d.map(|d| d.transport) {
+                    Some(Protocol::Tcp) => DnsTransport::Tcp,
+                    _ => DnsTransport::Udp,
+                },
+                rcode: d.map_or(0, |d| d.rcode),
+            })
+        }
+    };
+    let spec = CheckSpec::new(SocketAddr::new(real, c.port), kind)
+        .with_timing(c.interval, c.timeout)
+        .with_rise_fall(c.rise, c.fall);
+    match source {
+        Some(s) => spec.with_source(s),
+        None => spec,
+    }
+}
+
+fn all_checks(cfg: &Config, source: Option<IpAddr>) -> Vec<(CheckId, CheckSpec)> {
     let mut out = Vec::new();
     for s in &cfg.services {
-        for (vip, port, proto) in s.endpoints() {
-            let reals = s
-                .reals
-                .iter()
-                .map(|r| RealSpec {
-                    addr: r.addr,
-                    weight: r.weight as u32,
-                    // Disabled in the configuration: no new flows, and the
-                    // established ones finish (as with an IPVS weight of 0).
-                    mode: if r.disabled {
-                        RealMode::Drain
-                    } else {
-                        RealMode::Serve
-                    },
-                    l2: l2.get(&r.addr).copied().flatten(),
-                })
-                .collect();
-            out.push(ServiceSpec {
-                vip,
-                port,
-                proto: match proto {
-                    Protocol::Tcp => vc5_xdp::dataplane::TCP,
-                    Protocol::Udp => vc5_xdp::dataplane::UDP,
-                },
-                reals,
-            });
+        for r in &s.reals {
+            for (i, c) in s.checks.iter().enumerate() {
+                out.push(((s.name.clone(), r.addr, i), check_spec(c, r.addr, source)));
+            }
         }
     }
     out
@@ -128,6 +180,777 @@ fn targets(cfg: &Config) -> BTreeSet<IpAddr> {
         .iter()
         .flat_map(|s| s.reals.iter().map(|r| r.addr))
         .collect()
+}
+
+/// The state the control loop owns.
+struct Control {
+    args: Args,
+    cfg: Config,
+    dp: DataPlane,
+    /// Layer-2 next hop of each real; None while unresolved.
+    l2: HashMap<IpAddr, Option<L2>>,
+    checks: HashMap<CheckId, CheckView>,
+    /// Reals drained at run time: (service name, real).
+    drained: BTreeSet<(String, IpAddr)>,
+    /// Health of each (service, real) as last reported, for events.
+    healthy: HashMap<(String, IpAddr), bool>,
+    announceable: BTreeSet<IpAddr>,
+    announced: BTreeSet<IpAddr>,
+    interfaces: Vec<InterfaceStatus>,
+    stats: Option<vc5_xdp::dataplane::Stats>,
+    started_ms: u64,
+    status: watch::Sender<Arc<Status>>,
+    events: broadcast::Sender<Event>,
+    log: LogBuffer,
+}
+
+/// A real's state within a service, from its checks, the operator's
+/// settings and whether its MAC is known.
+fn state_of(
+    svc: &config::Service,
+    real: &config::Real,
+    checks: &HashMap<CheckId, CheckView>,
+    drained: bool,
+) -> RealState {
+    let states = (0..svc.checks.len()).map(|i| {
+        checks
+            .get(&(svc.name.clone(), real.addr, i))
+            .map_or(CheckState::Unknown, |c| c.state)
+    });
+    let v = verdict(Quorum::from_config(svc.quorum), states);
+    real_state(
+        Admin {
+            disabled: real.disabled,
+            drained,
+        },
+        v,
+    )
+}
+
+impl Control {
+    fn real_state(&self, svc: &config::Service, real: &config::Real) -> RealState {
+        let drained = self.drained.contains(&(svc.name.clone(), real.addr));
+        state_of(svc, real, &self.checks, drained)
+    }
+
+    /// Healthy for `need`: its checks say so and its MAC is known (a real
+    /// we cannot reach serves nobody).
+    fn counts_healthy(&self, svc: &config::Service, real: &config::Real) -> bool {
+        self.real_state(svc, real).is_healthy()
+            && self.l2.get(&real.addr).is_some_and(|x| x.is_some())
+    }
+
+    fn service_up(&self, svc: &config::Service) -> bool {
+        svc.reals
+            .iter()
+            .filter(|r| self.counts_healthy(svc, r))
+            .count()
+            >= svc.need
+    }
+
+    /// The desired data plane.
+    fn specs(&self) -> Vec<ServiceSpec> {
+        let mut out = Vec::new();
+        for s in &self.cfg.services {
+            let reals: Vec<RealSpec> = s
+                .reals
+                .iter()
+                .map(|r| {
+                    let st = self.real_state(s, r);
+                    RealSpec {
+                        addr: r.addr,
+                        weight: r.weight as u32,
+                        mode: if st.takes_new_flows() {
+                            RealMode::Serve
+                        } else if st.keeps_flows() {
+                            RealMode::Drain
+                        } else {
+                            RealMode::Down
+                        },
+                        l2: self.l2.get(&r.addr).copied().flatten(),
+                    }
+                })
+                .collect();
+            for (vip, port, proto) in s.endpoints() {
+                out.push(ServiceSpec {
+                    vip,
+                    port,
+                    proto: match proto {
+                        Protocol::Tcp => vc5_xdp::dataplane::TCP,
+                        Protocol::Udp => vc5_xdp::dataplane::UDP,
+                    },
+                    reals: reals.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Reprograms the data plane and re-derives health, VIPs and events.
+    fn apply(&mut self) -> Result<()> {
+        let specs = self.specs();
+        let t = Instant::now();
+        self.dp
+            .program(&specs)
+            .context("programming the data plane")?;
+        debug!(
+            services = specs.len(),
+            took_ms = t.elapsed().as_millis() as u64,
+            "data plane programmed"
+        );
+        self.derive();
+        self.publish();
+        Ok(())
+    }
+
+    /// Health transitions of reals, and the VIPs that may be announced.
+    fn derive(&mut self) {
+        let mut now: HashMap<(String, IpAddr), bool> = HashMap::new();
+        let mut ups = Vec::new();
+        for s in &self.cfg.services {
+            for r in &s.reals {
+                now.insert((s.name.clone(), r.addr), self.counts_healthy(s, r));
+            }
+            let up = self.service_up(s);
+            ups.extend(s.addrs.iter().map(|v| (*v, up)));
+        }
+        for ((svc, real), h) in &now {
+            let before = self.healthy.get(&(svc.clone(), *real)).copied();
+            if before != Some(*h) {
+                let reason = self.reason(svc, *real);
+                let _s = info_span!("real", service = %svc, addr = %real).entered();
+                match (before, h) {
+                    (None, true) => info!("healthy"),
+                    (None, false) => info!(%reason, "not healthy"),
+                    (Some(_), true) => info!("back in service"),
+                    (Some(_), false) => warn!(%reason, "out of service"),
+                }
+                let _ = self.events.send(Event::RealHealth {
+                    service: svc.clone(),
+                    real: *real,
+                    healthy: *h,
+                    reason,
+                });
+            }
+        }
+        self.healthy = now;
+        let ann = announceable_vips(ups);
+        for v in ann.difference(&self.announceable) {
+            info!(vip = %v, "VIP announceable: every service on it is up");
+        }
+        for v in self.announceable.difference(&ann) {
+            warn!(vip = %v, "VIP not announceable: a service on it is down");
+        }
+        self.announceable = ann;
+    }
+
+    /// Why a real is not healthy, in words.
+    fn reason(&self, svc: &str, real: IpAddr) -> String {
+        if self.l2.get(&real).is_none_or(|x| x.is_none()) {
+            return "MAC not resolved".into();
+        }
+        if self.drained.contains(&(svc.to_string(), real)) {
+            return String::new();
+        }
+        let mut failing: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|((s, r, _), v)| s == svc && *r == real && v.state == CheckState::Failing)
+            .map(|(_, v)| {
+                v.last
+                    .as_ref()
+                    .and_then(|o| o.failure())
+                    .map_or_else(|| "failing".to_string(), |f| f.to_string())
+            })
+            .collect();
+        failing.sort();
+        if let Some(s) = self.cfg.services.iter().find(|s| s.name == svc)
+            && let Some(r) = s.reals.iter().find(|r| r.addr == real)
+            && r.disabled
+        {
+            failing.insert(0, "disabled in the configuration".into());
+        }
+        failing.join("; ")
+    }
+
+    fn refresh_stats(&mut self) {
+        match self.dp.stats() {
+            Ok(s) => self.stats = Some(s),
+            Err(e) => warn!("reading counters: {e}"),
+        }
+    }
+
+    /// Builds and publishes a status snapshot.
+    fn publish(&self) {
+        let st = self.status_snapshot();
+        self.status.send_replace(Arc::new(st));
+    }
+
+    fn status_snapshot(&self) -> Status {
+        let proto_num = |p: Protocol| match p {
+            Protocol::Tcp => vc5_xdp::dataplane::TCP,
+            Protocol::Udp => vc5_xdp::dataplane::UDP,
+        };
+        let mut services = Vec::new();
+        for s in &self.cfg.services {
+            let up = self.service_up(s);
+            let healthy = s.reals.iter().filter(|r| self.counts_healthy(s, r)).count();
+            for (vip, port, proto) in s.endpoints() {
+                let ds = self.stats.as_ref().and_then(|st| {
+                    st.services
+                        .iter()
+                        .find(|x| x.vip == vip && x.port == port && x.proto == proto_num(proto))
+                });
+                let reals = s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let state = self.real_state(s, r);
+                        let l2 = self.l2.get(&r.addr).copied().flatten();
+                        let shown = if l2.is_none() && state.is_healthy() {
+                            "unresolved".to_string()
+                        } else {
+                            state.to_string()
+                        };
+                        let counters = ds
+                            .and_then(|d| d.reals.iter().find(|x| x.addr == r.addr))
+                            .map(|x| FlowCounters {
+                                packets: x.counters.packets,
+                                bytes: x.counters.bytes,
+                                new_flows: x.counters.new_flows,
+                            })
+                            .unwrap_or_default();
+                        let checks = s
+                            .checks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                let v = self.checks.get(&(s.name.clone(), r.addr, i));
+                                let last = v.and_then(|v| v.last.as_ref());
+                                CheckStatus {
+                                    name: c.name.clone(),
+                                    passing: v.is_some_and(|v| v.state == CheckState::Passing),
+                                    reason: last
+                                        .and_then(|o| o.failure())
+                                        .map(|f| f.to_string())
+                                        .unwrap_or_default(),
+                                    latency_ms: last.map_or(0.0, |o| o.latency.as_secs_f64() * 1e3),
+                                    at_ms: last.map_or(0, |o| unix_ms(o.wall)),
+                                }
+                            })
+                            .collect();
+                        RealStatus {
+                            addr: Some(r.addr),
+                            state: shown,
+                            healthy: self.counts_healthy(s, r),
+                            drained: self.drained.contains(&(s.name.clone(), r.addr)),
+                            disabled: r.disabled,
+                            weight: r.weight as u32,
+                            mac: l2.map(|l| netlink::format_mac(&l.mac)),
+                            checks,
+                            counters,
+                        }
+                    })
+                    .collect();
+                services.push(ServiceStatus {
+                    name: s.name.clone(),
+                    desc: s.desc.clone(),
+                    vip: Some(vip),
+                    port,
+                    protocol: proto.as_str().to_string(),
+                    state: if up { "up" } else { "down" }.into(),
+                    need: s.need,
+                    healthy,
+                    total: s.reals.len(),
+                    counters: ds
+                        .map(|d| FlowCounters {
+                            packets: d.counters.packets,
+                            bytes: d.counters.bytes,
+                            new_flows: d.counters.new_flows,
+                        })
+                        .unwrap_or_default(),
+                    dropped: ds
+                        .map(|d| Counter {
+                            packets: d.dropped.packets,
+                            bytes: d.dropped.bytes,
+                        })
+                        .unwrap_or_default(),
+                    reals,
+                });
+            }
+        }
+        let vips: BTreeSet<IpAddr> = self
+            .cfg
+            .services
+            .iter()
+            .flat_map(|s| s.addrs.iter().copied())
+            .collect();
+        let global = self
+            .stats
+            .as_ref()
+            .map(|st| {
+                st.global
+                    .iter()
+                    .map(|(r, c)| {
+                        let name = serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        (
+                            name,
+                            Counter {
+                                packets: c.packets,
+                                bytes: c.bytes,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            at_ms: unix_ms(SystemTime::now()),
+            started_ms: self.started_ms,
+            config: self.args.config.display().to_string(),
+            interfaces: self.interfaces.clone(),
+            services,
+            vips: vips
+                .into_iter()
+                .map(|v| VipStatus {
+                    vip: Some(v),
+                    announceable: self.announceable.contains(&v),
+                    announced: self.announced.contains(&v),
+                })
+                .collect(),
+            rhi: RhiStatus {
+                mode: "none".into(),
+                sessions: Vec::new(),
+            },
+            global,
+            events: self.log.snapshot(),
+        }
+    }
+
+    /// Finds a configured (service, real) by name and address text.
+    fn find(&self, service: &str, real: &str) -> Result<(String, IpAddr), CommandError> {
+        let s = self
+            .cfg
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .ok_or_else(|| CommandError::UnknownService(service.to_string()))?;
+        let unknown = || CommandError::UnknownReal {
+            service: service.to_string(),
+            real: real.to_string(),
+        };
+        let addr: IpAddr = real.parse().map_err(|_| unknown())?;
+        if !s.reals.iter().any(|r| r.addr == addr) {
+            return Err(unknown());
+        }
+        Ok((s.name.clone(), addr))
+    }
+
+    fn command(&mut self, c: Command) -> Option<oneshot::Sender<Result<(), CommandError>>> {
+        let (reply, result) = match c {
+            Command::Drain {
+                service,
+                real,
+                reply,
+            } => {
+                let r = self.find(&service, &real).and_then(|key| {
+                    if self.drained.insert(key.clone()) {
+                        info!(service = %key.0, real = %key.1, "real drained");
+                        Ok(())
+                    } else {
+                        Err(CommandError::AlreadyDrained { service, real })
+                    }
+                });
+                (reply, r)
+            }
+            Command::Undrain {
+                service,
+                real,
+                reply,
+            } => {
+                let r = self.find(&service, &real).and_then(|key| {
+                    if self.drained.remove(&key) {
+                        info!(service = %key.0, real = %key.1, "real undrained");
+                        Ok(())
+                    } else {
+                        Err(CommandError::NotDrained { service, real })
+                    }
+                });
+                (reply, r)
+            }
+            Command::Reload { reply } => return Some(reply),
+        };
+        let result = result.and_then(|()| {
+            self.apply()
+                .map_err(|e| CommandError::Reload(format!("{e:#}")))
+        });
+        let _ = reply.send(result);
+        None
+    }
+}
+
+/// The front ends' handles on the control loop.
+pub struct Channels {
+    pub shared: Shared,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<Arc<Status>>,
+}
+
+impl Channels {
+    pub fn new() -> Channels {
+        let (status, rx) = watch::channel(Arc::new(Status::default()));
+        let (events, _) = broadcast::channel(256);
+        let (tx, commands) = mpsc::channel(64);
+        Channels {
+            shared: Shared {
+                status: rx,
+                events,
+                commands: tx,
+            },
+            commands,
+            status,
+        }
+    }
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels::new()
+    }
+}
+
+async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
+    // Signals first: a stop asked for during start-up is a clean stop.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let started_ms = unix_ms(SystemTime::now());
+
+    // Check everything that can be checked before touching the kernel, so
+    // a bad start leaves nothing half-programmed.
+    for ifname in &args.interfaces {
+        netlink::interface_by_name(ifname).with_context(|| format!("interface {ifname}"))?;
+    }
+    if args.interfaces.is_empty() {
+        bail!("no --interface given");
+    }
+
+    // The front ends next: a port or bus name that cannot be had stops
+    // vc5d before it touches the data plane.
+    let channels = Channels::new();
+    let Channels {
+        shared,
+        commands: mut cmd_rx,
+        status,
+    } = channels;
+    let console = crate::console::serve(args.console, shared.clone())
+        .await
+        .with_context(|| format!("console on {}", args.console))?;
+    info!(address = %console.local_addr(), "console listening");
+    let dbus = crate::dbus::serve(&args.dbus, shared.clone())
+        .await
+        .with_context(|| format!("D-Bus service on the {} bus", args.dbus))?;
+    if dbus.is_some() {
+        info!(bus = %args.dbus, "D-Bus service org.vc5.Balancer1 up");
+    }
+    let _watchdog =
+        crate::sdnotify::Watchdog::from_env().map(|w| w.spawn_on_status(shared.status.clone()));
+
+    let mut dp = DataPlane::open(&args.bpffs, MapSizes::default())
+        .with_context(|| format!("opening the data plane in {}", args.bpffs.display()))?;
+    let mut attached_now = Vec::new();
+    let mut interfaces = Vec::new();
+    for ifname in &args.interfaces {
+        match dp.attach(ifname, args.xdp_mode) {
+            Ok(a) => {
+                info!(interface = %a.ifname, mode = %a.mode, reused = a.reused, "XDP attached");
+                interfaces.push(InterfaceStatus {
+                    name: a.ifname.clone(),
+                    mode: a.mode.clone(),
+                });
+                if !a.reused {
+                    attached_now.push(a.ifname);
+                }
+            }
+            Err(e) => {
+                for i in &attached_now {
+                    let _ = dp.detach(i);
+                }
+                return Err(e).context("attaching XDP");
+            }
+        }
+    }
+    // Interfaces a previous vc5d served but this one is not told to.
+    for ifname in dp.detach_others(&args.interfaces)? {
+        warn!(interface = %ifname, "XDP detached: not among this vc5d's interfaces");
+    }
+    let ours: Vec<u32> = args
+        .interfaces
+        .iter()
+        .filter_map(|i| netlink::interface_by_name(i).ok().map(|x| x.index))
+        .collect();
+
+    let (res_tx, mut res_rx) = mpsc::unbounded_channel();
+    let (to_resolver, resolver) = spawn_resolver(targets(&cfg), res_tx)?;
+
+    let (monitor, mut health_rx) = Monitor::<CheckId>::start();
+    let source = args.address;
+    monitor
+        .set_checks(all_checks(&cfg, source))
+        .await
+        .context("starting health checks")?;
+
+    let mut ctl = Control {
+        args,
+        cfg,
+        dp,
+        l2: HashMap::new(),
+        checks: HashMap::new(),
+        drained: BTreeSet::new(),
+        healthy: HashMap::new(),
+        announceable: BTreeSet::new(),
+        announced: BTreeSet::new(),
+        interfaces,
+        stats: None,
+        started_ms,
+        status,
+        events: shared.events.clone(),
+        log,
+    };
+
+    // Give the reals' MACs and first check results a moment, so the first
+    // programming does not take every real out of service just because
+    // nothing is known yet. A restarted vc5d keeps the old tables running
+    // meanwhile.
+    let n_checks = all_checks(&ctl.cfg, None).len();
+    let longest = ctl
+        .cfg
+        .services
+        .iter()
+        .flat_map(|s| &s.checks)
+        .map(|c| c.interval + c.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + STARTUP_GRACE.max(longest).min(MAX_STARTUP_GRACE);
+    let wanted = targets(&ctl.cfg);
+    let mut stop = false;
+    loop {
+        let macs = wanted
+            .iter()
+            .all(|a| ctl.l2.get(a).is_some_and(|x| x.is_some()));
+        if macs && ctl.checks.len() >= n_checks {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.l2, &ours, changes),
+            Some(ev) = health_rx.recv() => health_event(&mut ctl.checks, ev),
+            _ = term.recv() => { stop = true; break }
+            _ = int.recv() => { stop = true; break }
+        }
+    }
+    if !stop {
+        ctl.apply()?;
+        notify(crate::sdnotify::ready(&format!(
+            "serving {} services",
+            ctl.cfg.services.len()
+        )));
+        info!(
+            config = %ctl.args.config.display(),
+            interfaces = ?ctl.args.interfaces,
+            bpffs = %ctl.args.bpffs.display(),
+            "vc5d ready"
+        );
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
+    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel();
+    let mut sweeping = false;
+    while !stop {
+        tokio::select! {
+            _ = sweep_tick.tick(), if !sweeping && ctl.dp.moved_buckets() > 0 => {
+                match ctl.dp.sweep_begin() {
+                    Ok(Some(sweep)) => {
+                        sweeping = true;
+                        let tx = sweep_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.send(sweep.run());
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!("flow-table sweep: {e}"),
+                }
+            }
+            Some(done) = sweep_rx.recv() => {
+                sweeping = false;
+                let flows = done.flows;
+                match ctl.dp.sweep_end(done) {
+                    Ok(cleared) => info!(flows, cleared, still_marked = ctl.dp.moved_buckets(), "flow-table sweep"),
+                    Err(e) => warn!("flow-table sweep: {e}"),
+                }
+            }
+            Some(changes) = res_rx.recv() => {
+                apply_l2(&mut ctl.l2, &ours, changes);
+                if let Err(e) = ctl.apply() {
+                    error!("{e:#}");
+                }
+            }
+            Some(ev) = health_rx.recv() => {
+                health_event(&mut ctl.checks, ev);
+                // Drain whatever else arrived, then program once.
+                while let Ok(ev) = health_rx.try_recv() {
+                    health_event(&mut ctl.checks, ev);
+                }
+                if let Err(e) = ctl.apply() {
+                    error!("{e:#}");
+                }
+            }
+            Some(cmd) = cmd_rx.recv() => {
+                if let Some(reply) = ctl.command(cmd) {
+                    let r = reload(&mut ctl, &monitor, &to_resolver).await;
+                    if let Err(e) = &r {
+                        error!("reload refused, the running configuration stays: {e}");
+                    }
+                    let _ = reply.send(r.map_err(CommandError::Reload));
+                }
+            }
+            _ = hup.recv() => {
+                if let Err(e) = reload(&mut ctl, &monitor, &to_resolver).await {
+                    error!("reload refused, the running configuration stays: {e}");
+                }
+            }
+            _ = term.recv() => stop = true,
+            _ = int.recv() => stop = true,
+            _ = stats_tick.tick() => {
+                ctl.refresh_stats();
+                ctl.publish();
+            }
+            _ = tick.tick() => {
+                if let Some(s) = &ctl.stats {
+                    let g = &s.global;
+                    let n = |r| g.get(&r).map(|c: &vc5_xdp::maps::Counter| c.packets).unwrap_or(0);
+                    use vc5_xdp::maps::Reason::*;
+                    info!(
+                        tx = n(Tx) + n(Redirect) + n(IcmpTx),
+                        passed = n(PassNotIp) + n(PassShort) + n(PassNotVip),
+                        dropped = n(DropFragment) + n(DropMalformed) + n(DropNoBackend),
+                        "traffic"
+                    );
+                }
+            }
+        }
+    }
+    notify(crate::sdnotify::stopping("stopping"));
+    info!(
+        bpffs = %ctl.args.bpffs.display(),
+        "stopping; the data plane stays attached for the next vc5d (remove the bpffs directory to detach)"
+    );
+    drop(dbus);
+    drop(console);
+    monitor.shutdown().await;
+    let _ = to_resolver.send(ToResolver::Stop);
+    let _ = resolver.join();
+    Ok(())
+}
+
+/// Re-reads the configuration and applies it; on any error the running
+/// configuration stays in force and the error is returned.
+async fn reload(
+    ctl: &mut Control,
+    monitor: &Monitor<CheckId>,
+    to_resolver: &std::sync::mpsc::Sender<ToResolver>,
+) -> std::result::Result<(), String> {
+    notify(crate::sdnotify::reloading("reloading the configuration"));
+    let r = reload_inner(ctl, monitor, to_resolver).await;
+    notify(crate::sdnotify::ready(match &r {
+        Ok(()) => "configuration reloaded",
+        Err(_) => "reload refused; the running configuration stays",
+    }));
+    r
+}
+
+/// Logs a failed systemd notification; never fatal.
+fn notify(r: Result<bool, crate::sdnotify::NotifyError>) {
+    if let Err(e) = r {
+        warn!("systemd notification: {e}");
+    }
+}
+
+async fn reload_inner(
+    ctl: &mut Control,
+    monitor: &Monitor<CheckId>,
+    to_resolver: &std::sync::mpsc::Sender<ToResolver>,
+) -> std::result::Result<(), String> {
+    let new = config::load(&ctl.args.config).map_err(|e| e.to_string())?;
+    let old = std::mem::replace(&mut ctl.cfg, new);
+    if let Err(e) = ctl.apply() {
+        ctl.cfg = old;
+        let _ = ctl.apply();
+        return Err(format!("{e:#}"));
+    }
+    if let Err(e) = monitor
+        .set_checks(all_checks(&ctl.cfg, ctl.args.address))
+        .await
+    {
+        error!("health checks of the new configuration: {e}");
+    }
+    // Forget what no longer exists.
+    let names: BTreeSet<String> = ctl.cfg.services.iter().map(|s| s.name.clone()).collect();
+    let keep: BTreeSet<CheckId> = all_checks(&ctl.cfg, None)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ctl.checks.retain(|id, _| keep.contains(id));
+    ctl.drained.retain(|(s, r)| {
+        names.contains(s)
+            && ctl
+                .cfg
+                .services
+                .iter()
+                .any(|x| &x.name == s && x.reals.iter().any(|y| y.addr == *r))
+    });
+    let _ = to_resolver.send(ToResolver::Targets(targets(&ctl.cfg)));
+    info!("configuration reloaded");
+    ctl.apply().map_err(|e| format!("{e:#}"))
+}
+
+fn health_event(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckId>) {
+    match ev {
+        HealthEvent::Transition(t) => {
+            let _s =
+                info_span!("check", service = %t.id.0, real = %t.id.1, check = t.id.2).entered();
+            match (&t.to, t.reason()) {
+                (CheckState::Failing, Some(r)) => {
+                    warn!(reason = %r, from = %t.from, "check failing")
+                }
+                (to, _) => info!(from = %t.from, to = %to, "check state"),
+            }
+            checks.insert(
+                t.id,
+                CheckView {
+                    state: t.to,
+                    last: t.outcome,
+                },
+            );
+        }
+        HealthEvent::Snapshot(all) => {
+            for c in all {
+                checks.insert(
+                    c.id,
+                    CheckView {
+                        state: c.state,
+                        last: c.last,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Commands to the resolver thread.
@@ -173,7 +996,7 @@ fn fmt_mac(m: &[u8; 6]) -> String {
 }
 
 /// Applies resolver reports to the known layer-2 next hops; logs each.
-fn apply(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Resolution>) {
+fn apply_l2(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Resolution>) {
     for c in changes {
         let _span = info_span!("real", addr = %c.addr).entered();
         let new = match &c.state {
@@ -211,179 +1034,4 @@ fn apply(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Resolu
             (Resolved::Unresolved { reason }, None) => info!(%reason, "real not resolved yet"),
         }
     }
-}
-
-fn program(dp: &mut DataPlane, cfg: &Config, l2: &HashMap<IpAddr, Option<L2>>) -> Result<()> {
-    let specs = specs(cfg, l2);
-    let t = Instant::now();
-    dp.program(&specs).context("programming the data plane")?;
-    let usable = specs
-        .iter()
-        .flat_map(|s| &s.reals)
-        .filter(|r| r.l2.is_some())
-        .count();
-    let reals: usize = specs.iter().map(|s| s.reals.len()).sum();
-    info!(
-        services = specs.len(),
-        reals,
-        usable,
-        took_ms = t.elapsed().as_millis() as u64,
-        "data plane programmed"
-    );
-    Ok(())
-}
-
-async fn serve(args: Args, mut cfg: Config) -> Result<()> {
-    // Signals first: a stop asked for during start-up is a clean stop.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-
-    // Check everything that can be checked before touching the kernel, so
-    // a bad start leaves nothing half-programmed.
-    for ifname in &args.interfaces {
-        netlink::interface_by_name(ifname).with_context(|| format!("interface {ifname}"))?;
-    }
-    if args.interfaces.is_empty() {
-        bail!("no --interface given");
-    }
-
-    let mut dp = DataPlane::open(&args.bpffs, MapSizes::default())
-        .with_context(|| format!("opening the data plane in {}", args.bpffs.display()))?;
-    let mut attached_now = Vec::new();
-    for ifname in &args.interfaces {
-        match dp.attach(ifname, args.xdp_mode) {
-            Ok(a) => {
-                info!(interface = %a.ifname, mode = %a.mode, reused = a.reused, "XDP attached");
-                if !a.reused {
-                    attached_now.push(a.ifname);
-                }
-            }
-            Err(e) => {
-                for i in &attached_now {
-                    let _ = dp.detach(i);
-                }
-                return Err(e).context("attaching XDP");
-            }
-        }
-    }
-
-    // Interfaces a previous vc5d served but this one is not told to.
-    for ifname in dp.detach_others(&args.interfaces)? {
-        warn!(interface = %ifname, "XDP detached: not among this vc5d's interfaces");
-    }
-    let ours: Vec<u32> = args
-        .interfaces
-        .iter()
-        .filter_map(|i| netlink::interface_by_name(i).ok().map(|x| x.index))
-        .collect();
-
-    let (res_tx, mut res_rx) = mpsc::unbounded_channel();
-    let (to_resolver, resolver) = spawn_resolver(targets(&cfg), res_tx)?;
-
-    // Give the reals' MACs a moment, so the first programming does not
-    // take every real out of service just because nothing is known yet.
-    let mut l2: HashMap<IpAddr, Option<L2>> = HashMap::new();
-    let wanted = targets(&cfg);
-    let deadline = tokio::time::Instant::now() + RESOLVE_GRACE;
-    let mut stop = false;
-    while !wanted
-        .iter()
-        .all(|a| l2.get(a).is_some_and(|x| x.is_some()))
-    {
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, res_rx.recv()) => match r {
-                Ok(Some(changes)) => apply(&mut l2, &ours, changes),
-                _ => break,
-            },
-            _ = term.recv() => { stop = true; break }
-            _ = int.recv() => { stop = true; break }
-        }
-    }
-    if !stop {
-        program(&mut dp, &cfg, &l2)?;
-        info!(
-            config = %args.config.display(),
-            interfaces = ?args.interfaces,
-            bpffs = %args.bpffs.display(),
-            "vc5d ready"
-        );
-    }
-
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
-    let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel();
-    let mut sweeping = false;
-    while !stop {
-        tokio::select! {
-            _ = sweep_tick.tick(), if !sweeping && dp.moved_buckets() > 0 => {
-                match dp.sweep_begin() {
-                    Ok(Some(sweep)) => {
-                        sweeping = true;
-                        let tx = sweep_tx.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let _ = tx.send(sweep.run());
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!("flow-table sweep: {e}"),
-                }
-            }
-            Some(done) = sweep_rx.recv() => {
-                sweeping = false;
-                let flows = done.flows;
-                match dp.sweep_end(done) {
-                    Ok(cleared) => info!(flows, cleared, still_marked = dp.moved_buckets(), "flow-table sweep"),
-                    Err(e) => warn!("flow-table sweep: {e}"),
-                }
-            }
-            Some(changes) = res_rx.recv() => {
-                apply(&mut l2, &ours, changes);
-                if let Err(e) = program(&mut dp, &cfg, &l2) {
-                    error!("{e:#}");
-                }
-            }
-            _ = hup.recv() => {
-                match config::load(&args.config) {
-                    Ok(new) => {
-                        let old = std::mem::replace(&mut cfg, new);
-                        match program(&mut dp, &cfg, &l2) {
-                            Ok(()) => {
-                                info!("configuration reloaded");
-                                let _ = to_resolver.send(ToResolver::Targets(targets(&cfg)));
-                            }
-                            Err(e) => {
-                                error!("{e:#}; keeping the running configuration");
-                                cfg = old;
-                                program(&mut dp, &cfg, &l2)?;
-                            }
-                        }
-                    }
-                    Err(e) => error!("reload refused, the running configuration stays: {e}"),
-                }
-            }
-            _ = term.recv() => stop = true,
-            _ = int.recv() => stop = true,
-            _ = tick.tick() => {
-                if let Ok(s) = dp.stats() {
-                    let g = &s.global;
-                    let n = |r| g.get(&r).map(|c: &vc5_xdp::maps::Counter| c.packets).unwrap_or(0);
-                    use vc5_xdp::maps::Reason::*;
-                    info!(
-                        tx = n(Tx) + n(Redirect) + n(IcmpTx),
-                        passed = n(PassNotIp) + n(PassShort) + n(PassNotVip),
-                        dropped = n(DropFragment) + n(DropMalformed) + n(DropNoBackend),
-                        "traffic"
-                    );
-                }
-            }
-        }
-    }
-    info!(
-        bpffs = %args.bpffs.display(),
-        "stopping; the data plane stays attached for the next vc5d (remove the bpffs directory to detach)"
-    );
-    let _ = to_resolver.send(ToResolver::Stop);
-    let _ = resolver.join();
-    Ok(())
 }

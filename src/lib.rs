@@ -3,6 +3,10 @@
 //! lab that demonstrates and tests it ([`lab`]).
 
 pub mod config;
+pub mod console;
 pub mod daemon;
+pub mod dbus;
 pub mod lab;
+pub mod logbuf;
+pub mod sdnotify;
 pub mod status;

@@ -1,0 +1,94 @@
+//! What the lab tests share: a lab with this build's vc5d, waiting for
+//! vc5d to be ready, counting which real answers.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use vc5::lab::{Lab, LabChild, LabOptions, http_get, retry};
+
+pub fn lab() -> Lab {
+    Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)")
+}
+
+/// Waits until vc5d says it is ready and both VIPs answer from the client
+/// (without the XDP program the load balancer drops traffic for the VIPs,
+/// which it does not own).
+pub fn wait_ready(lab: &Lab, vc5d: &mut LabChild) {
+    let vips = lab.vips();
+    let r = retry(Duration::from_secs(30), || {
+        if let Some(status) = vc5d.try_wait()? {
+            anyhow::bail!("vc5d exited: {status}");
+        }
+        // The log holds every run of vc5d in this lab; look at the last.
+        let log = vc5d.log_text();
+        let last = log.rsplit("=== ").next().unwrap_or_default();
+        anyhow::ensure!(last.contains("vc5d ready"), "vc5d not ready yet");
+        lab.run_in("client", || {
+            for vip in vips {
+                http_get(SocketAddr::new(vip, 80), "/", Duration::from_millis(500))?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })?
+    });
+    if let Err(e) = r {
+        panic!(
+            "vc5d never became ready: {e:#}\n--- vc5d log ---\n{}",
+            vc5d.log_text()
+        );
+    }
+}
+
+/// `n` fresh connections to `vip`; which real answered each. Every
+/// answer must show the client's own address, as the real saw it.
+pub fn spread(lab: &Lab, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
+    let client = match vip {
+        IpAddr::V4(_) => IpAddr::V4(lab.addr4("client")),
+        IpAddr::V6(_) => IpAddr::V6(lab.addr6("client")),
+    };
+    let bodies = lab
+        .run_in("client", || {
+            (0..n)
+                .map(|_| http_get(SocketAddr::new(vip, 80), "/", Duration::from_secs(3)))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let mut by_real = BTreeMap::new();
+    for b in bodies {
+        let b = b.unwrap_or_else(|e| panic!("a request to {vip} failed: {e:#}"));
+        assert!(
+            b.contains(&format!("client={client} ")),
+            "real did not see the client's address: {b}"
+        );
+        let real = b
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("real="))
+            .expect("answer names its real")
+            .to_string();
+        *by_real.entry(real).or_insert(0) += 1;
+    }
+    by_real
+}
+
+/// Waits until `vc5d`'s log (its latest run) contains `text`; returns how
+/// long that took.
+pub fn wait_log(vc5d: &LabChild, text: &str, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let log = vc5d.log_text();
+        let last = log.rsplit("=== ").next().unwrap_or_default();
+        if last.contains(text) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "no {text:?} in vc5d's log within {timeout:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,237 @@
+//! The operator's interfaces against a real vc5d in the lab: drain and
+//! undrain through D-Bus (a private dbus-daemon with the project's policy)
+//! while a long download runs on the drained real, the signals on the bus,
+//! and the console page in headless Chromium inside the load balancer's
+//! namespace following a real's failure.
+
+mod common;
+mod ops_common;
+
+use common::{lab, spread, wait_ready};
+use futures_util::StreamExt;
+use ops_common::browser::{Browser, text_of};
+use ops_common::{Policy, TestBus, text};
+use serde_json::json;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vc5::lab::{Lab, LabChild};
+
+/// The lab's configuration with fast checks.
+fn fast(lab: &Lab) -> String {
+    lab.default_config().replace(
+        "path: /health}",
+        "path: /health, interval: 1s, timeout: 500ms, rise: 2, fall: 2}",
+    )
+}
+
+fn busctl_call(bus: &TestBus, member: &str, args: &[&str]) -> std::process::Output {
+    let mut argv = vec![
+        "call",
+        "org.vc5.Balancer1",
+        "/org/vc5/Balancer1",
+        "org.vc5.Balancer1",
+        member,
+    ];
+    argv.extend_from_slice(args);
+    bus.busctl(false, &argv)
+}
+
+/// A slow download whose headers (with `X-Real`) land in a file.
+fn download(lab: &Lab, bytes: usize) -> (LabChild, std::path::PathBuf) {
+    let headers = lab.dir().join("drain.headers");
+    let url = Lab::url(IpAddr::V4(lab.vip4), &format!("/bytes/{bytes}"));
+    let curl = lab
+        .spawn(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--limit-rate",
+                "1M",
+                "-D",
+                headers.to_str().unwrap(),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                &url,
+            ],
+        )
+        .unwrap();
+    (curl, headers)
+}
+
+fn real_of(headers: &std::path::Path) -> String {
+    let t = Instant::now();
+    loop {
+        let h = std::fs::read_to_string(headers).unwrap_or_default();
+        if let Some(l) = h
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-real:"))
+        {
+            return l[7..].trim().to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "download never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
+    let mut lab = lab();
+    lab.write_config_text(&fast(&lab)).unwrap();
+    let bus = TestBus::start(Policy::Strict);
+    let signals = subscribe(&bus.address);
+    let mut vc5d = lab
+        .start_vc5d("lb1", "generic", &["--dbus", &bus.address])
+        .unwrap();
+    wait_ready(&lab, &mut vc5d);
+
+    let bytes = 8_000_000;
+    let (mut curl, headers) = download(&lab, bytes);
+    let victim = real_of(&headers);
+    let addr = lab.addr4(&victim).to_string();
+
+    let out = busctl_call(&bus, "Drain", &["ss", "web4", &addr]);
+    assert!(out.status.success(), "Drain: {}", text(&out.stderr));
+    let out = busctl_call(&bus, "Drain", &["ss", "web4", &addr]);
+    assert!(!out.status.success(), "draining twice is refused");
+    assert!(
+        text(&out.stderr).contains("already drained"),
+        "{}",
+        text(&out.stderr)
+    );
+    let reals = busctl_call(&bus, "ListReals", &["s", "web4"]);
+    let listed = text(&reals.stdout);
+    assert!(
+        listed.contains(&format!("\"{addr}\" \"drained\"")),
+        "{listed}"
+    );
+
+    // No new connection reaches the drained real, on web4; web6 is
+    // another service and still uses it.
+    let s = spread(&lab, IpAddr::V4(lab.vip4), 90);
+    assert!(!s.contains_key(&victim), "{victim} is drained: {s:?}");
+    assert_eq!(s.values().sum::<usize>(), 90);
+    // Its long download goes on to the end.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = curl.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "download hangs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", curl.log_text());
+    assert_eq!(curl.log_text().trim(), bytes.to_string());
+
+    let out = busctl_call(&bus, "Undrain", &["ss", "web4", &addr]);
+    assert!(out.status.success(), "Undrain: {}", text(&out.stderr));
+    let s = spread(&lab, IpAddr::V4(lab.vip4), 120);
+    assert!(
+        s.contains_key(&victim),
+        "{victim} takes connections again: {s:?}"
+    );
+
+    // A real's health change is signalled on the bus.
+    lab.stop_httpd("real3").unwrap();
+    let real3 = lab.addr4("real3").to_string();
+    let t = Instant::now();
+    loop {
+        let seen = signals.lock().unwrap().clone();
+        if seen.iter().any(|(svc, real, healthy, reason)| {
+            svc == "web4" && *real == real3 && !healthy && !reason.is_empty()
+        }) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no RealHealthChanged for {real3}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    vc5d.terminate(Duration::from_secs(10)).unwrap();
+}
+
+type Seen = Arc<Mutex<Vec<(String, String, bool, String)>>>;
+
+/// Collects the RealHealthChanged signals on the bus, from a thread of
+/// its own (the test itself is synchronous).
+fn subscribe(address: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let (out, address) = (seen.clone(), address.to_string());
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            let rule = zbus::MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .interface("org.vc5.Balancer1")
+                .unwrap()
+                .member("RealHealthChanged")
+                .unwrap()
+                .build();
+            let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, Some(64))
+                .await
+                .unwrap();
+            let _ = ready_tx.send(());
+            while let Some(Ok(m)) = stream.next().await {
+                if let Ok(b) = m.body().deserialize::<(String, String, bool, String)>() {
+                    out.lock().unwrap().push(b);
+                }
+            }
+        });
+    });
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed to the bus");
+    seen
+}
+
+#[test]
+fn the_console_in_the_lab_shows_services_and_follows_a_failure() {
+    let mut lab = lab();
+    lab.write_config_text(&fast(&lab)).unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    spread(&lab, IpAddr::V4(lab.vip4), 30);
+
+    let ns = lab.ns("lb1");
+    let mut b = Browser::start_in(&["ip", "netns", "exec", &ns]);
+    b.open("http://127.0.0.1:8080/", 1400, 1000);
+    let real2 = lab.addr4("real2").to_string();
+    let row = format!("tr.real[data-service='web4'][data-real='{real2}'] td.state");
+    b.wait_for(
+        "document.querySelectorAll(\"div.service[data-service='web4'], div.service[data-service='web6']\").length",
+        json!(2),
+        Duration::from_secs(15),
+    );
+    b.wait_for(&text_of(&row), json!("serving"), Duration::from_secs(15));
+    b.eval("window.vc5_marker = 42");
+
+    lab.stop_httpd("real2").unwrap();
+    b.wait_for(&text_of(&row), json!("failed"), Duration::from_secs(15));
+    assert_eq!(
+        b.eval("window.vc5_marker"),
+        json!(42),
+        "the page was not reloaded"
+    );
+    let shot = lab.dir().join("console.png");
+    b.screenshot(&shot);
+    assert!(b.errors.is_empty(), "page errors: {:?}", b.errors);
+    drop(b);
+    vc5d.terminate(Duration::from_secs(10)).unwrap();
+}
