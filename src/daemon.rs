@@ -560,6 +560,11 @@ impl Control {
                 let r = self.find(&service, &real).and_then(|key| {
                     if self.drained.insert(key.clone()) {
                         info!(service = %key.0, real = %key.1, "real drained");
+                        let _ = self.events.send(Event::RealDrain {
+                            service: key.0,
+                            real: key.1,
+                            drained: true,
+                        });
                         Ok(())
                     } else {
                         Err(CommandError::AlreadyDrained { service, real })
@@ -575,6 +580,11 @@ impl Control {
                 let r = self.find(&service, &real).and_then(|key| {
                     if self.drained.remove(&key) {
                         info!(service = %key.0, real = %key.1, "real undrained");
+                        let _ = self.events.send(Event::RealDrain {
+                            service: key.0,
+                            real: key.1,
+                            drained: false,
+                        });
                         Ok(())
                     } else {
                         Err(CommandError::NotDrained { service, real })

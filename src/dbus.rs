@@ -156,6 +156,11 @@ async fn forward_events(
                 )
                 .await
             }
+            Ok(Event::RealDrain {
+                service,
+                real,
+                drained,
+            }) => Balancer::real_drain_changed(emitter, &service, &real.to_string(), drained).await,
             Ok(Event::Vip { vip, announced }) => {
                 Balancer::vip_announced(emitter, &vip.to_string(), announced).await
             }
@@ -468,6 +473,16 @@ impl Balancer {
         real: &str,
         healthy: bool,
         reason: &str,
+    ) -> zbus::Result<()>;
+
+    /// RealDrainChanged: a real of a configuration service was drained
+    /// (true: no new flows, established ones stay) or undrained (false).
+    #[zbus(signal)]
+    async fn real_drain_changed(
+        emitter: &SignalEmitter<'_>,
+        service: &str,
+        real: &str,
+        drained: bool,
     ) -> zbus::Result<()>;
 
     /// VipAnnounced: a VIP was announced (true) or withdrawn (false).

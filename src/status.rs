@@ -155,6 +155,12 @@ pub enum Event {
         healthy: bool,
         reason: String,
     },
+    /// A real was drained (true) or undrained (false) for a service.
+    RealDrain {
+        service: String,
+        real: IpAddr,
+        drained: bool,
+    },
     /// A VIP was announced (true) or withdrawn (false).
     Vip { vip: IpAddr, announced: bool },
 }

@@ -132,6 +132,14 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
 
     let out = busctl_call(&bus, "Undrain", &["ss", "web4", &addr]);
     assert!(out.status.success(), "Undrain: {}", text(&out.stderr));
+    let drains: Vec<bool> = signals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(svc, r, _, kind)| svc == "web4" && *r == addr && kind == "drain")
+        .map(|x| x.2)
+        .collect();
+    assert_eq!(drains, vec![true, false], "RealDrainChanged signalled");
     let s = spread(&lab, IpAddr::V4(lab.vip4), 120);
     assert!(
         s.contains_key(&victim),
@@ -160,8 +168,9 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
 
 type Seen = Arc<Mutex<Vec<(String, String, bool, String)>>>;
 
-/// Collects the RealHealthChanged signals on the bus, from a thread of
-/// its own (the test itself is synchronous).
+/// Collects vc5d's RealHealthChanged signals (service, real, healthy,
+/// reason) and RealDrainChanged ones (service, real, drained, "drain") on
+/// the bus, from a thread of its own (the test itself is synchronous).
 fn subscribe(address: &str) -> Seen {
     let seen: Seen = Arc::default();
     let (out, address) = (seen.clone(), address.to_string());
@@ -181,15 +190,30 @@ fn subscribe(address: &str) -> Seen {
                 .msg_type(zbus::message::Type::Signal)
                 .interface("org.vc5.Balancer1")
                 .unwrap()
-                .member("RealHealthChanged")
-                .unwrap()
                 .build();
             let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, Some(64))
                 .await
                 .unwrap();
             let _ = ready_tx.send(());
             while let Some(Ok(m)) = stream.next().await {
-                if let Ok(b) = m.body().deserialize::<(String, String, bool, String)>() {
+                let member = m
+                    .header()
+                    .member()
+                    .map(|x| x.to_string())
+                    .unwrap_or_default();
+                let body = match member.as_str() {
+                    "RealHealthChanged" => m
+                        .body()
+                        .deserialize::<(String, String, bool, String)>()
+                        .ok(),
+                    "RealDrainChanged" => m
+                        .body()
+                        .deserialize::<(String, String, bool)>()
+                        .ok()
+                        .map(|(s, r, d)| (s, r, d, "drain".to_string())),
+                    _ => None,
+                };
+                if let Some(b) = body {
                     out.lock().unwrap().push(b);
                 }
             }
