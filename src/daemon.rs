@@ -904,11 +904,16 @@ async fn reload_inner(
         let _ = ctl.apply();
         return Err(format!("{e:#}"));
     }
-    if let Err(e) = monitor
+    match monitor
         .set_checks(all_checks(&ctl.cfg, ctl.args.address))
         .await
     {
-        error!("health checks of the new configuration: {e}");
+        // A snapshot follows in the event stream, after any transition
+        // already queued, so the control loop's view ends up exact.
+        Ok(_) => {
+            let _ = monitor.request_snapshot();
+        }
+        Err(e) => error!("health checks of the new configuration: {e}"),
     }
     // Forget what no longer exists.
     let names: BTreeSet<String> = ctl.cfg.services.iter().map(|s| s.name.clone()).collect();
