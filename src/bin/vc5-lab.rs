@@ -157,6 +157,7 @@ fn run(args: &Args) -> Result<()> {
         tally.print(&lab, round, args.requests);
         if let Some(child) = vc5d.as_mut() {
             check_alive(&lab, child)?;
+            show_vc5d(&lab);
         }
         if args.once {
             break;
@@ -172,6 +173,53 @@ fn run(args: &Args) -> Result<()> {
     }
     println!("removing lab {}", lab.id);
     Ok(())
+}
+
+/// What vc5d itself reports (its console's /status.json, inside lb1):
+/// per service and real, state and the packets its XDP program forwarded.
+fn show_vc5d(lab: &Lab) {
+    // vc5d reads its counters every 2 s; let it catch up with this round.
+    sleep(Duration::from_millis(2500));
+    let console = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let body = lab.run_in("lb1", || {
+        http_get(console, "/status.json", Duration::from_secs(2))
+    });
+    let status: serde_json::Value =
+        match body.map(|b| b.and_then(|b| Ok(serde_json::from_str(&b)?))) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                println!("  (vc5d's status is not available: {e:#})");
+                return;
+            }
+        };
+    println!("vc5d on lb1 (its /status.json): what its XDP program forwarded");
+    for s in status["services"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<6} {:>18} port {:<5} {:<4}  {} packets, {} new flows",
+            s["name"].as_str().unwrap_or("?"),
+            s["vip"].as_str().unwrap_or("?"),
+            s["port"],
+            s["state"].as_str().unwrap_or("?"),
+            s["counters"]["packets"],
+            s["counters"]["new_flows"],
+        );
+        for r in s["reals"].as_array().into_iter().flatten() {
+            println!(
+                "         real {:<15} {:<9} {:>8} packets {:>6} new flows",
+                r["addr"].as_str().unwrap_or("?"),
+                r["state"].as_str().unwrap_or("?"),
+                r["counters"]["packets"],
+                r["counters"]["new_flows"],
+            );
+        }
+    }
+    for v in status["vips"].as_array().into_iter().flatten() {
+        println!(
+            "  VIP {:<18} announceable: {}",
+            v["vip"].as_str().unwrap_or("?"),
+            v["announceable"]
+        );
+    }
 }
 
 fn describe(lab: &Lab) {
