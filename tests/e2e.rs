@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{lab, spread, wait_ready};
+use common::{Download, lab, spread, wait_ready};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
-use vc5::lab::{Lab, retry};
+use std::time::Duration;
+use vc5::lab::retry;
 
 fn balances(mode: &str) {
     let lab = lab();
@@ -56,25 +56,8 @@ fn a_long_download_survives_kill_9_and_restart_of_vc5d() {
     wait_ready(&lab, &mut vc5d);
 
     // 12 MB at 2 MB/s: about six seconds, across the crash and restart.
-    let bytes = 12_000_000;
-    let url = Lab::url(lab.vip4.into(), &format!("/bytes/{bytes}"));
-    let mut curl = lab
-        .spawn(
-            "client",
-            &[
-                "curl",
-                "-sS",
-                "--fail",
-                "--limit-rate",
-                "2M",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                &url,
-            ],
-        )
-        .unwrap();
+    let download = Download::start(&lab, lab.vip4.into(), 12_000_000, "2M");
+    download.real();
     std::thread::sleep(Duration::from_millis(1500));
     vc5d.kill().unwrap();
     vc5d.wait().unwrap();
@@ -96,20 +79,7 @@ fn a_long_download_survives_kill_9_and_restart_of_vc5d() {
         again.log_text()
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = curl.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "download did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "download failed: {}", curl.log_text());
-    assert_eq!(
-        curl.log_text().trim(),
-        bytes.to_string(),
-        "every byte arrived"
-    );
+    assert_eq!(download.finish(), Ok(12_000_000), "every byte arrived");
     again.terminate(Duration::from_secs(10)).unwrap();
 }
 

@@ -6,102 +6,25 @@
 
 mod common;
 
-use common::{lab, spread, wait_log, wait_ready};
+use common::{Download, fast_checks, lab, spread, wait_log, wait_ready};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use vc5::lab::{Lab, LabChild};
+use vc5::lab::Lab;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const RISE: u32 = 2;
 const FALL: u32 = 2;
 
-/// The lab's configuration with fast checks (and `need` for web4).
+/// The lab's fast-check configuration (`rise` and `fall` of 2), with
+/// `need` for web4.
 fn config(lab: &Lab, need4: usize) -> String {
-    let cfg = lab.default_config().replace(
-        "path: /health}",
-        &format!("path: /health, interval: 1s, timeout: 500ms, rise: {RISE}, fall: {FALL}}}"),
-    );
+    let cfg = fast_checks(lab);
     let web4 = cfg.find("name: web4").expect("web4");
     let need = cfg[web4..].find("need: 1").expect("need") + web4;
     let mut cfg = cfg;
     cfg.replace_range(need..need + 7, &format!("need: {need4}"));
     cfg
-}
-
-/// A slow download from the client; its headers (with `X-Real`) land in
-/// a file as soon as they arrive.
-struct Download {
-    curl: LabChild,
-    headers: std::path::PathBuf,
-    bytes: usize,
-}
-
-fn download(lab: &Lab, vip: IpAddr, n: usize, bytes: usize) -> Download {
-    let headers = lab.dir().join(format!("download-{n}.headers"));
-    let url = Lab::url(vip, &format!("/bytes/{bytes}"));
-    let curl = lab
-        .spawn(
-            "client",
-            &[
-                "curl",
-                "-sS",
-                "--fail",
-                "--limit-rate",
-                "1M",
-                "-D",
-                headers.to_str().unwrap(),
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                &url,
-            ],
-        )
-        .unwrap();
-    Download {
-        curl,
-        headers,
-        bytes,
-    }
-}
-
-impl Download {
-    /// The real serving it, once its headers have arrived.
-    fn real(&self) -> String {
-        let t = Instant::now();
-        loop {
-            let h = std::fs::read_to_string(&self.headers).unwrap_or_default();
-            if let Some(line) = h
-                .lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("x-real:"))
-            {
-                return line[7..].trim().to_string();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "download never started"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for the end: Ok(bytes received) or Err(curl's complaint).
-    fn finish(mut self) -> Result<usize, String> {
-        let t = Instant::now();
-        let status = loop {
-            if let Some(s) = self.curl.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "download hangs");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let out = self.curl.log_text();
-        if !status.success() {
-            return Err(out);
-        }
-        Ok(out.trim().parse().unwrap_or(0))
-    }
 }
 
 #[test]
@@ -114,7 +37,7 @@ fn a_stopped_real_leaves_rotation_and_returns_while_others_carry_on() {
 
     // Long downloads, then the one real not to touch and the victim.
     let downloads: Vec<Download> = (0..6)
-        .map(|i| download(&lab, vip4, i, 10_000_000))
+        .map(|_| Download::start(&lab, vip4, 10_000_000, "1M"))
         .collect();
     let on: Vec<String> = downloads.iter().map(Download::real).collect();
     let victim = "real2";

@@ -7,7 +7,7 @@
 mod common;
 mod ops_common;
 
-use common::{lab, spread, wait_ready};
+use common::{Download, fast_checks, lab, spread, wait_ready};
 use futures_util::StreamExt;
 use ops_common::browser::{Browser, text_of};
 use ops_common::{Policy, TestBus, text};
@@ -15,15 +15,6 @@ use serde_json::json;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vc5::lab::{Lab, LabChild};
-
-/// The lab's configuration with fast checks.
-fn fast(lab: &Lab) -> String {
-    lab.default_config().replace(
-        "path: /health}",
-        "path: /health, interval: 1s, timeout: 500ms, rise: 2, fall: 2}",
-    )
-}
 
 fn busctl_call(bus: &TestBus, member: &str, args: &[&str]) -> std::process::Output {
     let mut argv = vec![
@@ -37,54 +28,10 @@ fn busctl_call(bus: &TestBus, member: &str, args: &[&str]) -> std::process::Outp
     bus.busctl(false, &argv)
 }
 
-/// A slow download whose headers (with `X-Real`) land in a file.
-fn download(lab: &Lab, bytes: usize) -> (LabChild, std::path::PathBuf) {
-    let headers = lab.dir().join("drain.headers");
-    let url = Lab::url(IpAddr::V4(lab.vip4), &format!("/bytes/{bytes}"));
-    let curl = lab
-        .spawn(
-            "client",
-            &[
-                "curl",
-                "-sS",
-                "--fail",
-                "--limit-rate",
-                "1M",
-                "-D",
-                headers.to_str().unwrap(),
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                &url,
-            ],
-        )
-        .unwrap();
-    (curl, headers)
-}
-
-fn real_of(headers: &std::path::Path) -> String {
-    let t = Instant::now();
-    loop {
-        let h = std::fs::read_to_string(headers).unwrap_or_default();
-        if let Some(l) = h
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("x-real:"))
-        {
-            return l[7..].trim().to_string();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "download never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
     let mut lab = lab();
-    lab.write_config_text(&fast(&lab)).unwrap();
+    lab.write_config_text(&fast_checks(&lab)).unwrap();
     let bus = TestBus::start(Policy::Strict);
     let signals = subscribe(&bus.address);
     let mut vc5d = lab
@@ -93,8 +40,8 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
     wait_ready(&lab, &mut vc5d);
 
     let bytes = 8_000_000;
-    let (mut curl, headers) = download(&lab, bytes);
-    let victim = real_of(&headers);
+    let download = Download::start(&lab, IpAddr::V4(lab.vip4), bytes, "1M");
+    let victim = download.real();
     let addr = lab.addr4(&victim).to_string();
 
     let out = busctl_call(&bus, "Drain", &["ss", "web4", &addr]);
@@ -119,16 +66,7 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
     assert!(!s.contains_key(&victim), "{victim} is drained: {s:?}");
     assert_eq!(s.values().sum::<usize>(), 90);
     // Its long download goes on to the end.
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = curl.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t.elapsed() < Duration::from_secs(40), "download hangs");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{}", curl.log_text());
-    assert_eq!(curl.log_text().trim(), bytes.to_string());
+    assert_eq!(download.finish(), Ok(bytes));
 
     let out = busctl_call(&bus, "Undrain", &["ss", "web4", &addr]);
     assert!(out.status.success(), "Undrain: {}", text(&out.stderr));
@@ -228,7 +166,7 @@ fn subscribe(address: &str) -> Seen {
 #[test]
 fn the_console_in_the_lab_shows_services_and_follows_a_failure() {
     let mut lab = lab();
-    lab.write_config_text(&fast(&lab)).unwrap();
+    lab.write_config_text(&fast_checks(&lab)).unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
     wait_ready(&lab, &mut vc5d);
     spread(&lab, IpAddr::V4(lab.vip4), 30);

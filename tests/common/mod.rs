@@ -92,3 +92,90 @@ pub fn wait_log(vc5d: &LabChild, text: &str, timeout: Duration) -> Duration {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The lab's configuration with fast checks: every second, half a second
+/// to answer, `rise` and `fall` of 2.
+pub fn fast_checks(lab: &Lab) -> String {
+    lab.default_config().replace(
+        "path: /health}",
+        "path: /health, interval: 1s, timeout: 500ms, rise: 2, fall: 2}",
+    )
+}
+
+/// A slow (1 MB/s) download from the client through a VIP; its headers,
+/// with the lab httpd's `X-Real`, land in a file as soon as they arrive.
+pub struct Download {
+    curl: LabChild,
+    headers: std::path::PathBuf,
+    pub bytes: usize,
+}
+
+static DOWNLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Download {
+    pub fn start(lab: &Lab, vip: IpAddr, bytes: usize, rate: &str) -> Download {
+        let n = DOWNLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let headers = lab.dir().join(format!("download-{n}.headers"));
+        let url = Lab::url(vip, &format!("/bytes/{bytes}"));
+        let curl = lab
+            .spawn(
+                "client",
+                &[
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--limit-rate",
+                    rate,
+                    "-D",
+                    headers.to_str().unwrap(),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    &url,
+                ],
+            )
+            .unwrap();
+        Download {
+            curl,
+            headers,
+            bytes,
+        }
+    }
+
+    /// The real serving it, once its headers have arrived.
+    pub fn real(&self) -> String {
+        let t = Instant::now();
+        loop {
+            let h = std::fs::read_to_string(&self.headers).unwrap_or_default();
+            if let Some(line) = h
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("x-real:"))
+            {
+                return line[7..].trim().to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "download never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the end: Ok(bytes received) or Err(curl's complaint).
+    pub fn finish(mut self) -> Result<usize, String> {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = self.curl.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "download hangs");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = self.curl.log_text();
+        if !status.success() {
+            return Err(out);
+        }
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+}
