@@ -1,0 +1,455 @@
+//! The front API for the daemon: [`Announcer::start`], then
+//! [`AnnouncerHandle::set_vips`] whenever the healthy set changes,
+//! [`AnnouncerHandle::status`] for reports and
+//! [`AnnouncerHandle::shutdown`] on SIGTERM.
+//!
+//! ## Mode selection
+//!
+//! 1. At start, and whenever not in BIRD mode, vc5 connects to the BIRD
+//!    control socket. If a BIRD greets (`0001`), the mode is **bird**.
+//! 2. Otherwise, if `as_number` is non-zero and peers are configured, the mode
+//!    is **bgp**: the built-in speaker connects to every peer. Otherwise it is
+//!    **inactive** (nothing can announce; reported as an error).
+//! 3. In bgp or inactive mode the socket is probed again every
+//!    [`AnnouncerConfig::bird_probe_interval`]; when a BIRD answers, the
+//!    speaker withdraws its routes and sends Cease to every peer, and the mode
+//!    becomes bird (BIRD's own sessions take over).
+//! 4. In bird mode a lost BIRD is reconnected with backoff and the VIPs
+//!    re-applied (a BIRD restart is routine and must not flip modes); only
+//!    when BIRD stays unreachable for [`AnnouncerConfig::bird_grace`] does
+//!    vc5 fall back to bgp mode.
+//!
+//! A path that answers something other than BIRD's greeting counts as "no
+//! BIRD", and the reason is kept in [`crate::Status::bird`].
+//!
+//! In every mode the include file is kept equal to the desired set (the
+//! empty set from the start, so VIPs left by a crashed vc5d are withdrawn
+//! as soon as BIRD is told, and a BIRD started later reads the right VIPs).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::bgp::{self, PeerConfig, Speaker, SpeakerConfig, Transport};
+use crate::bird::client::BirdClient;
+use crate::bird::driver::{BirdConfig, BirdExit, Driver};
+use crate::bird::include::{self, RouteOptions};
+use crate::desired::Desired;
+use crate::status::{Mode, Status};
+
+/// Everything the announcer needs; the daemon fills it from its command
+/// line (`--bird-socket`, `--bird-include`, `--address`) and `rhi`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncerConfig {
+    /// BIRD's control socket (`--bird-socket`, default `/run/bird/bird.ctl`).
+    pub bird_socket: PathBuf,
+    /// The include file (`--bird-include`, default `/run/vc5/bird-vips.conf`).
+    pub bird_include: PathBuf,
+    /// This host's address (`--address`): BGP source address, router id when
+    /// IPv4, next hop of its family.
+    pub address: IpAddr,
+    /// BGP identifier when `address` is IPv6.
+    pub router_id: Option<Ipv4Addr>,
+    /// Our AS (`rhi.as_number`); 0 disables the built-in speaker.
+    pub as_number: u32,
+    /// The built-in speaker's peers (`rhi.peers`).
+    pub peers: Vec<IpAddr>,
+    /// The peers' TCP port (179).
+    pub peer_port: u16,
+    /// The AS every peer must have; `None` accepts the AS each peer announces.
+    pub peer_as: Option<u32>,
+    /// Proposed hold time (`rhi.hold_time`): 0 or 3..=65535.
+    pub hold_time: u16,
+    /// Communities on every announcement (`rhi.communities`).
+    pub communities: Vec<(u16, u16)>,
+    /// MULTI_EXIT_DISC (`rhi.med`).
+    pub med: Option<u32>,
+    /// LOCAL_PREF, iBGP only (`rhi.local_pref`).
+    pub local_pref: Option<u32>,
+    /// IPv6 next hop when `address` is IPv4 (`rhi.next_hop6`).
+    pub next_hop6: Option<Ipv6Addr>,
+    /// How often the BIRD socket is probed while not in BIRD mode.
+    pub bird_probe_interval: Duration,
+    /// How long BIRD may be unreachable in BIRD mode before falling back.
+    pub bird_grace: Duration,
+    /// Delay before retrying a configuration BIRD rejected.
+    pub bird_retry_interval: Duration,
+    /// First delay between BGP connection attempts (doubles each failure).
+    pub backoff_min: Duration,
+    /// Longest delay between BGP connection attempts.
+    pub backoff_max: Duration,
+    /// Limit for a TCP connect to a peer.
+    pub connect_timeout: Duration,
+    /// Limit for withdrawing everything in [`AnnouncerHandle::shutdown`].
+    pub shutdown_timeout: Duration,
+}
+
+impl AnnouncerConfig {
+    /// The defaults: vc5d's default paths, hold time 90, probe every 5 s,
+    /// grace 30 s, BGP backoff 1 s to 60 s.
+    pub fn new(address: IpAddr, as_number: u32, peers: Vec<IpAddr>) -> AnnouncerConfig {
+        AnnouncerConfig {
+            bird_socket: PathBuf::from("/run/bird/bird.ctl"),
+            bird_include: PathBuf::from("/run/vc5/bird-vips.conf"),
+            address,
+            router_id: None,
+            as_number,
+            peers,
+            peer_port: 179,
+            peer_as: None,
+            hold_time: 90,
+            communities: Vec::new(),
+            med: None,
+            local_pref: None,
+            next_hop6: None,
+            bird_probe_interval: Duration::from_secs(5),
+            bird_grace: Duration::from_secs(30),
+            bird_retry_interval: Duration::from_secs(5),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn route_options(&self) -> RouteOptions {
+        RouteOptions {
+            communities: self.communities.clone(),
+            med: self.med,
+            local_pref: self.local_pref,
+        }
+    }
+
+    fn bird_config(&self) -> BirdConfig {
+        let mut b = BirdConfig::new(self.bird_socket.clone(), self.bird_include.clone());
+        b.routes = self.route_options();
+        b.grace = self.bird_grace;
+        b.retry_interval = self.bird_retry_interval;
+        b
+    }
+
+    fn speaker_config(&self) -> Option<SpeakerConfig> {
+        if self.as_number == 0 || self.peers.is_empty() {
+            return None;
+        }
+        let router_id = bgp::router_id_for(self.address, self.router_id)?;
+        Some(SpeakerConfig {
+            local_as: self.as_number,
+            router_id,
+            hold_time: self.hold_time,
+            next_hop4: match self.address {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            },
+            next_hop6: self.next_hop6.or(match self.address {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            }),
+            communities: self.communities.clone(),
+            med: self.med,
+            local_pref: self.local_pref,
+            peers: self
+                .peers
+                .iter()
+                .map(|a| PeerConfig {
+                    address: *a,
+                    port: self.peer_port,
+                    remote_as: self.peer_as,
+                })
+                .collect(),
+            transport: Transport {
+                local_address: Some(self.address),
+                connect_timeout: self.connect_timeout,
+                write_timeout: Duration::from_secs(10),
+            },
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+        })
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hold_time == 1 || self.hold_time == 2 {
+            return Err(ConfigError::HoldTime(self.hold_time));
+        }
+        if self.as_number != 0
+            && !self.peers.is_empty()
+            && bgp::router_id_for(self.address, self.router_id).is_none()
+        {
+            return Err(ConfigError::NoRouterId(self.address));
+        }
+        if self.bird_include.file_name().is_none() {
+            return Err(ConfigError::IncludePath(self.bird_include.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the announcer cannot run with.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// RFC 4271: the hold time is 0 or at least 3 seconds.
+    #[error("hold time {0} s: must be 0 or 3..=65535")]
+    HoldTime(u16),
+    /// The BGP identifier must be IPv4.
+    #[error("--address {0} is IPv6: a BGP router id (IPv4) must be given")]
+    NoRouterId(IpAddr),
+    /// The include path names no file.
+    #[error("include path {} names no file", .0.display())]
+    IncludePath(PathBuf),
+}
+
+/// Starts announcers.
+pub struct Announcer;
+
+impl Announcer {
+    /// Starts announcing (nothing, until [`AnnouncerHandle::set_vips`]).
+    /// Must be called inside a tokio runtime. Returns the handle and a
+    /// receiver that sees every status change.
+    pub fn start(
+        cfg: AnnouncerConfig,
+    ) -> Result<(AnnouncerHandle, watch::Receiver<Status>), ConfigError> {
+        cfg.validate()?;
+        let (desired_tx, desired_rx) = watch::channel(Arc::new(Desired::initial()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut initial = Status::default();
+        initial.bird.socket = cfg.bird_socket.clone();
+        initial.bird.include = cfg.bird_include.clone();
+        let (status_tx, status_rx) = watch::channel(initial);
+        let control = Control {
+            cfg,
+            desired: desired_rx,
+            stop: stop_rx,
+            status: status_tx.clone(),
+        };
+        let task = tokio::spawn(control.run().instrument(info_span!("rhi")));
+        let handle = AnnouncerHandle {
+            desired: desired_tx,
+            stop: stop_tx,
+            status: status_tx,
+            task: Mutex::new(Some(task)),
+        };
+        Ok((handle, status_rx))
+    }
+}
+
+/// Controls a running announcer.
+#[derive(Debug)]
+pub struct AnnouncerHandle {
+    desired: watch::Sender<Arc<Desired>>,
+    stop: watch::Sender<bool>,
+    status: watch::Sender<Status>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AnnouncerHandle {
+    /// Sets the full set of VIPs to announce. Idempotent: the same set again
+    /// changes nothing. Returns the set's generation (see [`Status`]).
+    pub fn set_vips(&self, vips: BTreeSet<IpAddr>) -> u64 {
+        let mut generation = 0;
+        self.desired.send_if_modified(|d| {
+            if d.vips == vips && d.generation > 0 {
+                generation = d.generation;
+                return false;
+            }
+            generation = d.generation + 1;
+            *d = Arc::new(Desired {
+                generation,
+                vips: vips.clone(),
+                requested_at: SystemTime::now(),
+                requested_instant: Instant::now(),
+            });
+            true
+        });
+        let requested_at = self.desired.borrow().requested_at;
+        self.status.send_if_modified(|s| {
+            if s.desired_generation == generation {
+                return false;
+            }
+            s.desired = vips;
+            s.desired_generation = generation;
+            s.requested_at = Some(requested_at);
+            true
+        });
+        generation
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change (for D-Bus signals).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Withdraws every VIP and stops: in BIRD mode an empty include and
+    /// `configure`; in BGP mode withdrawals then Cease/Administrative
+    /// Shutdown to every peer. Returns the final status. Later calls return
+    /// at once.
+    pub async fn shutdown(&self) -> Status {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().await.take();
+        if let Some(t) = task
+            && let Err(e) = t.await
+        {
+            warn!(error = %e, "announcer task failed");
+        }
+        self.status()
+    }
+}
+
+/// The control task: picks the mode and runs it.
+struct Control {
+    cfg: AnnouncerConfig,
+    desired: watch::Receiver<Arc<Desired>>,
+    stop: watch::Receiver<bool>,
+    status: watch::Sender<Status>,
+}
+
+impl Control {
+    async fn run(mut self) {
+        // First of all, the include must not announce what a previous vc5d
+        // left behind.
+        self.write_include().await;
+        loop {
+            if *self.stop.borrow() {
+                self.status.send_modify(|s| s.mode = Mode::Stopped);
+                return;
+            }
+            let probe = self.probe_bird().await;
+            if let Some(client) = probe {
+                let driver = Driver {
+                    cfg: self.cfg.bird_config(),
+                    desired: self.desired.clone(),
+                    stop: self.stop.clone(),
+                    status: self.status.clone(),
+                };
+                info!(socket = %self.cfg.bird_socket.display(), "BIRD mode");
+                match driver.run(client).await {
+                    BirdExit::Stopped => return,
+                    BirdExit::Unreachable(e) => {
+                        warn!(error = %e, grace = ?self.cfg.bird_grace, "BIRD gone; falling back to the built-in BGP speaker");
+                    }
+                }
+            }
+            if self.fallback().await {
+                return;
+            }
+        }
+    }
+
+    /// Connects to BIRD once; records why not.
+    async fn probe_bird(&self) -> Option<BirdClient> {
+        match BirdClient::connect_with(
+            &self.cfg.bird_socket,
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let msg = e.to_string();
+                self.status.send_if_modified(|s| {
+                    if s.bird.last_error.as_ref() == Some(&msg) && !s.bird.connected {
+                        return false;
+                    }
+                    s.bird.connected = false;
+                    s.bird.last_error = Some(msg);
+                    true
+                });
+                None
+            }
+        }
+    }
+
+    /// BGP (or inactive) mode until BIRD answers (false) or stop (true).
+    async fn fallback(&mut self) -> bool {
+        let speaker = match self.cfg.speaker_config() {
+            Some(sc) => {
+                info!(
+                    peers = sc.peers.len(),
+                    asn = sc.local_as,
+                    "built-in BGP speaker mode"
+                );
+                self.status.send_modify(|s| s.mode = Mode::Bgp);
+                Some(Speaker::start(
+                    &sc,
+                    self.desired.clone(),
+                    self.status.clone(),
+                ))
+            }
+            None => {
+                warn!("no BIRD and no BGP peers: VIPs are not announced");
+                self.status.send_modify(|s| {
+                    s.mode = Mode::Inactive;
+                    s.peers.clear();
+                    s.announced.clear();
+                    s.last_error = Some(format!(
+                        "no BIRD at {} and no BGP peers configured: nothing is announced",
+                        self.cfg.bird_socket.display()
+                    ));
+                });
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = self.stop.changed() => {
+                    if *self.stop.borrow() {
+                        if let Some(sp) = speaker {
+                            sp.shutdown(self.cfg.shutdown_timeout).await;
+                        }
+                        self.write_include_set(&BTreeSet::new()).await;
+                        self.status.send_modify(|s| {
+                            s.mode = Mode::Stopped;
+                            s.announced.clear();
+                        });
+                        return true;
+                    }
+                }
+                r = self.desired.changed() => {
+                    if r.is_ok() {
+                        self.write_include().await;
+                    }
+                }
+                _ = tokio::time::sleep(self.cfg.bird_probe_interval) => {
+                    if let Some(client) = self.probe_bird().await {
+                        info!("BIRD answers: handing over to BIRD");
+                        drop(client);
+                        if let Some(sp) = speaker {
+                            sp.shutdown(self.cfg.shutdown_timeout).await;
+                        }
+                        self.status.send_modify(|s| {
+                            s.peers.clear();
+                            s.announced.clear();
+                        });
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_include(&self) {
+        let vips = self.desired.borrow().vips.clone();
+        self.write_include_set(&vips).await;
+    }
+
+    async fn write_include_set(&self, vips: &BTreeSet<IpAddr>) {
+        if let Err(e) =
+            include::update_async(&self.cfg.bird_include, vips, &self.cfg.route_options()).await
+        {
+            warn!(path = %self.cfg.bird_include.display(), error = %e, "cannot write the BIRD include");
+        }
+    }
+}

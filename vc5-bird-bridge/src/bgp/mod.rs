@@ -1,0 +1,161 @@
+//! The fallback BGP-4 speaker, used when no BIRD answers on the control socket.
+//!
+//! - [`codec`]: messages, framing, RFC 4271 error mapping;
+//! - [`fsm`]: the session state machine, without I/O;
+//! - [`peer`]: one task per peer, owning its connection and machine.
+//!
+//! The speaker opens a session to every configured peer (TCP 179, from
+//! `--address`), with the 4-octet AS capability and multiprotocol IPv4 and
+//! IPv6 unicast, and announces the desired VIPs as /32 and /128 routes: IPv4
+//! in the classic NLRI field with NEXT_HOP `--address`, IPv6 in
+//! MP_REACH_NLRI with next hop `next_hop6` (or `--address` when it is IPv6).
+//! On eBGP the AS_PATH is our AS; on iBGP it is empty and LOCAL_PREF is sent.
+
+pub mod codec;
+pub mod fsm;
+pub mod peer;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::desired::Desired;
+use crate::status::{PeerStatus, Status};
+pub use peer::{PeerConfig, Transport};
+
+/// Configuration of the built-in speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// Our AS (`rhi.as_number`).
+    pub local_as: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Proposed hold time (`rhi.hold_time`, default 90).
+    pub hold_time: u16,
+    /// IPv4 next hop.
+    pub next_hop4: Option<Ipv4Addr>,
+    /// IPv6 next hop.
+    pub next_hop6: Option<Ipv6Addr>,
+    /// Communities (AS, value).
+    pub communities: Vec<(u16, u16)>,
+    /// MULTI_EXIT_DISC.
+    pub med: Option<u32>,
+    /// LOCAL_PREF (iBGP only).
+    pub local_pref: Option<u32>,
+    /// The peers.
+    pub peers: Vec<PeerConfig>,
+    /// Socket settings.
+    pub transport: Transport,
+    /// First reconnection delay.
+    pub backoff_min: Duration,
+    /// Longest reconnection delay.
+    pub backoff_max: Duration,
+}
+
+impl SpeakerConfig {
+    fn fsm_config(&self, p: &PeerConfig) -> fsm::Config {
+        fsm::Config {
+            local_as: self.local_as,
+            router_id: self.router_id,
+            hold_time: self.hold_time,
+            remote_as: p.remote_as,
+            next_hop4: self.next_hop4,
+            next_hop6: self.next_hop6,
+            communities: self
+                .communities
+                .iter()
+                .map(|(a, v)| (u32::from(*a) << 16) | u32::from(*v))
+                .collect(),
+            med: self.med,
+            local_pref: self.local_pref,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+        }
+    }
+}
+
+/// The running speaker: one task per peer.
+pub(crate) struct Speaker {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Speaker {
+    /// Starts a task per peer; they report into `status.peers`.
+    pub fn start(
+        cfg: &SpeakerConfig,
+        desired: watch::Receiver<Arc<Desired>>,
+        status: watch::Sender<Status>,
+    ) -> Speaker {
+        let (stop, stop_rx) = watch::channel(false);
+        status.send_modify(|s| {
+            s.peers = cfg
+                .peers
+                .iter()
+                .map(|p| PeerStatus {
+                    address: p.address,
+                    state: fsm::State::Idle,
+                    remote_as: None,
+                    remote_id: None,
+                    hold_time: None,
+                    established_since: None,
+                    last_error: None,
+                    next_retry_in: None,
+                    connect_attempts: 0,
+                    announced: Default::default(),
+                    unannounceable: Default::default(),
+                    applied_generation: None,
+                })
+                .collect();
+            s.announced.clear();
+        });
+        let tasks = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let task = peer::PeerTask {
+                    index,
+                    peer: p.clone(),
+                    fsm: cfg.fsm_config(p),
+                    transport: cfg.transport.clone(),
+                    desired: desired.clone(),
+                    stop: stop_rx.clone(),
+                    status: status.clone(),
+                };
+                tokio::spawn(task.run())
+            })
+            .collect();
+        Speaker { stop, tasks }
+    }
+
+    /// Withdraws everything, sends Cease to every peer and waits (at most
+    /// `limit`) for the tasks to finish.
+    pub async fn shutdown(self, limit: Duration) {
+        let _ = self.stop.send(true);
+        let all = async {
+            for t in self.tasks {
+                if let Err(e) = t.await {
+                    warn!(error = %e, "BGP peer task failed");
+                }
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            warn!("BGP peers did not finish within {limit:?}");
+        }
+    }
+}
+
+/// The BGP identifier for `address`: the address itself when IPv4, else
+/// `fallback` (a router id must be 4 octets).
+pub fn router_id_for(address: IpAddr, fallback: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    match (fallback, address) {
+        (Some(id), _) => Some(id),
+        (None, IpAddr::V4(a)) => Some(a),
+        (None, IpAddr::V6(_)) => None,
+    }
+}

@@ -1,0 +1,343 @@
+//! One task per BGP peer: it owns the TCP connection and the [`Fsm`], feeds
+//! the machine with socket input, timer expiries and desired-route changes,
+//! carries out its actions and publishes the peer's status.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::codec::{self, Message};
+use super::fsm::{Action, Config, Event, Fsm, State};
+use crate::desired::Desired;
+use crate::status::{PeerStatus, Status};
+
+/// How to reach one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's address.
+    pub address: IpAddr,
+    /// The peer's port (179).
+    pub port: u16,
+    /// The AS the peer must have; `None` accepts any.
+    pub remote_as: Option<u32>,
+}
+
+/// Socket-level settings shared by all peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// Source address for connections of the same family (`--address`).
+    pub local_address: Option<IpAddr>,
+    /// How long a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// How long one write may stall (a peer that stops reading).
+    pub write_timeout: Duration,
+}
+
+/// Everything a peer task needs.
+pub(crate) struct PeerTask {
+    pub index: usize,
+    pub peer: PeerConfig,
+    pub fsm: Config,
+    pub transport: Transport,
+    pub desired: watch::Receiver<Arc<Desired>>,
+    pub stop: watch::Receiver<bool>,
+    pub status: watch::Sender<Status>,
+}
+
+impl PeerTask {
+    /// Runs until stopped; withdraws and sends Cease on the way out.
+    pub async fn run(self) {
+        let span = info_span!("bgp_peer", peer = %self.peer.address);
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(mut self) {
+        let mut fsm = Fsm::new(self.fsm.clone());
+        let mut conn: Option<TcpStream> = None;
+        let mut connecting: Option<tokio::task::JoinHandle<io::Result<TcpStream>>> = None;
+        let mut rbuf: Vec<u8> = Vec::with_capacity(codec::MAX_MESSAGE_LEN * 2);
+        let mut read_chunk = vec![0u8; 16 * 1024];
+        let mut applied: Option<u64> = None;
+        let mut pending: Vec<Event> = Vec::new();
+
+        let d = self.desired.borrow_and_update().clone();
+        pending.push(Event::SetRoutes {
+            generation: d.generation,
+            routes: d.vips.clone(),
+        });
+        pending.push(Event::Start);
+        let mut stopping = *self.stop.borrow();
+        if stopping {
+            pending.push(Event::Stop);
+        }
+
+        loop {
+            // Feed pending events; carry out the actions they cause, which
+            // may themselves produce events (a failed write).
+            while !pending.is_empty() {
+                let now = Instant::now();
+                let mut actions = Vec::new();
+                for ev in pending.drain(..) {
+                    log_event(&ev);
+                    actions.extend(fsm.handle(ev, now));
+                }
+                for a in actions {
+                    match a {
+                        Action::Connect => {
+                            let target = SocketAddr::new(self.peer.address, self.peer.port);
+                            debug!(%target, "connecting");
+                            let t = self.transport.clone();
+                            connecting = Some(tokio::spawn(connect(target, t)));
+                        }
+                        Action::Send(m) => {
+                            let Some(s) = conn.as_mut() else { continue };
+                            let bytes = m.encode(fsm.codec());
+                            let w = tokio::time::timeout(
+                                self.transport.write_timeout,
+                                s.write_all(&bytes),
+                            )
+                            .await;
+                            if let Message::Notification(n) = &m {
+                                warn!(notification = %n, "sending NOTIFICATION");
+                            }
+                            match w {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => pending.push(Event::TcpFailed(format!("write: {e}"))),
+                                Err(_) => pending.push(Event::TcpFailed("write timed out".into())),
+                            }
+                        }
+                        Action::Close => {
+                            if let Some(c) = connecting.take() {
+                                c.abort();
+                            }
+                            if let Some(s) = conn.take() {
+                                if stopping {
+                                    // Make sure the Cease reaches the peer
+                                    // before shutdown() returns.
+                                    close_gracefully(s).await;
+                                } else {
+                                    tokio::spawn(close_gracefully(s));
+                                }
+                            }
+                            rbuf.clear();
+                        }
+                        Action::Applied(g) => applied = Some(g),
+                    }
+                }
+                if fsm.state() == State::Idle
+                    && let (Some(e), Some(at)) = (fsm.last_error(), fsm.retry_at())
+                {
+                    info!(error = %e, retry_in = ?at.saturating_duration_since(Instant::now()), "session down, will retry");
+                }
+            }
+            // One message at a time: an OPEN changes how what follows it
+            // decodes (4-octet AS), so the machine sees each before the next.
+            if conn.is_some() && !rbuf.is_empty() {
+                match codec::decode(&rbuf, fsm.codec()) {
+                    Ok(Some((m, used))) => {
+                        rbuf.drain(..used);
+                        pending.push(Event::Message(m));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        rbuf.clear();
+                        pending.push(Event::DecodeError(e));
+                        continue;
+                    }
+                }
+            }
+            self.publish(&fsm, applied);
+            if fsm.stopped() && conn.is_none() {
+                info!("stopped");
+                return;
+            }
+
+            let deadline = fsm.next_deadline();
+            tokio::select! {
+                r = join_opt(&mut connecting) => {
+                    connecting = None;
+                    match r {
+                        Ok(Ok(s)) => {
+                            info!(local = ?s.local_addr().ok(), "TCP connected");
+                            conn = Some(s);
+                            pending.push(Event::TcpConnected);
+                        }
+                        Ok(Err(e)) => pending.push(Event::TcpFailed(format!("connect: {e}"))),
+                        Err(e) => pending.push(Event::TcpFailed(format!("connect task: {e}"))),
+                    }
+                }
+                r = read_opt(&mut conn, &mut read_chunk) => {
+                    match r {
+                        Ok(0) => pending.push(Event::TcpFailed("connection closed by peer".into())),
+                        Ok(n) => rbuf.extend_from_slice(&read_chunk[..n]),
+                        Err(e) => pending.push(Event::TcpFailed(format!("read: {e}"))),
+                    }
+                }
+                r = self.desired.changed() => {
+                    if r.is_ok() {
+                        let d = self.desired.borrow_and_update().clone();
+                        pending.push(Event::SetRoutes { generation: d.generation, routes: d.vips.clone() });
+                    }
+                }
+                r = self.stop.changed(), if !stopping => {
+                    // A dropped sender means the announcer is gone: stop too.
+                    if r.is_err() || *self.stop.borrow() {
+                        stopping = true;
+                        pending.push(Event::Stop);
+                    }
+                }
+                _ = sleep_until(deadline) => pending.push(Event::Tick),
+            }
+        }
+    }
+
+    fn publish(&self, fsm: &Fsm, applied: Option<u64>) {
+        let now_sys = SystemTime::now();
+        let now = Instant::now();
+        let ps = PeerStatus {
+            address: self.peer.address,
+            state: fsm.state(),
+            remote_as: fsm.peer().map(|p| p.asn),
+            remote_id: fsm.peer().map(|p| p.bgp_id),
+            hold_time: fsm.peer().map(|p| p.hold_time),
+            established_since: fsm
+                .established_at()
+                .map(|t| now_sys - now.saturating_duration_since(t)),
+            last_error: fsm.last_error().map(|e| e.to_string()),
+            next_retry_in: fsm.retry_at().map(|t| t.saturating_duration_since(now)),
+            connect_attempts: fsm.connect_attempts(),
+            announced: fsm.announced().clone(),
+            unannounceable: fsm.unannounceable(),
+            applied_generation: if fsm.state() == State::Established {
+                applied
+            } else {
+                None
+            },
+        };
+        let desired = self.desired.borrow().clone();
+        self.status.send_if_modified(|s| {
+            let Some(slot) = s.peers.get_mut(self.index) else {
+                return false;
+            };
+            if *slot == ps {
+                return false;
+            }
+            *slot = ps;
+            aggregate(s, &desired, now_sys, now);
+            true
+        });
+    }
+}
+
+/// Recomputes the speaker-wide fields of `s` from its peers.
+pub(crate) fn aggregate(s: &mut Status, desired: &Desired, now_sys: SystemTime, now: Instant) {
+    let up: Vec<&PeerStatus> = s
+        .peers
+        .iter()
+        .filter(|p| p.state == State::Established)
+        .collect();
+    s.announced = up
+        .iter()
+        .flat_map(|p| p.announced.iter().copied())
+        .collect::<BTreeSet<_>>();
+    let applied = up.iter().map(|p| p.applied_generation).min().flatten();
+    if applied.is_some() && applied != s.applied_generation {
+        s.applied_generation = applied;
+        s.applied_at = Some(now_sys);
+        if applied == Some(desired.generation) {
+            s.apply_latency = Some(now.saturating_duration_since(desired.requested_instant));
+        }
+    }
+    s.last_error = s
+        .peers
+        .iter()
+        .filter(|p| p.state != State::Established)
+        .find_map(|p| {
+            p.last_error
+                .as_ref()
+                .map(|e| format!("peer {}: {e}", p.address))
+        });
+}
+
+/// Awaits the connect task, or never when there is none.
+async fn join_opt(
+    h: &mut Option<tokio::task::JoinHandle<io::Result<TcpStream>>>,
+) -> Result<io::Result<TcpStream>, tokio::task::JoinError> {
+    match h {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads from the connection, or never when there is none. Cancel-safe, as
+/// `read` is: a read cancelled by another branch loses no data.
+async fn read_opt(conn: &mut Option<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    match conn {
+        Some(s) => s.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(target: SocketAddr, t: Transport) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(local) = t.local_address
+        && local.is_ipv4() == target.is_ipv4()
+    {
+        socket.bind(SocketAddr::new(local, 0))?;
+    }
+    let stream = tokio::time::timeout(t.connect_timeout, socket.connect(target))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    // UPDATEs must leave at once, not wait for an ACK (latency target 100 ms).
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// FIN, then drain until the peer closes (bounded), so that a NOTIFICATION
+/// just written is read by the peer rather than lost to a reset.
+async fn close_gracefully(mut s: TcpStream) {
+    let _ = s.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+fn log_event(ev: &Event) {
+    match ev {
+        Event::Message(Message::Notification(n)) => {
+            warn!(notification = %n, "peer sent NOTIFICATION")
+        }
+        Event::TcpFailed(e) => info!(error = %e, "connection failed"),
+        Event::DecodeError(e) => warn!(error = %e, "protocol error"),
+        Event::Message(Message::Open(o)) => {
+            info!(asn = o.asn(), id = %o.bgp_id, hold = o.hold_time, "OPEN received")
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,406 @@
+//! BIRD mode: keep BIRD's running configuration in line with the desired
+//! VIPs, through the include file and `configure`.
+//!
+//! For every new desired set the driver rewrites the include file and sends
+//! `configure`, then checks that BIRD has vc5's protocols (a `bird.conf`
+//! that does not include the file is reported, not silently accepted). A
+//! rejected configuration (8002 with file, line and column, or a 9xxx) leaves
+//! BIRD on its previous configuration; the driver reports it and tries again
+//! every [`BirdConfig::retry_interval`] until BIRD accepts it.
+//!
+//! A lost connection (BIRD stopped or restarted) is noticed at once (the
+//! driver waits on the socket between commands), reconnected with backoff and
+//! the desired state re-applied, so a restarted BIRD is back in line within a
+//! second of answering. If BIRD stays unreachable for [`BirdConfig::grace`],
+//! the driver gives up and the announcer falls back to its own BGP speaker.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::client::{BirdClient, BirdError};
+use super::include::{self, PROTOCOL_PATTERN, RouteOptions};
+use crate::desired::Desired;
+use crate::status::{BirdProtocol, Mode, Status};
+
+/// How the driver reaches BIRD and how patient it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdConfig {
+    /// BIRD's control socket (`--bird-socket`).
+    pub socket: PathBuf,
+    /// The include file (`--bird-include`).
+    pub include: PathBuf,
+    /// Attributes set on the VIP routes.
+    pub routes: RouteOptions,
+    /// Limit for connecting and reading the greeting.
+    pub connect_timeout: Duration,
+    /// Limit for one command.
+    pub command_timeout: Duration,
+    /// First reconnection delay (doubles up to `reconnect_max`).
+    pub reconnect_min: Duration,
+    /// Longest reconnection delay.
+    pub reconnect_max: Duration,
+    /// How long BIRD may stay unreachable before the announcer falls back
+    /// to the built-in speaker.
+    pub grace: Duration,
+    /// Delay before retrying a configuration BIRD rejected.
+    pub retry_interval: Duration,
+    /// How often BIRD's protocol list is refreshed for the status.
+    pub poll_interval: Duration,
+}
+
+impl BirdConfig {
+    /// Defaults for `socket` and `include`.
+    pub fn new(socket: PathBuf, include: PathBuf) -> BirdConfig {
+        BirdConfig {
+            socket,
+            include,
+            routes: RouteOptions::default(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            grace: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the driver returned.
+#[derive(Debug)]
+pub(crate) enum BirdExit {
+    /// Stop was requested; BIRD was told to withdraw everything.
+    Stopped,
+    /// BIRD stayed unreachable for the grace period.
+    Unreachable(String),
+}
+
+/// An error worth a status line.
+struct Failure {
+    message: String,
+    position: Option<super::reply::Position>,
+}
+
+impl From<&BirdError> for Failure {
+    fn from(e: &BirdError) -> Failure {
+        let position = match e {
+            BirdError::Command { position, .. } => position.clone(),
+            _ => None,
+        };
+        Failure {
+            message: e.to_string(),
+            position,
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    pub cfg: BirdConfig,
+    pub desired: watch::Receiver<Arc<Desired>>,
+    pub stop: watch::Receiver<bool>,
+    pub status: watch::Sender<Status>,
+}
+
+impl Driver {
+    /// Runs with an already connected client until stopped or BIRD is gone
+    /// for longer than the grace period.
+    pub async fn run(mut self, client: BirdClient) -> BirdExit {
+        let mut client = Some(client);
+        self.connected(client.as_ref());
+        // Generation BIRD accepted on the current connection: re-applied
+        // after every reconnection, since BIRD may have restarted.
+        let mut accepted: Option<u64> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut poll_at = Instant::now();
+        let mut backoff = self.cfg.reconnect_min;
+        let mut unreachable_since: Option<Instant> = None;
+
+        loop {
+            if *self.stop.borrow() {
+                self.withdraw_all(client.take()).await;
+                return BirdExit::Stopped;
+            }
+            let Some(c) = client.as_mut() else {
+                // Reconnect, with backoff, within the grace period.
+                match BirdClient::connect_with(
+                    &self.cfg.socket,
+                    self.cfg.connect_timeout,
+                    self.cfg.command_timeout,
+                )
+                .await
+                {
+                    Ok(c) => {
+                        info!(greeting = c.greeting(), "reconnected to BIRD");
+                        client = Some(c);
+                        self.connected(client.as_ref());
+                        accepted = None;
+                        retry_at = None;
+                        backoff = self.cfg.reconnect_min;
+                        unreachable_since = None;
+                    }
+                    Err(e) => {
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        self.failed(&Failure::from(&e), false);
+                        if since.elapsed() >= self.cfg.grace {
+                            return BirdExit::Unreachable(e.to_string());
+                        }
+                        let wait = backoff.min(self.cfg.grace.saturating_sub(since.elapsed()));
+                        backoff = (backoff * 2).min(self.cfg.reconnect_max);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = self.stop.changed() => {}
+                            r = self.desired.changed() => {
+                                // Keep the file current: a BIRD starting now
+                                // reads the right VIPs at once.
+                                if r.is_ok() {
+                                    let d = self.desired.borrow().clone();
+                                    if let Err(e) = include::update_async(&self.cfg.include, &d.vips, &self.cfg.routes).await {
+                                        warn!(error = %e, "cannot write the BIRD include");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                continue;
+            };
+
+            let d = self.desired.borrow_and_update().clone();
+            let due = retry_at.is_none_or(|t| Instant::now() >= t);
+            if accepted != Some(d.generation) && due {
+                match self.apply(c, &d).await {
+                    Ok(()) => {
+                        accepted = Some(d.generation);
+                        retry_at = None;
+                    }
+                    Err(e) if e.is_connection_error() => {
+                        warn!(error = %e, "lost BIRD control connection");
+                        client = None;
+                        self.disconnected(&e);
+                        continue;
+                    }
+                    Err(e) => {
+                        retry_at = Some(Instant::now() + self.cfg.retry_interval);
+                        self.failed(&Failure::from(&e), true);
+                    }
+                }
+                // Refresh the protocol list soon after a change.
+                poll_at = poll_at.min(Instant::now() + Duration::from_millis(500));
+            }
+            if Instant::now() >= poll_at {
+                poll_at = Instant::now() + self.cfg.poll_interval;
+                if let Err(e) = self.refresh_protocols(c).await
+                    && e.is_connection_error()
+                {
+                    client = None;
+                    self.disconnected(&e);
+                    continue;
+                }
+            }
+
+            let wake = retry_at.map_or(poll_at, |r| r.min(poll_at));
+            let Some(c) = client.as_mut() else { continue };
+            tokio::select! {
+                _ = self.desired.changed() => {}
+                _ = self.stop.changed() => {}
+                e = c.closed() => {
+                    warn!(error = %e, "BIRD closed the control connection");
+                    client = None;
+                    self.disconnected(&e);
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Writes the include for `d` and has BIRD load it.
+    async fn apply(&self, c: &mut BirdClient, d: &Desired) -> Result<(), BirdError> {
+        let t0 = Instant::now();
+        include::update_async(&self.cfg.include, &d.vips, &self.cfg.routes)
+            .await
+            .map_err(|source| BirdError::Include {
+                path: self.cfg.include.clone(),
+                source,
+            })?;
+        let outcome = c.configure(false).await?;
+        // A bird.conf without our include would "succeed" and announce nothing.
+        let check = c
+            .command(&format!("show protocols \"{PROTOCOL_PATTERN}\""))
+            .await?;
+        if check.code() == 8003 {
+            return Err(BirdError::Command {
+                command: "configure".into(),
+                code: 8003,
+                message: format!(
+                    "BIRD has no {PROTOCOL_PATTERN} protocols: its configuration does not include {}",
+                    self.cfg.include.display()
+                ),
+                position: None,
+            });
+        }
+        let now = Instant::now();
+        info!(
+            generation = d.generation,
+            vips = d.vips.len(),
+            ?outcome,
+            took = ?now - t0,
+            "BIRD configured"
+        );
+        let protocols = parse_protocols(&check);
+        self.status.send_modify(|s| {
+            s.bird.configured = d.vips.clone();
+            s.bird.last_error = None;
+            s.bird.error_position = None;
+            merge_protocols(&mut s.bird.protocols, protocols);
+            s.announced = d.vips.clone();
+            s.applied_generation = Some(d.generation);
+            s.applied_at = Some(SystemTime::now());
+            s.apply_latency = Some(now.saturating_duration_since(d.requested_instant));
+            s.last_error = None;
+        });
+        Ok(())
+    }
+
+    async fn refresh_protocols(&self, c: &mut BirdClient) -> Result<(), BirdError> {
+        let r = c.run("show protocols").await?;
+        let protocols = parse_protocols(&r);
+        self.status.send_if_modified(|s| {
+            if s.bird.protocols == protocols {
+                return false;
+            }
+            s.bird.protocols = protocols;
+            true
+        });
+        Ok(())
+    }
+
+    /// The SIGTERM path: an empty include, and BIRD told to load it.
+    async fn withdraw_all(&self, client: Option<BirdClient>) {
+        let empty = BTreeSet::<IpAddr>::new();
+        if let Err(e) = include::update_async(&self.cfg.include, &empty, &self.cfg.routes).await {
+            warn!(error = %e, "cannot write the empty include");
+        }
+        let client = match client {
+            Some(c) => Some(c),
+            None => BirdClient::connect_with(
+                &self.cfg.socket,
+                self.cfg.connect_timeout,
+                self.cfg.command_timeout,
+            )
+            .await
+            .ok(),
+        };
+        let result = match client {
+            Some(mut c) => c.configure(false).await.map(|_| ()),
+            None => Err(BirdError::Closed),
+        };
+        match &result {
+            Ok(()) => info!("all VIPs withdrawn from BIRD"),
+            Err(e) => warn!(error = %e, "could not have BIRD withdraw the VIPs"),
+        }
+        self.status.send_modify(|s| {
+            s.mode = Mode::Stopped;
+            s.bird.connected = false;
+            if let Err(e) = &result {
+                s.bird.last_error = Some(e.to_string());
+                s.last_error = Some(format!("BIRD: {e}"));
+            } else {
+                s.bird.configured.clear();
+                s.announced.clear();
+            }
+        });
+    }
+
+    fn connected(&self, c: Option<&BirdClient>) {
+        let version = c.and_then(|c| c.version()).map(str::to_owned);
+        self.status.send_modify(|s| {
+            s.mode = Mode::Bird;
+            s.peers.clear();
+            s.bird.connected = true;
+            s.bird.version = version;
+            s.bird.connections += 1;
+        });
+    }
+
+    fn disconnected(&self, e: &BirdError) {
+        self.status.send_modify(|s| {
+            s.bird.connected = false;
+            s.bird.last_error = Some(e.to_string());
+            s.last_error = Some(format!("BIRD: {e}"));
+        });
+    }
+
+    fn failed(&self, f: &Failure, log: bool) {
+        let changed = self.status.send_if_modified(|s| {
+            if s.bird.last_error.as_deref() == Some(f.message.as_str()) {
+                return false;
+            }
+            s.bird.last_error = Some(f.message.clone());
+            s.bird.error_position = f.position.clone();
+            s.last_error = Some(format!("BIRD: {}", f.message));
+            true
+        });
+        // Log each distinct error once, not at every retry.
+        if changed {
+            if log {
+                warn!(error = %f.message, position = ?f.position, "BIRD did not take the VIPs; its previous configuration stays in force");
+            } else {
+                debug!(error = %f.message, "BIRD unreachable");
+            }
+        }
+    }
+}
+
+/// The `1002` lines of a `show protocols` reply.
+pub(crate) fn parse_protocols(r: &super::reply::Reply) -> Vec<BirdProtocol> {
+    r.lines_with(1002)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let name = f.next()?.to_owned();
+            let proto = f.next()?.to_owned();
+            let _table = f.next()?;
+            let state = f.next()?.to_owned();
+            let _since = f.next();
+            let info = f.collect::<Vec<_>>().join(" ");
+            Some(BirdProtocol {
+                name,
+                proto,
+                state,
+                info,
+            })
+        })
+        .collect()
+}
+
+/// Replaces the entries of `new`'s protocols in `list`, keeping the others.
+fn merge_protocols(list: &mut Vec<BirdProtocol>, new: Vec<BirdProtocol>) {
+    for p in new {
+        match list.iter_mut().find(|q| q.name == p.name) {
+            Some(q) => *q = p,
+            None => list.push(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bird::reply::parse_all;
+
+    #[test]
+    fn protocols_are_parsed() {
+        let r = parse_all(b"2002-Name       Proto      Table      State  Since         Info\n1002-device1    Device     ---        up     06:43:24.511  \n vc5_vips4  Static     master4    up     06:43:24.511  \n r1         BGP        ---        start  06:43:24.511  Active        Socket: Connection refused\n0000 \n")
+            .expect("parses");
+        let p = parse_protocols(&r[0]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[1].name, "vc5_vips4");
+        assert_eq!(p[2].state, "start");
+        assert_eq!(p[2].info, "Active Socket: Connection refused");
+    }
+}

@@ -1,0 +1,31 @@
+//! The desired set of VIPs, as handed from the announcer to BIRD's driver and
+//! to every peer task through a `watch` channel (only the latest matters).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+/// One `set_vips` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// 0 before the first `set_vips`, then 1, 2, …
+    pub generation: u64,
+    /// Every VIP to announce.
+    pub vips: BTreeSet<IpAddr>,
+    /// When it was requested (wall clock, for reports).
+    pub requested_at: SystemTime,
+    /// When it was requested (monotonic, for latencies).
+    pub requested_instant: Instant,
+}
+
+impl Desired {
+    /// The empty set of generation 0.
+    pub fn initial() -> Desired {
+        Desired {
+            generation: 0,
+            vips: BTreeSet::new(),
+            requested_at: SystemTime::now(),
+            requested_instant: Instant::now(),
+        }
+    }
+}
