@@ -18,7 +18,7 @@ use crate::config::{self, Config, Protocol};
 use crate::logbuf::LogBuffer;
 use crate::status::{
     CheckStatus, Command, CommandError, Counter, Event, FlowCounters, InterfaceStatus, RealStatus,
-    RhiStatus, ServiceStatus, Shared, Status, VipStatus,
+    RhiStatus, ServiceStatus, SessionStatus, Shared, Status, VipStatus,
 };
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -35,6 +35,7 @@ use vc5_health::{
     Event as HealthEvent, HttpCheck, Monitor, Outcome, Quorum, RealState, TlsVerify,
     announceable_vips, real_state, verdict,
 };
+use vc5_bird_bridge::{Announcer, AnnouncerConfig, AnnouncerHandle};
 use vc5_xdp::netlink::{self, Resolution, Resolved, Resolver};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};
 
@@ -196,6 +197,9 @@ struct Control {
     healthy: HashMap<(String, IpAddr), bool>,
     announceable: BTreeSet<IpAddr>,
     announced: BTreeSet<IpAddr>,
+    /// Route health injection, and what it last reported.
+    rhi: AnnouncerHandle,
+    rhi_status: vc5_bird_bridge::Status,
     interfaces: Vec<InterfaceStatus>,
     stats: Option<vc5_xdp::dataplane::Stats>,
     started_ms: u64,
@@ -341,7 +345,39 @@ impl Control {
         for v in self.announceable.difference(&ann) {
             warn!(vip = %v, "VIP not announceable: a service on it is down");
         }
+        if ann != self.announceable {
+            self.rhi.set_vips(ann.clone());
+        }
         self.announceable = ann;
+    }
+
+    /// Takes route health injection's latest report: what is announced
+    /// now (signalled per VIP) and the sessions, for the status.
+    fn rhi_update(&mut self, st: vc5_bird_bridge::Status) {
+        for v in st.announced.difference(&self.announced) {
+            info!(vip = %v, mode = %st.mode, "VIP announced");
+            let _ = self.events.send(Event::Vip {
+                vip: *v,
+                announced: true,
+            });
+        }
+        for v in self.announced.difference(&st.announced) {
+            info!(vip = %v, mode = %st.mode, "VIP withdrawn");
+            let _ = self.events.send(Event::Vip {
+                vip: *v,
+                announced: false,
+            });
+        }
+        if st.last_error != self.rhi_status.last_error
+            && let Some(e) = &st.last_error
+        {
+            warn!(mode = %st.mode, error = %e, "route health injection");
+        }
+        if st.mode != self.rhi_status.mode {
+            info!(mode = %st.mode, "route health injection mode");
+        }
+        self.announced = st.announced.clone();
+        self.rhi_status = st;
     }
 
     /// Why a real is not healthy, in words.
@@ -522,10 +558,7 @@ impl Control {
                     announced: self.announced.contains(&v),
                 })
                 .collect(),
-            rhi: RhiStatus {
-                mode: "none".into(),
-                sessions: Vec::new(),
-            },
+            rhi: rhi_status(&self.rhi_status),
             global,
             events: self.log.snapshot(),
         }
@@ -601,6 +634,56 @@ impl Control {
         let _ = reply.send(result);
         None
     }
+}
+
+/// Route health injection's report, as the status shows it.
+fn rhi_status(st: &vc5_bird_bridge::Status) -> RhiStatus {
+    let mut sessions = Vec::new();
+    if st.mode == vc5_bird_bridge::Mode::Bird || st.peers.is_empty() {
+        let b = &st.bird;
+        sessions.push(SessionStatus {
+            peer: format!("bird {}", b.socket.display()),
+            state: if b.connected { "up" } else { "down" }.into(),
+            last_error: b.last_error.clone().unwrap_or_default(),
+            up: b.connected,
+        });
+        // BIRD's own BGP sessions, as it lists them.
+        for p in b.protocols.iter().filter(|p| p.proto == "BGP") {
+            sessions.push(SessionStatus {
+                peer: format!("bird {}", p.name),
+                state: format!("{} {}", p.state, p.info).trim().to_string(),
+                last_error: String::new(),
+                up: p.state == "up",
+            });
+        }
+    }
+    for p in &st.peers {
+        let up = p.established_since.is_some();
+        sessions.push(SessionStatus {
+            peer: p.address.to_string(),
+            state: format!("{:?}", p.state).to_lowercase(),
+            last_error: p.last_error.clone().unwrap_or_default(),
+            up,
+        });
+    }
+    RhiStatus {
+        mode: st.mode.to_string(),
+        sessions,
+    }
+}
+
+/// The announcer's configuration from the command line and `rhi`.
+fn announcer_config(args: &Args, cfg: &Config) -> AnnouncerConfig {
+    let address = args.address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let mut a = AnnouncerConfig::new(address, cfg.rhi.as_number, cfg.rhi.peers.clone());
+    a.bird_socket = args.bird_socket.clone();
+    a.bird_include = args.bird_include.clone();
+    a.hold_time = cfg.rhi.hold_time;
+    a.communities = cfg.rhi.communities.clone();
+    a.med = cfg.rhi.med;
+    a.local_pref = cfg.rhi.local_pref;
+    a.next_hop6 = cfg.rhi.next_hop6;
+    a
 }
 
 /// The front ends' handles on the control loop.
@@ -714,7 +797,11 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         .await
         .context("starting health checks")?;
 
+    let (rhi, mut rhi_rx) = Announcer::start(announcer_config(&args, &cfg))
+        .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
     let mut ctl = Control {
+        rhi,
+        rhi_status: vc5_bird_bridge::Status::default(),
         args,
         cfg,
         dp,
@@ -821,9 +908,14 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
                     error!("{e:#}");
                 }
             }
+            Ok(()) = rhi_rx.changed() => {
+                let st = rhi_rx.borrow_and_update().clone();
+                ctl.rhi_update(st);
+                ctl.publish();
+            }
             Some(cmd) = cmd_rx.recv() => {
                 if let Some(reply) = ctl.command(cmd) {
-                    let r = reload(&mut ctl, &monitor, &to_resolver).await;
+                    let r = reload(&mut ctl, &monitor, &to_resolver, &mut rhi_rx).await;
                     if let Err(e) = &r {
                         error!("reload refused, the running configuration stays: {e}");
                     }
@@ -831,7 +923,7 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
                 }
             }
             _ = hup.recv() => {
-                if let Err(e) = reload(&mut ctl, &monitor, &to_resolver).await {
+                if let Err(e) = reload(&mut ctl, &monitor, &to_resolver, &mut rhi_rx).await {
                     error!("reload refused, the running configuration stays: {e}");
                 }
             }
@@ -856,7 +948,15 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
             }
         }
     }
-    notify(crate::sdnotify::stopping("stopping"));
+    notify(crate::sdnotify::stopping("withdrawing the VIPs"));
+    // Withdraw first, so routers move traffic away while this host still
+    // forwards it.
+    let last = ctl.rhi.shutdown().await;
+    if !last.announced.is_empty() {
+        warn!(still = ?last.announced, "VIPs not confirmed withdrawn at stop");
+    } else {
+        info!(mode = %last.mode, "every VIP withdrawn");
+    }
     info!(
         bpffs = %ctl.args.bpffs.display(),
         "stopping; the data plane stays attached for the next vc5d (remove the bpffs directory to detach)"
@@ -875,9 +975,10 @@ async fn reload(
     ctl: &mut Control,
     monitor: &Monitor<CheckId>,
     to_resolver: &std::sync::mpsc::Sender<ToResolver>,
+    rhi_rx: &mut watch::Receiver<vc5_bird_bridge::Status>,
 ) -> std::result::Result<(), String> {
     notify(crate::sdnotify::reloading("reloading the configuration"));
-    let r = reload_inner(ctl, monitor, to_resolver).await;
+    let r = reload_inner(ctl, monitor, to_resolver, rhi_rx).await;
     notify(crate::sdnotify::ready(match &r {
         Ok(()) => "configuration reloaded",
         Err(_) => "reload refused; the running configuration stays",
@@ -896,6 +997,7 @@ async fn reload_inner(
     ctl: &mut Control,
     monitor: &Monitor<CheckId>,
     to_resolver: &std::sync::mpsc::Sender<ToResolver>,
+    rhi_rx: &mut watch::Receiver<vc5_bird_bridge::Status>,
 ) -> std::result::Result<(), String> {
     let new = config::load(&ctl.args.config).map_err(|e| e.to_string())?;
     let old = std::mem::replace(&mut ctl.cfg, new);
@@ -914,6 +1016,19 @@ async fn reload_inner(
             let _ = monitor.request_snapshot();
         }
         Err(e) => error!("health checks of the new configuration: {e}"),
+    }
+    if announcer_config(&ctl.args, &old) != announcer_config(&ctl.args, &ctl.cfg) {
+        // New peers, AS or attributes: a fresh announcer (sessions restart).
+        match Announcer::start(announcer_config(&ctl.args, &ctl.cfg)) {
+            Ok((rhi, rx)) => {
+                let previous = std::mem::replace(&mut ctl.rhi, rhi);
+                previous.shutdown().await;
+                ctl.rhi.set_vips(ctl.announceable.clone());
+                *rhi_rx = rx;
+                info!("route health injection restarted with the new rhi settings");
+            }
+            Err(e) => error!("route health injection settings refused, keeping the old ones: {e}"),
+        }
     }
     // Forget what no longer exists.
     let names: BTreeSet<String> = ctl.cfg.services.iter().map(|s| s.name.clone()).collect();

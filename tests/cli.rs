@@ -162,6 +162,10 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     let dir = fs.path().join("vc5");
     let cfg = ORIGINAL.replace("10.10.100.10, 10.10.100.11", "192.0.2.10");
     let f = temp_file("config.yaml", &cfg);
+    // BIRD's socket and the include file in the test's own directory, never
+    // the host's /run.
+    let private = f.parent().unwrap().to_path_buf();
+    let (sock, include) = (private.join("bird.ctl"), private.join("bird-vips.conf"));
     let args = |mode: &'static str| {
         vec![
             "--config".to_string(),
@@ -176,6 +180,10 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
             "none".into(),
             "--xdp-mode".into(),
             mode.into(),
+            "--bird-socket".into(),
+            sock.to_str().unwrap().into(),
+            "--bird-include".into(),
+            include.to_str().unwrap().into(),
         ]
     };
     let argv = args("native");
