@@ -30,12 +30,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, info_span, warn};
+use vc5_bird_bridge::{Announcer, AnnouncerConfig, AnnouncerHandle};
 use vc5_health::{
     Admin, CheckKind as HealthKind, CheckSpec, CheckState, DnsCheck, DnsTransport,
     Event as HealthEvent, HttpCheck, Monitor, Outcome, Quorum, RealState, TlsVerify,
     announceable_vips, real_state, verdict,
 };
-use vc5_bird_bridge::{Announcer, AnnouncerConfig, AnnouncerHandle};
 use vc5_xdp::netlink::{self, Resolution, Resolved, Resolver};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};
 
@@ -674,7 +674,9 @@ fn rhi_status(st: &vc5_bird_bridge::Status) -> RhiStatus {
 
 /// The announcer's configuration from the command line and `rhi`.
 fn announcer_config(args: &Args, cfg: &Config) -> AnnouncerConfig {
-    let address = args.address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let address = args
+        .address
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let mut a = AnnouncerConfig::new(address, cfg.rhi.as_number, cfg.rhi.peers.clone());
     a.bird_socket = args.bird_socket.clone();
     a.bird_include = args.bird_include.clone();

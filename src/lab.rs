@@ -81,6 +81,15 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 /// The HTTP server every real runs; embedded so that a built `vc5-lab` needs no checkout.
 const HTTPD_PY: &str = include_str!("../lab/httpd.py");
 
+/// BIRD configurations of `bird-examples/`, used as they are but for their
+/// `define` placeholders, the include path and the log.
+const BIRD_ROUTER_CONF: &str = include_str!("../bird-examples/router.conf");
+const BIRD_LB_CONF: &str = include_str!("../bird-examples/lb.conf");
+
+/// The lab's AS numbers.
+pub const LB_ASN: u32 = 65000;
+pub const ROUTER_ASN: u32 = 65001;
+
 /// The program `prepare_native_xdp` puts on the switch side of each load balancer's veth.
 /// It only has to exist: its presence is what makes the veth deliver `XDP_TX` frames.
 const XDP_PASS_C: &str = r#"
@@ -787,6 +796,131 @@ impl Lab {
         )
     }
 
+    /// Where a load balancer's own configuration goes, if it has one
+    /// (`start_vc5d` prefers it to the shared [`Lab::config_path`]).
+    pub fn config_path_for(&self, lb: &str) -> PathBuf {
+        self.dir.join(format!("vc5d-{lb}.yaml"))
+    }
+
+    /// [`Lab::default_config`] with route health injection for one load
+    /// balancer: BGP to the router (the built-in speaker, used when no
+    /// BIRD runs beside vc5d), IPv6 VIPs with the load balancer's IPv6
+    /// address as next hop.
+    pub fn rhi_config(&self, lb: &str) -> String {
+        format!(
+            "{}rhi:\n  as_number: {LB_ASN}\n  peers: [{}]\n  hold_time: 9\n  next_hop6: \"{}\"\n",
+            self.default_config(),
+            self.addr4("router"),
+            self.addr6(lb)
+        )
+    }
+
+    /// Writes a load balancer's own configuration (see `config_path_for`).
+    pub fn write_config_for(&self, lb: &str, yaml: &str) -> Result<PathBuf> {
+        let path = self.config_path_for(lb);
+        let tmp = self.dir.join(format!(".vc5d-{lb}.yaml.tmp"));
+        fs::write(&tmp, yaml)?;
+        fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    // ---- BIRD --------------------------------------------------------------------------
+
+    /// Runs BIRD on the router with `bird-examples/router.conf`: a BGP session to every
+    /// load balancer, VIPs installed with ECMP. Replaces the static VIP routes.
+    pub fn start_router_bird(&self) -> Result<LabChild> {
+        let mut conf = BIRD_ROUTER_CONF.to_string();
+        conf = define(&conf, "ROUTER_ADDRESS", &self.addr4("router").to_string());
+        conf = define(&conf, "ROUTER_ASN", &ROUTER_ASN.to_string());
+        conf = define(&conf, "LB_ASN", &LB_ASN.to_string());
+        conf = define(&conf, "VIPS4", &format!("[ {}/32 ]", self.vip4));
+        conf = define(&conf, "VIPS6", &format!("[ {}/128 ]", self.vip6));
+        let lbs = self.load_balancers();
+        for (i, name) in ["LB1", "LB2"].iter().enumerate() {
+            match lbs.get(i) {
+                Some(lb) => conf = define(&conf, name, &self.addr4(lb).to_string()),
+                None => {
+                    // No such load balancer: no session for it.
+                    let proto = format!("protocol bgp lb{} ", i + 1);
+                    conf = conf
+                        .lines()
+                        .filter(|l| {
+                            !l.starts_with(&proto) && !l.starts_with(&format!("define {name}"))
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                }
+            }
+        }
+        self.sh(
+            "router",
+            &format!(
+                "ip route del {}/32 || true\nip -6 route del {}/128 || true\n",
+                self.vip4, self.vip6
+            ),
+        )?;
+        self.start_bird("router", &conf)
+    }
+
+    /// Runs BIRD on a load balancer with `bird-examples/lb.conf`: it includes the file
+    /// vc5d maintains (the lab's `--bird-include`) and announces its VIPs to the router;
+    /// vc5d drives it over the lab's `--bird-socket`.
+    pub fn start_lb_bird(&self, lb: &str) -> Result<LabChild> {
+        let include = self.dir.join(format!("{lb}-bird-vips.conf"));
+        if !include.exists() {
+            // BIRD refuses to start without its include; vc5d rewrites it.
+            fs::write(&include, "")?;
+        }
+        let mut conf = BIRD_LB_CONF.replace("/run/vc5/bird-vips.conf", &include.to_string_lossy());
+        conf = define(&conf, "LB_ADDRESS", &self.addr4(lb).to_string());
+        conf = define(&conf, "LB_ADDRESS6", &self.addr6(lb).to_string());
+        conf = define(&conf, "LB_ASN", &LB_ASN.to_string());
+        conf = define(&conf, "ROUTER1", &self.addr4("router").to_string());
+        conf = define(&conf, "ROUTER_ASN", &ROUTER_ASN.to_string());
+        conf = conf
+            .lines()
+            .filter(|l| !l.starts_with("protocol bgp router2 ") && !l.starts_with("define ROUTER2"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        self.start_bird(lb, &conf)
+    }
+
+    /// BIRD's control socket in a node (the lab's `--bird-socket` for a load balancer).
+    pub fn bird_socket(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-bird.ctl"))
+    }
+
+    fn start_bird(&self, name: &str, conf: &str) -> Result<LabChild> {
+        let log = self.dir.join(format!("{name}-bird.log"));
+        let conf = conf.replace(
+            "log syslog all;",
+            &format!("log \"{}\" all;", log.display()),
+        );
+        let path = self.dir.join(format!("{name}-bird.conf"));
+        fs::write(&path, conf)?;
+        let sock = self.bird_socket(name);
+        let _ = fs::remove_file(&sock);
+        let (p, s) = (path.to_string_lossy(), sock.to_string_lossy());
+        self.run(name, &["bird", "-p", "-c", &p])
+            .with_context(|| format!("{} does not parse", path.display()))?;
+        let child = self.spawn(name, &["bird", "-f", "-c", &p, "-s", &s])?;
+        retry(Duration::from_secs(10), || {
+            self.birdc(name, "show status").map(|_| ())
+        })
+        .with_context(|| format!("BIRD on {name} does not answer"))?;
+        Ok(child)
+    }
+
+    /// `birdc -s <socket> <command>` for the BIRD of a node.
+    pub fn birdc(&self, name: &str, command: &str) -> Result<String> {
+        let sock = self.bird_socket(name);
+        let mut argv = vec!["birdc", "-s"];
+        let s = sock.to_string_lossy();
+        argv.push(&s);
+        argv.extend(command.split_whitespace());
+        self.run(name, &argv)
+    }
+
     /// Writes [`Lab::default_config`] to [`Lab::config_path`].
     pub fn write_config(&self) -> Result<PathBuf> {
         self.write_config_text(&self.default_config())
@@ -840,10 +974,17 @@ impl Lab {
         if !self.config_path().exists() {
             self.write_config()?;
         }
+        // A load balancer's own configuration wins over the shared one.
+        let own = self.config_path_for(lb);
+        let config = if own.exists() {
+            own
+        } else {
+            self.config_path()
+        };
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut args: Vec<String> = vec![
             "--config".into(),
-            path(self.config_path()),
+            path(config),
             "--interface".into(),
             "eth0".into(),
             "--address".into(),
@@ -1190,6 +1331,22 @@ pub fn compile_bpf_with(source: &str, out: &Path, extra: &[String]) -> Result<()
     .arg(out);
     run_cmd(&mut cmd)?;
     Ok(())
+}
+
+/// Replaces the value of `define NAME = …;` in a BIRD configuration.
+fn define(conf: &str, name: &str, value: &str) -> String {
+    conf.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with(&format!("define {name} "))
+                || t.starts_with(&format!("define {name}="))
+            {
+                format!("define {name} = {value};\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
 }
 
 /// Calls `f` until it succeeds or `timeout` has passed (then returns its last error),

@@ -8,6 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use vc5::lab::{Lab, LabChild, LabOptions, http_get, retry};
 
+/// A lab with `load_balancers` load balancers.
+pub fn lab_with(load_balancers: usize) -> Lab {
+    Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        load_balancers,
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)")
+}
+
 pub fn lab() -> Lab {
     Lab::new(LabOptions {
         vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
