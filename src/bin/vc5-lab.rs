@@ -115,12 +115,14 @@ fn run(args: &Args) -> Result<()> {
     let lab = Lab::new(LabOptions {
         vc5d: args.vc5d.clone(),
         keep_dir: args.keep_dir,
+        load_balancers: if args.direct.is_empty() { 2 } else { 1 },
         ..LabOptions::default()
     })?;
     describe(&lab);
 
     // Declared after `lab`, so dropped (and stopped) before the lab is torn down.
-    let mut vc5d: Option<LabChild> = None;
+    let mut birds: Vec<LabChild> = Vec::new();
+    let mut vc5ds: Vec<(String, LabChild)> = Vec::new();
     if !args.direct.is_empty() {
         let reals: Vec<&str> = args.direct.iter().map(String::as_str).collect();
         lab.route_vips_ecmp(&reals)?;
@@ -132,17 +134,55 @@ fn run(args: &Args) -> Result<()> {
         if !matches!(args.xdp_mode, XdpMode::Generic) {
             lab.prepare_native_xdp()?;
         }
-        let config = lab.write_config()?;
-        let extra: Vec<&str> = args.vc5d_args.iter().map(String::as_str).collect();
-        let child = lab.start_vc5d("lb1", args.xdp_mode.as_str(), &extra)?;
+        // The router learns the VIPs by BGP and spreads them over both load
+        // balancers (ECMP). lb1 announces through a BIRD of its own, which
+        // vc5d drives over BIRD's control socket; lb2 has no BIRD, so vc5d's
+        // built-in BGP speaker peers with the router itself.
+        birds.push(lab.start_router_bird()?);
+        birds.push(lab.start_lb_bird("lb1")?);
         println!(
-            "vc5d on lb1 (XDP {}), configuration {}, log {}",
-            args.xdp_mode.as_str(),
-            config.display(),
-            lab.vc5d_log("lb1").display()
+            "BIRD on the router (bird-examples/router.conf, ECMP) and on lb1 (bird-examples/lb.conf)"
         );
-        let child = vc5d.insert(child);
-        wait_ready(&lab, child, Duration::from_secs(args.ready_timeout))?;
+        let extra: Vec<&str> = args.vc5d_args.iter().map(String::as_str).collect();
+        for lb in lab.load_balancers() {
+            let config = lab.write_config_for(&lb, &lab.rhi_config(&lb))?;
+            let child = lab.start_vc5d(&lb, args.xdp_mode.as_str(), &extra)?;
+            println!(
+                "vc5d on {lb} (XDP {}, announcing {}), configuration {}, log {}",
+                args.xdp_mode.as_str(),
+                if lb == "lb1" {
+                    "through its BIRD"
+                } else {
+                    "with its own BGP speaker"
+                },
+                config.display(),
+                lab.vc5d_log(&lb).display()
+            );
+            vc5ds.push((lb, child));
+        }
+        for (lb, child) in vc5ds.iter_mut() {
+            wait_ready(&lab, lb, child, Duration::from_secs(args.ready_timeout))?;
+        }
+        // Traffic only once the router spreads the VIPs over both.
+        let start = Instant::now();
+        let both = |net: String| {
+            lab.birdc("router", &format!("show route for {net}"))
+                .is_ok_and(|o| o.contains("[lb1 ") && o.contains("[lb2 "))
+        };
+        while !(both(format!("{}/32", lab.vip4)) && both(format!("{}/128", lab.vip6))) {
+            if STOP.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            if start.elapsed() > Duration::from_secs(args.ready_timeout) {
+                bail!("the router did not learn the VIPs from both load balancers");
+            }
+            sleep(Duration::from_millis(200));
+        }
+        println!(
+            "the router routes both VIPs over lb1 and lb2 (ECMP) after {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        show_routes(&lab);
     }
 
     let mut tally = Tally::default();
@@ -155,9 +195,16 @@ fn run(args: &Args) -> Result<()> {
             tally.add(vip, answers);
         }
         tally.print(&lab, round, args.requests);
-        if let Some(child) = vc5d.as_mut() {
-            check_alive(&lab, child)?;
-            show_vc5d(&lab);
+        for (lb, child) in vc5ds.iter_mut() {
+            check_alive(&lab, lb, child)?;
+        }
+        if !vc5ds.is_empty() {
+            // vc5d reads its counters every 2 s; let it catch up with this round.
+            sleep(Duration::from_millis(2500));
+            for (lb, _) in &vc5ds {
+                show_vc5d(&lab, lb);
+            }
+            show_routes(&lab);
         }
         if args.once {
             break;
@@ -166,22 +213,23 @@ fn run(args: &Args) -> Result<()> {
         sleep(Duration::from_secs(args.interval));
     }
 
-    if let Some(mut child) = vc5d.take() {
-        // A clean stop, so that its log shows how vc5d shuts down.
-        let status = child.terminate(Duration::from_secs(5))?;
-        println!("vc5d stopped: {status}");
+    for (lb, mut child) in vc5ds.drain(..) {
+        // A clean stop (VIPs withdrawn first), so that its log shows how
+        // vc5d shuts down.
+        let status = child.terminate(Duration::from_secs(10))?;
+        println!("vc5d on {lb} stopped: {status}");
     }
+    drop(birds);
     println!("removing lab {}", lab.id);
     Ok(())
 }
 
-/// What vc5d itself reports (its console's /status.json, inside lb1):
-/// per service and real, state and the packets its XDP program forwarded.
-fn show_vc5d(lab: &Lab) {
-    // vc5d reads its counters every 2 s; let it catch up with this round.
-    sleep(Duration::from_millis(2500));
+/// What a vc5d itself reports (its console's /status.json, inside its
+/// namespace): per service and real, state and the packets its XDP program
+/// forwarded; whether each VIP is announced.
+fn show_vc5d(lab: &Lab, lb: &str) {
     let console = SocketAddr::from(([127, 0, 0, 1], 8080));
-    let body = lab.run_in("lb1", || {
+    let body = lab.run_in(lb, || {
         http_get(console, "/status.json", Duration::from_secs(2))
     });
     let status: serde_json::Value =
@@ -192,7 +240,10 @@ fn show_vc5d(lab: &Lab) {
                 return;
             }
         };
-    println!("vc5d on lb1 (its /status.json): what its XDP program forwarded");
+    println!(
+        "vc5d on {lb} (its /status.json): what its XDP program forwarded; route health injection: {}",
+        status["rhi"]["mode"].as_str().unwrap_or("?")
+    );
     for s in status["services"].as_array().into_iter().flatten() {
         println!(
             "  {:<6} {:>18} port {:<5} {:<4}  {} packets, {} new flows",
@@ -215,10 +266,36 @@ fn show_vc5d(lab: &Lab) {
     }
     for v in status["vips"].as_array().into_iter().flatten() {
         println!(
-            "  VIP {:<18} announceable: {}",
+            "  VIP {:<18} announceable: {}, announced: {}",
             v["vip"].as_str().unwrap_or("?"),
-            v["announceable"]
+            v["announceable"],
+            v["announced"]
         );
+    }
+}
+
+/// The router's view: `birdc show route` for each VIP, and the kernel's
+/// ECMP route it installed.
+fn show_routes(lab: &Lab) {
+    for (net, ip) in [
+        (format!("{}/32", lab.vip4), "-4"),
+        (format!("{}/128", lab.vip6), "-6"),
+    ] {
+        println!("router: birdc show route for {net}");
+        match lab.birdc("router", &format!("show route for {net}")) {
+            Ok(out) => {
+                for l in out.lines().filter(|l| !l.starts_with("BIRD ")) {
+                    println!("  {l}");
+                }
+            }
+            Err(_) => println!("  (no route: not announced)"),
+        }
+        if let Ok(k) = lab.run("router", &["ip", ip, "route", "show", &net]) {
+            println!("router: ip {ip} route show {net}");
+            for l in k.lines() {
+                println!("  {l}");
+            }
+        }
     }
 }
 
@@ -250,11 +327,11 @@ fn sleep(d: Duration) {
     }
 }
 
-fn check_alive(lab: &Lab, child: &mut LabChild) -> Result<()> {
+fn check_alive(lab: &Lab, lb: &str, child: &mut LabChild) -> Result<()> {
     if let Some(status) = child.try_wait()? {
         bail!(
-            "vc5d exited ({status}); its log {}:\n{}",
-            lab.vc5d_log("lb1").display(),
+            "vc5d on {lb} exited ({status}); its log {}:\n{}",
+            lab.vc5d_log(lb).display(),
             tail(&child.log_text(), 30)
         );
     }
@@ -268,14 +345,24 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Until both VIPs answer from the client: vc5d has attached, checked the reals and
 /// programmed the data plane.
-fn wait_ready(lab: &Lab, child: &mut LabChild, timeout: Duration) -> Result<()> {
+fn wait_ready(lab: &Lab, lb: &str, child: &mut LabChild, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let deadline = start + timeout;
     loop {
         if STOP.load(Ordering::SeqCst) {
             bail!("interrupted");
         }
-        check_alive(lab, child)?;
+        check_alive(lab, lb, child)?;
+        let log = child.log_text();
+        if !log
+            .rsplit("=== ")
+            .next()
+            .unwrap_or_default()
+            .contains("vc5d ready")
+        {
+            sleep(Duration::from_millis(100));
+            continue;
+        }
         let mut ok = 0;
         for vip in lab.vips() {
             let addr = SocketAddr::new(vip, HTTP_PORT);
