@@ -197,8 +197,9 @@ struct Control {
     healthy: HashMap<(String, IpAddr), bool>,
     announceable: BTreeSet<IpAddr>,
     announced: BTreeSet<IpAddr>,
-    /// Route health injection, and what it last reported.
-    rhi: AnnouncerHandle,
+    /// Route health injection (started once the first programming has
+    /// decided what may be announced), and what it last reported.
+    rhi: Option<AnnouncerHandle>,
     rhi_status: vc5_bird_bridge::Status,
     interfaces: Vec<InterfaceStatus>,
     stats: Option<vc5_xdp::dataplane::Stats>,
@@ -345,8 +346,10 @@ impl Control {
         for v in self.announceable.difference(&ann) {
             warn!(vip = %v, "VIP not announceable: a service on it is down");
         }
-        if ann != self.announceable {
-            self.rhi.set_vips(ann.clone());
+        if ann != self.announceable
+            && let Some(rhi) = &self.rhi
+        {
+            rhi.set_vips(ann.clone());
         }
         self.announceable = ann;
     }
@@ -672,6 +675,18 @@ fn rhi_status(st: &vc5_bird_bridge::Status) -> RhiStatus {
     }
 }
 
+/// Starts route health injection with the VIPs the control loop has
+/// decided may be announced; returns its status channel.
+fn start_announcer(ctl: &mut Control) -> Result<watch::Receiver<vc5_bird_bridge::Status>> {
+    let (rhi, rx) = Announcer::start(announcer_config(&ctl.args, &ctl.cfg))
+        .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
+    // Before the announcer's task first looks: it never sees an empty set
+    // it was not meant to announce.
+    rhi.set_vips(ctl.announceable.clone());
+    ctl.rhi = Some(rhi);
+    Ok(rx)
+}
+
 /// The announcer's configuration from the command line and `rhi`.
 fn announcer_config(args: &Args, cfg: &Config) -> AnnouncerConfig {
     let address = args
@@ -799,10 +814,11 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         .await
         .context("starting health checks")?;
 
-    let (rhi, mut rhi_rx) = Announcer::start(announcer_config(&args, &cfg))
+    announcer_config(&args, &cfg)
+        .validate()
         .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
     let mut ctl = Control {
-        rhi,
+        rhi: None,
         rhi_status: vc5_bird_bridge::Status::default(),
         args,
         cfg,
@@ -865,6 +881,12 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
             "vc5d ready"
         );
     }
+    // Announcing starts only now, with what the first programming decided:
+    // after a crash, BIRD (or the routers) keep the VIPs a previous vc5d
+    // announced until this one says otherwise, instead of seeing them
+    // withdrawn and announced again (or, on a stop during start-up, the
+    // empty set withdraws whatever is left).
+    let mut rhi_rx = start_announcer(&mut ctl)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
@@ -953,7 +975,10 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     notify(crate::sdnotify::stopping("withdrawing the VIPs"));
     // Withdraw first, so routers move traffic away while this host still
     // forwards it.
-    let last = ctl.rhi.shutdown().await;
+    let last = match ctl.rhi.take() {
+        Some(rhi) => rhi.shutdown().await,
+        None => vc5_bird_bridge::Status::default(),
+    };
     if !last.announced.is_empty() {
         warn!(still = ?last.announced, "VIPs not confirmed withdrawn at stop");
     } else {
@@ -1023,9 +1048,11 @@ async fn reload_inner(
         // New peers, AS or attributes: a fresh announcer (sessions restart).
         match Announcer::start(announcer_config(&ctl.args, &ctl.cfg)) {
             Ok((rhi, rx)) => {
-                let previous = std::mem::replace(&mut ctl.rhi, rhi);
-                previous.shutdown().await;
-                ctl.rhi.set_vips(ctl.announceable.clone());
+                if let Some(previous) = ctl.rhi.take() {
+                    previous.shutdown().await;
+                }
+                rhi.set_vips(ctl.announceable.clone());
+                ctl.rhi = Some(rhi);
                 *rhi_rx = rx;
                 info!("route health injection restarted with the new rhi settings");
             }

@@ -140,6 +140,25 @@ fn through_a_local_bird_which_may_restart_without_vc5d_noticing() {
     }
     wait_route(&lab, &vip4, &lb1, Duration::from_secs(15));
 
+    // vc5d crashes and restarts: BIRD keeps the VIP announced throughout,
+    // since a starting vc5d announces only what its first programming
+    // decided (and the data plane forwards meanwhile).
+    vc5d.kill().unwrap();
+    vc5d.wait().unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(8) {
+        let out = lab
+            .birdc("router", &format!("show route for {vip4}"))
+            .unwrap_or_default();
+        assert!(
+            out.contains("[lb1 "),
+            "the VIP flapped during vc5d's restart:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_log(&vc5d, "vc5d ready", Duration::from_secs(10));
+
     // BIRD dies and comes back: vc5d reconnects and re-applies, untouched.
     bird.kill().unwrap();
     bird.wait().unwrap();
