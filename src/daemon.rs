@@ -164,16 +164,25 @@ fn check_spec(c: &config::Check, real: IpAddr, source: Option<IpAddr>) -> CheckS
     }
 }
 
+/// Every check of the configuration: one per service, real and check.
+fn check_ids(cfg: &Config) -> impl Iterator<Item = (CheckId, &config::Check)> {
+    cfg.services.iter().flat_map(|s| {
+        s.reals.iter().flat_map(move |r| {
+            s.checks
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| ((s.name.clone(), r.addr, i), c))
+        })
+    })
+}
+
 fn all_checks(cfg: &Config, source: Option<IpAddr>) -> Vec<(CheckId, CheckSpec)> {
-    let mut out = Vec::new();
-    for s in &cfg.services {
-        for r in &s.reals {
-            for (i, c) in s.checks.iter().enumerate() {
-                out.push(((s.name.clone(), r.addr, i), check_spec(c, r.addr, source)));
-            }
-        }
-    }
-    out
+    check_ids(cfg)
+        .map(|(id, c)| {
+            let spec = check_spec(c, id.1, source);
+            (id, spec)
+        })
+        .collect()
 }
 
 fn targets(cfg: &Config) -> BTreeSet<IpAddr> {
@@ -181,6 +190,14 @@ fn targets(cfg: &Config) -> BTreeSet<IpAddr> {
         .iter()
         .flat_map(|s| s.reals.iter().map(|r| r.addr))
         .collect()
+}
+
+/// The protocol number the data plane keys services by.
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => vc5_xdp::dataplane::TCP,
+        Protocol::Udp => vc5_xdp::dataplane::UDP,
+    }
 }
 
 /// The state the control loop owns.
@@ -280,10 +297,7 @@ impl Control {
                 out.push(ServiceSpec {
                     vip,
                     port,
-                    proto: match proto {
-                        Protocol::Tcp => vc5_xdp::dataplane::TCP,
-                        Protocol::Udp => vc5_xdp::dataplane::UDP,
-                    },
+                    proto: proto_number(proto),
                     reals: reals.clone(),
                 });
             }
@@ -426,20 +440,24 @@ impl Control {
     }
 
     fn status_snapshot(&self) -> Status {
-        let proto_num = |p: Protocol| match p {
-            Protocol::Tcp => vc5_xdp::dataplane::TCP,
-            Protocol::Udp => vc5_xdp::dataplane::UDP,
-        };
+        // The counters by endpoint and real, looked up once per row below.
+        let by_endpoint: HashMap<(IpAddr, u16, u8), &vc5_xdp::dataplane::ServiceStats> = self
+            .stats
+            .iter()
+            .flat_map(|st| &st.services)
+            .map(|x| ((x.vip, x.port, x.proto), x))
+            .collect();
         let mut services = Vec::new();
         for s in &self.cfg.services {
             let up = self.service_up(s);
             let healthy = s.reals.iter().filter(|r| self.counts_healthy(s, r)).count();
             for (vip, port, proto) in s.endpoints() {
-                let ds = self.stats.as_ref().and_then(|st| {
-                    st.services
-                        .iter()
-                        .find(|x| x.vip == vip && x.port == port && x.proto == proto_num(proto))
-                });
+                let ds = by_endpoint.get(&(vip, port, proto_number(proto))).copied();
+                let real_counters: HashMap<IpAddr, &vc5_xdp::maps::BackendStats> = ds
+                    .iter()
+                    .flat_map(|d| &d.reals)
+                    .map(|x| (x.addr, &x.counters))
+                    .collect();
                 let reals = s
                     .reals
                     .iter()
@@ -451,12 +469,12 @@ impl Control {
                         } else {
                             state.to_string()
                         };
-                        let counters = ds
-                            .and_then(|d| d.reals.iter().find(|x| x.addr == r.addr))
-                            .map(|x| FlowCounters {
-                                packets: x.counters.packets,
-                                bytes: x.counters.bytes,
-                                new_flows: x.counters.new_flows,
+                        let counters = real_counters
+                            .get(&r.addr)
+                            .map(|c| FlowCounters {
+                                packets: c.packets,
+                                bytes: c.bytes,
+                                new_flows: c.new_flows,
                             })
                             .unwrap_or_default();
                         let checks = s
@@ -841,7 +859,7 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     // programming does not take every real out of service just because
     // nothing is known yet. A restarted vc5d keeps the old tables running
     // meanwhile.
-    let n_checks = all_checks(&ctl.cfg, None).len();
+    let n_checks = check_ids(&ctl.cfg).count();
     let longest = ctl
         .cfg
         .services
@@ -1061,10 +1079,7 @@ async fn reload_inner(
     }
     // Forget what no longer exists.
     let names: BTreeSet<String> = ctl.cfg.services.iter().map(|s| s.name.clone()).collect();
-    let keep: BTreeSet<CheckId> = all_checks(&ctl.cfg, None)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let keep: BTreeSet<CheckId> = check_ids(&ctl.cfg).map(|(id, _)| id).collect();
     ctl.checks.retain(|id, _| keep.contains(id));
     ctl.drained.retain(|(s, r)| {
         names.contains(s)
@@ -1150,10 +1165,6 @@ fn spawn_resolver(
     Ok((tx, handle))
 }
 
-fn fmt_mac(m: &[u8; 6]) -> String {
-    netlink::format_mac(m)
-}
-
 /// Applies resolver reports to the known layer-2 next hops; logs each.
 fn apply_l2(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Resolution>) {
     for c in changes {
@@ -1182,9 +1193,9 @@ fn apply_l2(l2: &mut HashMap<IpAddr, Option<L2>>, ours: &[u32], changes: Vec<Res
                     );
                 }
                 if prev.is_some_and(|p| p.mac != *mac) {
-                    warn!(mac = %fmt_mac(mac), ifindex, "real's MAC changed");
+                    warn!(mac = %netlink::format_mac(mac), ifindex, "real's MAC changed");
                 } else {
-                    info!(mac = %fmt_mac(mac), ifindex, "real resolved");
+                    info!(mac = %netlink::format_mac(mac), ifindex, "real resolved");
                 }
             }
             (Resolved::Unresolved { reason }, Some(_)) => {

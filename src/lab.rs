@@ -364,7 +364,7 @@ impl Lab {
                  ip link set {port} master br0 up\n\
                  ethtool -K {port} tx off >/dev/null\n",
                 port = node.name,
-                mac = fmt_mac(&lan_mac(node.host)),
+                mac = vc5_xdp::netlink::format_mac(&lan_mac(node.host)),
                 ns = node.ns,
             );
         }
@@ -374,8 +374,8 @@ impl Lab {
             "router",
             &format!(
                 "ip link add eth1 address {} type veth peer name eth0 address {} netns {}\n",
-                fmt_mac(&client_net_mac(1)),
-                fmt_mac(&client_net_mac(client.host)),
+                vc5_xdp::netlink::format_mac(&client_net_mac(1)),
+                vc5_xdp::netlink::format_mac(&client_net_mac(client.host)),
                 client.ns,
             ),
         )?;
@@ -1233,12 +1233,6 @@ fn client_net_mac(host: u8) -> [u8; 6] {
 /// 21 → 0x21, so that `203.0.113.21` is `2001:db8:2::21`.
 fn hex_like(host: u8) -> u16 {
     u16::from_str_radix(&host.to_string(), 16).expect("decimal digits are hex digits")
-}
-
-/// `aa:bb:cc:dd:ee:ff`
-pub fn fmt_mac(mac: &[u8; 6]) -> String {
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
 }
 
 /// Lines that configure one interface: TX checksum offload off (see the module docs),
