@@ -33,7 +33,7 @@ fn read_btf() -> Structs {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut structs = HashMap::new();
-    let mut current: Option<(String, usize, Vec<(String, usize)>)> = None;
+    let mut current: Option<(String, usize, Members<String>)> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix('[') {
             if let Some((name, size, members)) = current.take() {
@@ -65,6 +65,9 @@ fn read_btf() -> Structs {
     structs
 }
 
+/// A struct's members: name and byte offset, in declaration order.
+type Members<N> = Vec<(N, usize)>;
+
 macro_rules! layout {
     ($c:literal, $t:ty, [$($f:ident),* $(,)?]) => {
         ($c, size_of::<$t>(), vec![$((stringify!($f), offset_of!($t, $f))),*])
@@ -74,7 +77,7 @@ macro_rules! layout {
 #[test]
 fn rust_mirrors_match_the_btf_of_the_object() {
     let btf = btf_structs();
-    let mirrors: Vec<(&str, usize, Vec<(&str, usize)>)> = vec![
+    let mirrors: Vec<(&str, usize, Members<&str>)> = vec![
         layout!("vc5_settings", Settings, [active, seed, _pad]),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),

@@ -20,7 +20,6 @@ use anyhow::{Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use std::net::IpAddr;
 use vc5_xdp::dataplane::{FLOOR_OBJ, TCP, VC5_BENCH_OBJ};
-use vc5_xdp::maps::{MAX_BACKENDS, MAX_SERVICES};
 use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
