@@ -44,6 +44,13 @@ const PAGE_JS: &str = include_str!("console/console.js");
 /// dropped, so idle connections cannot pile up.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At most this many console connections are open at once; one more is
+/// closed as soon as it is accepted. A console serves a few browsers and a
+/// scraper: the bound keeps a local user who opens thousands of idle
+/// connections from taking the file descriptors that health checks, BGP
+/// and BIRD need (each idle one is also dropped after [`HEADER_TIMEOUT`]).
+pub const MAX_CONNECTIONS: usize = 128;
+
 /// Why the console could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -90,6 +97,12 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> Result<ConsoleHandle, Co
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if connections.len() >= MAX_CONNECTIONS => {
+                        // Closing at once frees the descriptor; leaving it in
+                        // the backlog would only delay the same refusal.
+                        tracing::debug!("console: {peer}: refused, {MAX_CONNECTIONS} connections open");
+                        drop(stream);
+                    }
                     Ok((stream, _peer)) => {
                         connections.spawn(connection(stream, status.clone(), page.clone()));
                     }

@@ -21,6 +21,7 @@
 
 use crate::status::{Command, CommandError, Event, RealStatus, Shared, Status};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use zbus::message::Header;
@@ -56,46 +57,118 @@ pub enum DbusError {
 
 /// The running service. Dropping it stops forwarding signals and closes
 /// the connection, which releases the bus name.
+///
+/// A lost bus connection (dbus-daemon restarted, or it dropped vc5d for a
+/// message it refused) is re-established: the service connects again with
+/// a growing pause (up to [`RECONNECT_MAX`]), owns the name again and goes
+/// on serving and signalling. Without that a single lost connection would
+/// leave `org.vc5.Balancer1` gone until vc5d restarts.
 pub struct DbusService {
+    supervisor: JoinHandle<()>,
+}
+
+/// The longest pause between two attempts to get the bus back.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// The first pause after the connection is lost.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+
+impl Drop for DbusService {
+    fn drop(&mut self) {
+        // Aborting the supervisor drops the session it holds, which aborts
+        // the session's tasks (they hold clones of the connection; without
+        // aborting them the socket and the name would outlive the service).
+        self.supervisor.abort();
+    }
+}
+
+impl std::fmt::Debug for DbusService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbusService").finish_non_exhaustive()
+    }
+}
+
+/// One connection to the bus with the name owned and the interface served.
+struct Session {
     connection: zbus::Connection,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl DbusService {
-    /// The bus connection, e.g. for its unique name in messages.
-    pub fn connection(&self) -> &zbus::Connection {
-        &self.connection
-    }
-}
-
-impl Drop for DbusService {
+impl Drop for Session {
     fn drop(&mut self) {
-        // The tasks hold clones of the connection; without aborting them
-        // the socket (and the name) would outlive the service.
         for t in &self.tasks {
             t.abort();
         }
     }
 }
 
-impl std::fmt::Debug for DbusService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbusService")
-            .field("unique_name", &self.connection.unique_name())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Connects to `bus` (`system`, `session`, `none`, or a D-Bus address such
 /// as `unix:path=/run/vc5/bus`), owns [`NAME`] and serves the interface at
 /// [`PATH`] until the returned handle is dropped. `none` returns `Ok(None)`.
+/// Failing to connect or to own the name here is an error (vc5d does not
+/// start); losing the connection later is not (see [`DbusService`]).
 pub async fn serve(bus: &str, shared: Shared) -> Result<Option<DbusService>, DbusError> {
+    if bus == "none" {
+        return Ok(None);
+    }
+    let first = connect(bus, &shared).await?;
+    let supervisor = tokio::spawn(supervise(bus.to_owned(), shared, first));
+    Ok(Some(DbusService { supervisor }))
+}
+
+/// Keeps a session up: waits until the current one's connection is gone,
+/// then connects again until that works.
+async fn supervise(bus: String, shared: Shared, mut session: Session) {
+    loop {
+        let why = lost(&session.connection).await;
+        drop(session);
+        tracing::error!(bus = %bus, "D-Bus connection lost ({why}); reconnecting");
+        let mut pause = RECONNECT_FIRST;
+        session = loop {
+            tokio::time::sleep(pause).await;
+            match connect(&bus, &shared).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(bus = %bus, "D-Bus: {e}; next try in {pause:?}");
+                    pause = (pause * 2).min(RECONNECT_MAX);
+                }
+            }
+        };
+        tracing::info!(bus = %bus, "D-Bus service {NAME} back");
+    }
+}
+
+/// Returns when the connection is closed or the bus says the name is no
+/// longer ours.
+async fn lost(connection: &zbus::Connection) -> String {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .and_then(|r| r.interface("org.freedesktop.DBus"))
+        .and_then(|r| r.member("NameLost"))
+        .and_then(|r| r.add_arg(NAME))
+        .map(|r| r.build());
+    let mut stream = match rule {
+        Ok(rule) => match zbus::MessageStream::for_match_rule(rule, connection, None).await {
+            Ok(s) => s,
+            Err(e) => return format!("cannot watch the connection: {e}"),
+        },
+        Err(e) => return format!("cannot watch the connection: {e}"),
+    };
+    // The socket reader sends every stream its error, then ends them.
+    match stream.next().await {
+        Some(Ok(_)) => format!("{NAME} lost"),
+        Some(Err(e)) => e.to_string(),
+        None => "closed".to_owned(),
+    }
+}
+
+async fn connect(bus: &str, shared: &Shared) -> Result<Session, DbusError> {
     let connect_err = |source| DbusError::Connect {
         bus: bus.to_owned(),
         source,
     };
     let builder = match bus {
-        "none" => return Ok(None),
         "system" => zbus::connection::Builder::system().map_err(connect_err)?,
         "session" => zbus::connection::Builder::session().map_err(connect_err)?,
         address => zbus::connection::Builder::address(address).map_err(connect_err)?,
@@ -105,7 +178,12 @@ pub async fn serve(bus: &str, shared: Shared) -> Result<Option<DbusService>, Dbu
     let events = shared.events.subscribe();
     let status = shared.status.clone();
     let connection = builder
-        .serve_at(PATH, Balancer { shared })
+        .serve_at(
+            PATH,
+            Balancer {
+                shared: shared.clone(),
+            },
+        )
         .map_err(connect_err)?
         .build()
         .await
@@ -130,7 +208,7 @@ pub async fn serve(bus: &str, shared: Shared) -> Result<Option<DbusService>, Dbu
         tokio::spawn(forward_events(iface.clone(), events)),
         tokio::spawn(watch_announced(iface, status)),
     ];
-    Ok(Some(DbusService { connection, tasks }))
+    Ok(Session { connection, tasks })
 }
 
 /// Turns [`Event`]s into signals until the control loop goes away.

@@ -496,6 +496,40 @@ async fn dropping_the_handle_closes_the_port() {
     ));
 }
 
+/// 2,000 idle connections (what took vc5d's descriptors and failed its
+/// health checks) hold at most `MAX_CONNECTIONS` of the console's: the rest
+/// are closed at once, and once the idle ones go the console serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_bounded() {
+    let (_standin, console) = start(synthetic_status()).await;
+    let addr = console.local_addr();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Closed by the console: reading gives end of file (or a reset) quickly.
+    let mut closed = 0;
+    for s in idle.iter_mut() {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => panic!("the console sent bytes unasked"),
+            Err(_) => {} // still open: one of the served connections
+        }
+    }
+    assert!(
+        2000 - closed <= console::MAX_CONNECTIONS,
+        "{} connections held open, bound {}",
+        2000 - closed,
+        console::MAX_CONNECTIONS
+    );
+    assert!(closed >= 2000 - console::MAX_CONNECTIONS);
+    drop(idle);
+    // The console sees the closes and reaps those connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(http(addr, "GET", "/metrics").await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_shows_the_status_and_follows_changes_without_reloading() {
     let (standin, console) = start(synthetic_status()).await;

@@ -561,6 +561,70 @@ async fn none_name_ownership_and_release() {
     dbus::serve(&s.bus.address, shared).await.unwrap().unwrap();
 }
 
+/// dbus-daemon restarting (or dropping vc5d for a message it refused) must
+/// not leave `org.vc5.Balancer1` gone: the service connects again, owns the
+/// name and answers and signals as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bus_connection_is_re_established() {
+    let Setup {
+        bus,
+        standin,
+        service,
+    } = setup(Policy::Strict).await;
+    assert!(!call_json(&bus, true, &["ListServices"]).await.is_null());
+    let mut bus = Arc::into_inner(bus).expect("one owner");
+    bus.restart();
+    let bus = Arc::new(bus);
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = busctl(
+            &bus,
+            true,
+            &["--json=short", "call", NAME, PATH, NAME, "ListServices"],
+        )
+        .await;
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < dbus::RECONNECT_MAX + Duration::from_secs(5),
+            "{NAME} did not come back: {}",
+            text(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("back after {:?}", t0.elapsed());
+    // Signals flow on the new connection.
+    let client = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(NAME)
+        .unwrap()
+        .build();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &client, None)
+        .await
+        .unwrap();
+    standin
+        .events
+        .send(Event::RealDrain {
+            service: "nginx".into(),
+            real: "198.51.100.10".parse().unwrap(),
+            drained: true,
+        })
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), signals.next())
+        .await
+        .expect("a signal after the reconnection")
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.header().member().unwrap().as_str(), "RealDrainChanged");
+    drop(service);
+}
+
 // ---- introspection XML ----
 
 /// The `<interface name="org.vc5.Balancer1">` element of an introspection

@@ -349,6 +349,16 @@ pub struct TestBus {
     child: Child,
 }
 
+/// The socket's address without the bus's guid, which changes when the bus
+/// restarts: what a client that reconnects across a restart is given.
+fn plain_address(address: &str) -> String {
+    address
+        .split(",guid=")
+        .next()
+        .unwrap_or(address)
+        .to_string()
+}
+
 /// The default policy of Debian's system bus (`/usr/share/dbus-1/system.conf`):
 /// anyone may connect, nobody may own names or call methods unless a
 /// policy file says so.
@@ -420,12 +430,39 @@ impl TestBus {
         );
         let conf = dir.path().join("bus.conf");
         std::fs::write(&conf, config).unwrap();
+        let (child, address) = Self::spawn(dir.path());
+        TestBus {
+            dir,
+            address,
+            child,
+        }
+    }
+
+    /// Kills the bus and starts it again on the same socket, as a restart of
+    /// the system's dbus-daemon does: every connection is lost.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("bus"));
+        let (child, address) = Self::spawn(self.dir.path());
+        assert_eq!(address, self.address);
+        self.child = child;
+    }
+
+    fn spawn(dir: &std::path::Path) -> (Child, String) {
+        let conf = dir.join("bus.conf");
         let mut child = Process::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdout(Stdio::piped())
             // Its refusals and warnings, for a look when a test fails.
-            .stderr(std::fs::File::create(dir.path().join("bus.log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("bus.log"))
+                    .unwrap(),
+            )
             .spawn()
             .expect("dbus-daemon (Debian package dbus-daemon) is installed");
         let mut line = String::new();
@@ -434,11 +471,7 @@ impl TestBus {
             .unwrap();
         let address = line.trim().to_string();
         assert!(address.starts_with("unix:"), "dbus-daemon said {line:?}");
-        TestBus {
-            dir,
-            address,
-            child,
-        }
+        (child, plain_address(&address))
     }
 
     /// Runs `busctl --address=… ARGS`, as root or as `nobody`.

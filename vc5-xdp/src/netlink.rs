@@ -251,6 +251,9 @@ pub struct Interface {
     /// The interface's hardware address; all zeros if it has none or it is
     /// not a 6-byte (Ethernet) address.
     pub mac: [u8; 6],
+    /// Administratively up with a carrier (`IFF_UP` and `IFF_LOWER_UP`):
+    /// frames can leave through it.
+    pub carrier: bool,
 }
 
 /// The kernel's answer to "how would you send to this address" (`ip route get`).
@@ -1591,11 +1594,15 @@ fn parse_error(msg: &RawMsg<'_>) -> Option<(i32, Option<String>)> {
 }
 
 fn parse_link(data: &[u8]) -> Option<Interface> {
+    const IFF_UP: u32 = 0x1;
+    const IFF_LOWER_UP: u32 = 0x1_0000;
     let index = ne_i32(data, 4)? as u32;
+    let flags = ne_u32(data, 8)?;
     let mut iface = Interface {
         index,
         name: String::new(),
         mac: [0; 6],
+        carrier: flags & (IFF_UP | IFF_LOWER_UP) == IFF_UP | IFF_LOWER_UP,
     };
     for (ty, v) in Attrs(data.get(16..)?) {
         match ty {
@@ -1933,7 +1940,9 @@ mod tests {
     fn parses_links() {
         let mut b = vec![0, 0, 1, 0];
         b.extend_from_slice(&7i32.to_ne_bytes());
-        b.extend_from_slice(&[0; 8]);
+        // ifi_flags: IFF_UP | IFF_BROADCAST | IFF_LOWER_UP; ifi_change.
+        b.extend_from_slice(&0x1_0003u32.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
         push_attr(&mut b, sys::IFLA_IFNAME, b"vA\0");
         push_attr(&mut b, sys::IFLA_ADDRESS, &[2, 0, 0, 0, 0, 1]);
         assert_eq!(
@@ -1942,8 +1951,12 @@ mod tests {
                 index: 7,
                 name: "vA".into(),
                 mac: [2, 0, 0, 0, 0, 1],
+                carrier: true,
             })
         );
+        // Up without a carrier (the peer of a veth went down, a cable out).
+        b[8..12].copy_from_slice(&0x3u32.to_ne_bytes());
+        assert!(!parse_link(&b).unwrap().carrier);
     }
 
     #[test]
