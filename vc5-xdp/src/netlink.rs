@@ -1572,7 +1572,9 @@ fn parse_mac(b: &[u8]) -> Option<[u8; 6]> {
 
 /// Parses `NLMSG_ERROR` into (positive errno, extended-ack message).
 fn parse_error(msg: &RawMsg<'_>) -> Option<(i32, Option<String>)> {
-    let errno = -ne_i32(msg.data, 0)?;
+    // A hostile or corrupt i32::MIN has no positive errno (and negating it
+    // would overflow): not an error message we can read.
+    let errno = ne_i32(msg.data, 0)?.checked_neg()?;
     if msg.flags & sys::NLM_F_ACK_TLVS == 0 {
         return Some((errno, None));
     }
@@ -1670,6 +1672,10 @@ fn parse_neigh(data: &[u8]) -> Option<Neighbour> {
         state,
     })
 }
+
+#[cfg(test)]
+#[path = "netlink_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
