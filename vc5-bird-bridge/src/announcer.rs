@@ -25,6 +25,29 @@
 //! In every mode the include file is kept equal to the desired set (the
 //! empty set from the start, so VIPs left by a crashed vc5d are withdrawn
 //! as soon as BIRD is told, and a BIRD started later reads the right VIPs).
+//!
+//! ## Reload
+//!
+//! [`AnnouncerHandle::reconfigure`] takes a new configuration into the
+//! running announcer; the routers never see a VIP withdrawn because of it:
+//!
+//! - communities, MED and LOCAL_PREF change in place in every mode: BIRD
+//!   gets the include with the new attributes and one `configure` (its static
+//!   protocol replaces each route); the speaker sends every route again in a
+//!   fresh UPDATE on the existing sessions;
+//! - anything the speaker's OPEN or sockets depend on (AS number, router id,
+//!   peers, peer AS or port, hold time, next hops, timers) restarts the
+//!   speaker's sessions if the speaker runs: the routers see the VIPs
+//!   withdrawn (Cease) and announced again by the new sessions. In BIRD mode
+//!   these only matter for a later fallback, so nothing is disturbed;
+//! - `bird_socket` and `bird_include` are fixed for the announcer's life
+//!   (they come from the command line): a different value is refused.
+//!
+//! ## Link up
+//!
+//! [`AnnouncerHandle::reconnect_now`] tells every speaker peer that is not in
+//! a session to forget its backoff and connect now; the daemon calls it when
+//! an interface comes back up.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -93,7 +116,7 @@ pub struct AnnouncerConfig {
 
 impl AnnouncerConfig {
     /// The defaults: vc5d's default paths, hold time 90, probe every 5 s,
-    /// grace 30 s, BGP backoff 1 s to 60 s.
+    /// grace 30 s, BGP backoff 1 s to 30 s.
     pub fn new(address: IpAddr, as_number: u32, peers: Vec<IpAddr>) -> AnnouncerConfig {
         AnnouncerConfig {
             bird_socket: PathBuf::from("/run/bird/bird.ctl"),
@@ -113,7 +136,9 @@ impl AnnouncerConfig {
             bird_grace: Duration::from_secs(30),
             bird_retry_interval: Duration::from_secs(5),
             backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            // Bounded so that a peer back after an outage (without a
+            // link-up to call reconnect_now) is retried within 30 s.
+            backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -129,7 +154,6 @@ impl AnnouncerConfig {
 
     fn bird_config(&self) -> BirdConfig {
         let mut b = BirdConfig::new(self.bird_socket.clone(), self.bird_include.clone());
-        b.routes = self.route_options();
         b.grace = self.bird_grace;
         b.retry_interval = self.bird_retry_interval;
         b
@@ -188,6 +212,9 @@ impl AnnouncerConfig {
         if self.bird_include.file_name().is_none() {
             return Err(ConfigError::IncludePath(self.bird_include.clone()));
         }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return Err(ConfigError::Backoff(self.backoff_min, self.backoff_max));
+        }
         Ok(())
     }
 }
@@ -204,6 +231,24 @@ pub enum ConfigError {
     /// The include path names no file.
     #[error("include path {} names no file", .0.display())]
     IncludePath(PathBuf),
+    /// The reconnection backoff must be positive and its minimum not above
+    /// its maximum.
+    #[error("BGP backoff {0:?}..{1:?}: must be positive and min <= max")]
+    Backoff(Duration, Duration),
+    /// `bird_socket` or `bird_include` differs from the running announcer's.
+    #[error("{0} cannot change while the announcer runs")]
+    Fixed(&'static str),
+}
+
+/// The part of a speaker configuration that its sessions depend on: all but
+/// the attributes, which change in place.
+fn session_part(sc: &Option<SpeakerConfig>) -> Option<SpeakerConfig> {
+    sc.clone().map(|mut sc| {
+        sc.communities.clear();
+        sc.med = None;
+        sc.local_pref = None;
+        sc
+    })
 }
 
 /// Starts announcers.
@@ -217,14 +262,19 @@ impl Announcer {
         cfg: AnnouncerConfig,
     ) -> Result<(AnnouncerHandle, watch::Receiver<Status>), ConfigError> {
         cfg.validate()?;
-        let (desired_tx, desired_rx) = watch::channel(Arc::new(Desired::initial()));
+        let (desired_tx, desired_rx) =
+            watch::channel(Arc::new(Desired::initial(cfg.route_options())));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (config_tx, config_rx) = watch::channel(cfg.clone());
+        let (reconnect_tx, reconnect_rx) = watch::channel(0u64);
         let mut initial = Status::default();
         initial.bird.socket = cfg.bird_socket.clone();
         initial.bird.include = cfg.bird_include.clone();
         let (status_tx, status_rx) = watch::channel(initial);
         let control = Control {
             cfg,
+            config: config_rx,
+            reconnect: reconnect_rx,
             desired: desired_rx,
             stop: stop_rx,
             status: status_tx.clone(),
@@ -232,6 +282,8 @@ impl Announcer {
         let task = tokio::spawn(control.run().instrument(info_span!("rhi")));
         let handle = AnnouncerHandle {
             desired: desired_tx,
+            config: config_tx,
+            reconnect: reconnect_tx,
             stop: stop_tx,
             status: status_tx,
             task: Mutex::new(Some(task)),
@@ -244,6 +296,8 @@ impl Announcer {
 #[derive(Debug)]
 pub struct AnnouncerHandle {
     desired: watch::Sender<Arc<Desired>>,
+    config: watch::Sender<AnnouncerConfig>,
+    reconnect: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     status: watch::Sender<Status>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -263,6 +317,7 @@ impl AnnouncerHandle {
             *d = Arc::new(Desired {
                 generation,
                 vips: vips.clone(),
+                routes: d.routes.clone(),
                 requested_at: SystemTime::now(),
                 requested_instant: Instant::now(),
             });
@@ -279,6 +334,67 @@ impl AnnouncerHandle {
             true
         });
         generation
+    }
+
+    /// Takes a new configuration (SIGHUP) without withdrawing anything it
+    /// does not have to: see the module documentation for what changes in
+    /// place and what restarts the speaker's sessions. A configuration that
+    /// does not validate, or changes `bird_socket` or `bird_include`, is
+    /// refused and the running one stays. Returns the desired generation
+    /// that carries the new attributes (compare with
+    /// [`Status::applied_generation`]).
+    pub fn reconfigure(&self, cfg: AnnouncerConfig) -> Result<u64, ConfigError> {
+        cfg.validate()?;
+        {
+            let old = self.config.borrow();
+            if old.bird_socket != cfg.bird_socket {
+                return Err(ConfigError::Fixed("bird_socket"));
+            }
+            if old.bird_include != cfg.bird_include {
+                return Err(ConfigError::Fixed("bird_include"));
+            }
+        }
+        let routes = cfg.route_options();
+        // Sessions first, then attributes: a speaker that must restart
+        // starts with the new attributes rather than re-sending the old.
+        self.config.send_if_modified(|c| {
+            let changed = *c != cfg;
+            *c = cfg;
+            changed
+        });
+        let mut generation = 0;
+        self.desired.send_if_modified(|d| {
+            generation = d.generation;
+            if d.routes == routes {
+                return false;
+            }
+            generation += 1;
+            *d = Arc::new(Desired {
+                generation,
+                vips: d.vips.clone(),
+                routes,
+                requested_at: SystemTime::now(),
+                requested_instant: Instant::now(),
+            });
+            true
+        });
+        self.status.send_if_modified(|s| {
+            if s.desired_generation == generation {
+                return false;
+            }
+            s.desired_generation = generation;
+            s.requested_at = Some(SystemTime::now());
+            true
+        });
+        Ok(generation)
+    }
+
+    /// The interface came back up: every built-in speaker peer that is not
+    /// in a session forgets its backoff and connects at once (a connect in
+    /// progress is restarted). Established sessions are not touched. In
+    /// BIRD mode it does nothing (BIRD runs its own sessions).
+    pub fn reconnect_now(&self) {
+        self.reconnect.send_modify(|n| *n += 1);
     }
 
     /// The current status.
@@ -310,6 +426,10 @@ impl AnnouncerHandle {
 /// The control task: picks the mode and runs it.
 struct Control {
     cfg: AnnouncerConfig,
+    /// New configurations from [`AnnouncerHandle::reconfigure`].
+    config: watch::Receiver<AnnouncerConfig>,
+    /// Bumped by [`AnnouncerHandle::reconnect_now`].
+    reconnect: watch::Receiver<u64>,
     desired: watch::Receiver<Arc<Desired>>,
     stop: watch::Receiver<bool>,
     status: watch::Sender<Status>,
@@ -325,6 +445,9 @@ impl Control {
                 self.status.send_modify(|s| s.mode = Mode::Stopped);
                 return;
             }
+            // BIRD mode reads only the attributes, from the desired set; the
+            // rest is taken up here, for the next mode.
+            self.cfg = self.config.borrow_and_update().clone();
             let probe = self.probe_bird().await;
             if let Some(client) = probe {
                 let driver = Driver {
@@ -374,34 +497,7 @@ impl Control {
 
     /// BGP (or inactive) mode until BIRD answers (false) or stop (true).
     async fn fallback(&mut self) -> bool {
-        let speaker = match self.cfg.speaker_config() {
-            Some(sc) => {
-                info!(
-                    peers = sc.peers.len(),
-                    asn = sc.local_as,
-                    "built-in BGP speaker mode"
-                );
-                self.status.send_modify(|s| s.mode = Mode::Bgp);
-                Some(Speaker::start(
-                    &sc,
-                    self.desired.clone(),
-                    self.status.clone(),
-                ))
-            }
-            None => {
-                warn!("no BIRD and no BGP peers: VIPs are not announced");
-                self.status.send_modify(|s| {
-                    s.mode = Mode::Inactive;
-                    s.peers.clear();
-                    s.announced.clear();
-                    s.last_error = Some(format!(
-                        "no BIRD at {} and no BGP peers configured: nothing is announced",
-                        self.cfg.bird_socket.display()
-                    ));
-                });
-                None
-            }
-        };
+        let mut speaker = self.start_speaker();
         loop {
             tokio::select! {
                 _ = self.stop.changed() => {
@@ -415,6 +511,21 @@ impl Control {
                             s.announced.clear();
                         });
                         return true;
+                    }
+                }
+                r = self.config.changed() => {
+                    if r.is_ok() {
+                        let new = self.config.borrow_and_update().clone();
+                        let restart = session_part(&self.cfg.speaker_config())
+                            != session_part(&new.speaker_config());
+                        self.cfg = new;
+                        if restart {
+                            info!("rhi settings the BGP sessions depend on changed: restarting them");
+                            if let Some(sp) = speaker.take() {
+                                sp.shutdown(self.cfg.shutdown_timeout).await;
+                            }
+                            speaker = self.start_speaker();
+                        }
                     }
                 }
                 r = self.desired.changed() => {
@@ -440,16 +551,95 @@ impl Control {
         }
     }
 
+    /// The speaker for the current configuration, or inactive mode.
+    fn start_speaker(&self) -> Option<Speaker> {
+        match self.cfg.speaker_config() {
+            Some(sc) => {
+                info!(
+                    peers = sc.peers.len(),
+                    asn = sc.local_as,
+                    "built-in BGP speaker mode"
+                );
+                self.status.send_modify(|s| s.mode = Mode::Bgp);
+                Some(Speaker::start(
+                    &sc,
+                    self.desired.clone(),
+                    self.reconnect.clone(),
+                    self.status.clone(),
+                ))
+            }
+            None => {
+                warn!("no BIRD and no BGP peers: VIPs are not announced");
+                self.status.send_modify(|s| {
+                    s.mode = Mode::Inactive;
+                    s.peers.clear();
+                    s.announced.clear();
+                    s.last_error = Some(format!(
+                        "no BIRD at {} and no BGP peers configured: nothing is announced",
+                        self.cfg.bird_socket.display()
+                    ));
+                });
+                None
+            }
+        }
+    }
+
     async fn write_include(&self) {
         let vips = self.desired.borrow().vips.clone();
         self.write_include_set(&vips).await;
     }
 
     async fn write_include_set(&self, vips: &BTreeSet<IpAddr>) {
-        if let Err(e) =
-            include::update_async(&self.cfg.bird_include, vips, &self.cfg.route_options()).await
-        {
+        let routes = self.desired.borrow().routes.clone();
+        if let Err(e) = include::update_async(&self.cfg.bird_include, vips, &routes).await {
             warn!(path = %self.cfg.bird_include.display(), error = %e, "cannot write the BIRD include");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AnnouncerConfig {
+        AnnouncerConfig::new("192.0.2.1".parse().expect("addr"), 65000, vec![])
+    }
+
+    #[test]
+    fn backoff_must_be_positive_and_ordered() {
+        assert_eq!(cfg().validate(), Ok(()));
+        let mut c = cfg();
+        c.backoff_min = Duration::ZERO;
+        assert!(matches!(c.validate(), Err(ConfigError::Backoff(..))));
+        let mut c = cfg();
+        c.backoff_min = Duration::from_secs(40);
+        assert!(matches!(c.validate(), Err(ConfigError::Backoff(..))));
+    }
+
+    #[test]
+    fn only_session_settings_restart_the_speaker() {
+        let mut a = cfg();
+        a.peers = vec!["192.0.2.2".parse().expect("addr")];
+        let mut b = a.clone();
+        b.communities = vec![(65000, 1)];
+        b.med = Some(5);
+        b.local_pref = Some(200);
+        assert_eq!(
+            session_part(&a.speaker_config()),
+            session_part(&b.speaker_config())
+        );
+        for change in [
+            |c: &mut AnnouncerConfig| c.as_number = 65001,
+            |c: &mut AnnouncerConfig| c.hold_time = 30,
+            |c: &mut AnnouncerConfig| c.peers.push("192.0.2.3".parse().expect("addr")),
+            |c: &mut AnnouncerConfig| c.next_hop6 = Some("2001:db8::1".parse().expect("addr")),
+        ] {
+            let mut c = b.clone();
+            change(&mut c);
+            assert_ne!(
+                session_part(&a.speaker_config()),
+                session_part(&c.speaker_config())
+            );
         }
     }
 }

@@ -1,9 +1,14 @@
-//! The desired set of VIPs, as handed from the announcer to BIRD's driver and
-//! to every peer task through a `watch` channel (only the latest matters).
+//! The desired set of VIPs and the attributes to announce them with, as
+//! handed from the announcer to BIRD's driver and to every peer task through
+//! a `watch` channel (only the latest matters). The attributes travel with
+//! the VIPs so that a reload that changes only them is one more generation
+//! applied in place, never a withdraw and re-announce.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
+
+use crate::bird::include::RouteOptions;
 
 /// One `set_vips` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +17,8 @@ pub struct Desired {
     pub generation: u64,
     /// Every VIP to announce.
     pub vips: BTreeSet<IpAddr>,
+    /// Communities, MED and LOCAL_PREF on every VIP route.
+    pub routes: RouteOptions,
     /// When it was requested (wall clock, for reports).
     pub requested_at: SystemTime,
     /// When it was requested (monotonic, for latencies).
@@ -20,10 +27,11 @@ pub struct Desired {
 
 impl Desired {
     /// The empty set of generation 0.
-    pub fn initial() -> Desired {
+    pub fn initial(routes: RouteOptions) -> Desired {
         Desired {
             generation: 0,
             vips: BTreeSet::new(),
+            routes,
             requested_at: SystemTime::now(),
             requested_instant: Instant::now(),
         }

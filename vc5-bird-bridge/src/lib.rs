@@ -21,6 +21,18 @@
 //! let vips: BTreeSet<std::net::IpAddr> = ["203.0.113.10".parse().unwrap()].into();
 //! let generation = rhi.set_vips(vips);
 //!
+//! // SIGHUP: the new configuration, in place (new communities reach the
+//! // routers as UPDATEs, nothing is withdrawn).
+//! # let mut new_cfg = AnnouncerConfig::new("192.0.2.11".parse().unwrap(), 65000,
+//! #                                        vec!["192.0.2.1".parse().unwrap()]);
+//! # new_cfg.bird_socket = "/run/bird/bird.ctl".into();
+//! # new_cfg.bird_include = "/run/vc5/bird-vips.conf".into();
+//! new_cfg.communities = vec![(65000, 100)];
+//! rhi.reconfigure(new_cfg)?;
+//!
+//! // The interface came back up: idle BGP peers reconnect at once.
+//! rhi.reconnect_now();
+//!
 //! // Status for the console, D-Bus and /metrics; `changes` sees every update.
 //! let s = rhi.status();
 //! println!("mode {} announced {:?} latency {:?}", s.mode, s.announced, s.apply_latency);

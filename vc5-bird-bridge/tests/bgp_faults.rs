@@ -177,15 +177,17 @@ fn misbehaving_peer_gets_rfc4271_answers_and_backoff() {
         })
         .expect("namespace");
     let times = router.join().expect("router thread").expect("namespace");
-    // Each failure doubles the wait: 200, 400, 800, 1600 ms.
+    // Each failure doubles the wait, and a session that reached Established
+    // (scenario 3) starts it again from the minimum: 200, 400, 200, 400 ms.
     let gaps: Vec<u128> = times
         .windows(2)
         .map(|w| (w[1] - w[0]).as_millis())
         .collect();
     assert!(
-        gaps.windows(2).all(|g| g[1] > g[0]),
-        "backoff grows: {gaps:?}"
+        gaps.len() == 4 && gaps[1] > gaps[0] && gaps[2] < gaps[1] && gaps[3] > gaps[2],
+        "backoff grows, and restarts after Established: {gaps:?}"
     );
+    assert!(gaps[2] + 20 >= 200 && gaps[2] < 400, "{gaps:?}");
     let errors = errors.lock().expect("lock").clone();
     let joined = errors.join("\n");
     for want in [
@@ -334,4 +336,76 @@ fn no_bird_and_no_peers_is_inactive() {
                 .contains("route ")
         );
     });
+}
+
+/// Defect 11: a peer whose OPEN says AS 0 (RFC 7607), or carries our own
+/// BGP identifier, is refused on the wire with OPEN Message Error / Bad Peer
+/// AS (2/2) or Bad BGP Identifier (2/3); checked byte for byte.
+#[test]
+fn as_zero_and_our_identifier_are_refused_on_the_wire() {
+    let lab = Lab::new("flt-open");
+    let listener = lab
+        .rt
+        .enter(|| TcpListener::bind((RT4, 179)))
+        .expect("namespace")
+        .expect("bind 179");
+    let m = "ffffffffffffffffffffffffffffffff";
+    // 1. My AS 0, identifier 192.0.2.2, hold 9, no capabilities.
+    // 2. My AS AS_TRANS, 4-octet AS capability 0.
+    // 3. AS 65001 with identifier 192.0.2.1: the load balancer's own.
+    let opens = [
+        format!("{m}001d0104000000 09c000020200"),
+        format!("{m}002501045ba00009c000020208020641040000 0000"),
+        format!("{m}001d0104fde90009c000020100"),
+    ]
+    .map(|h| {
+        let h: String = h.split_whitespace().collect();
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+    });
+    let router = lab
+        .rt
+        .spawn(move || {
+            let mut replies = Vec::new();
+            for open in opens {
+                let (mut s, _) = listener.accept().expect("accept");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut b = Vec::new();
+                expect_open(&mut s, &mut b);
+                s.write_all(&open).expect("write");
+                // Everything the speaker sends until it closes, raw.
+                let mut rest = b;
+                let _ = s.read_to_end(&mut rest);
+                replies.push(rest);
+            }
+            replies
+        })
+        .expect("spawn");
+    lab.lb
+        .block_on(async {
+            let mut cfg = lab.announcer_config(vec![ip(RT4)]);
+            cfg.backoff_min = Duration::from_millis(50);
+            cfg.backoff_max = Duration::from_millis(100);
+            let (h, mut st) = Announcer::start(cfg).expect("start");
+            wait_status(&mut st, "three refusals", |s| {
+                s.peers.first().is_some_and(|p| p.connect_attempts >= 4)
+            })
+            .await;
+            let p = &h.status().peers[0];
+            assert_ne!(p.state, State::Established);
+            h.shutdown().await;
+        })
+        .expect("namespace");
+    let replies = router.join().expect("thread").expect("namespace");
+    let notification = |sub: u8| {
+        let mut n = vec![0xff; 16];
+        n.extend_from_slice(&[0, 21, 3, 2, sub]);
+        n
+    };
+    assert_eq!(replies[0], notification(2), "AS 0 in My AS");
+    assert_eq!(replies[1], notification(2), "AS 0 in the capability");
+    assert_eq!(replies[2], notification(3), "our own identifier");
 }

@@ -334,7 +334,7 @@ pub enum Attribute {
     As4Path(Vec<AsSegment>),
     /// Any other attribute, kept raw.
     Other {
-        /// Flags as received.
+        /// Flags as received, less Extended Length (see the encoder).
         flags: u8,
         /// Type code.
         code: u8,
@@ -1319,14 +1319,16 @@ fn decode_attribute(
         attr::ATOMIC_AGGREGATE => {
             well_known(Some(0))?;
             Attribute::Other {
-                flags,
+                flags: flags & !attr::EXTENDED_LENGTH,
                 code,
                 value: vec![],
             }
         }
         _ if flags & attr::OPTIONAL == 0 => return Err(DecodeError::UnrecognizedWellKnown(whole)),
         _ => Attribute::Other {
-            flags,
+            // Extended Length is how the length was written, not what the
+            // attribute is: the encoder picks it from the value's size.
+            flags: flags & !attr::EXTENDED_LENGTH,
             code,
             value: v.to_vec(),
         },

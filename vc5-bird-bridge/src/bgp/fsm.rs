@@ -25,9 +25,18 @@
 //! to send, is a pure function tested without sockets.
 //!
 //! Retries back off exponentially from [`Config::backoff_min`] to
-//! [`Config::backoff_max`]; the backoff is reset only by a session that stayed
-//! Established for at least [`STABLE_SESSION`], so a peer that accepts and then
-//! drops us at once is not hammered.
+//! [`Config::backoff_max`]. The backoff returns to the minimum when a session
+//! reaches Established (the peer is reachable and willing again), and on
+//! [`Event::ReconnectNow`], which the daemon sends when the interface comes
+//! back up: an attempt that failed while the link was down says nothing about
+//! the peer, so waiting out a long backoff after link-up only keeps the load
+//! balancer out of the router's ECMP set.
+//!
+//! Attributes (communities, MED, LOCAL_PREF) can change on a running session
+//! ([`Event::SetAttributes`]): every route the peer has is sent again in a
+//! fresh UPDATE, which replaces it at the peer (RFC 4271 §9.1.4, implicit
+//! withdraw of the old path); nothing is withdrawn. What the OPEN carries (AS,
+//! identifier, hold time) cannot change without a new session.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -39,8 +48,6 @@ use super::codec::{
     SAFI_UNICAST, build_updates, err,
 };
 
-/// A session that lasted this long resets the reconnection backoff.
-pub const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// The hold timer while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
 pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 
@@ -115,6 +122,21 @@ pub enum Event {
     DecodeError(DecodeError),
     /// Time passed: fire the timers that are due (see [`Fsm::next_deadline`]).
     Tick,
+    /// New path attributes for every route; routes the peer already has are
+    /// sent again with them.
+    SetAttributes {
+        /// Standard communities as (AS << 16 | value).
+        communities: Vec<u32>,
+        /// MULTI_EXIT_DISC.
+        med: Option<u32>,
+        /// LOCAL_PREF (iBGP only).
+        local_pref: Option<u32>,
+    },
+    /// Forget the backoff and, when not in a session, connect now (the
+    /// interface came back up). A connect in progress is restarted, since its
+    /// SYN may have been lost to the dead link and be waiting for a
+    /// retransmission seconds away.
+    ReconnectNow,
     /// The routes the peer should have (the full set), with their generation.
     SetRoutes {
         /// Monotonic generation number of this set.
@@ -331,6 +353,39 @@ impl Fsm {
                 }
             }
             Event::Stop => self.stop(&mut out),
+            Event::ReconnectNow => {
+                self.backoff = self.cfg.backoff_min;
+                if self.started && !self.stopped {
+                    if self.state == State::Connect {
+                        out.push(Action::Close);
+                        self.state = State::Idle;
+                    }
+                    if self.state == State::Idle {
+                        self.retry_at = Some(now);
+                        out.extend(self.expire(now));
+                    }
+                }
+            }
+            Event::SetAttributes {
+                communities,
+                med,
+                local_pref,
+            } => {
+                let changed = self.cfg.communities != communities
+                    || self.cfg.med != med
+                    || self.cfg.local_pref != local_pref;
+                self.cfg.communities = communities;
+                self.cfg.med = med;
+                self.cfg.local_pref = local_pref;
+                if changed && self.state == State::Established {
+                    let all: Vec<IpAddr> = self.adj_out.iter().copied().collect();
+                    let msgs = build_updates(&all, &[], &self.attributes(), self.codec);
+                    if !msgs.is_empty() {
+                        out.extend(msgs.into_iter().map(Action::Send));
+                        self.arm_keepalive(now);
+                    }
+                }
+            }
             Event::Tick => out.extend(self.expire(now)),
             Event::SetRoutes { generation, routes } => {
                 self.desired = routes;
@@ -401,6 +456,7 @@ impl Fsm {
             (State::OpenConfirm, Message::Keepalive) => {
                 self.state = State::Established;
                 self.established_at = Some(now);
+                self.backoff = self.cfg.backoff_min;
                 self.adj_out.clear();
                 self.arm_hold(now);
                 self.sync(now, out);
@@ -436,12 +492,17 @@ impl Fsm {
 
     fn check_open(&self, o: &Open) -> Result<PeerInfo, DecodeError> {
         let asn = o.asn();
-        if self.cfg.remote_as.is_some_and(|want| want != asn) {
+        // RFC 7607: AS 0 is never a peer's AS (whether in My AS or in the
+        // 4-octet AS capability).
+        if asn == 0 || self.cfg.remote_as.is_some_and(|want| want != asn) {
             return Err(DecodeError::BadPeerAs(asn));
         }
         let ibgp = asn == self.cfg.local_as;
-        // RFC 6286: on iBGP the identifiers must differ.
-        if ibgp && o.bgp_id == self.cfg.router_id {
+        // RFC 6286 requires distinct identifiers only on iBGP; vc5 refuses
+        // its own identifier on eBGP too: it is a copied configuration, not
+        // a real router, and RFC 4271's collision resolution needs them
+        // distinct.
+        if o.bgp_id == self.cfg.router_id {
             return Err(DecodeError::BadBgpIdentifier(o.bgp_id));
         }
         let hold_time = o.hold_time.min(self.cfg.hold_time);
@@ -542,12 +603,6 @@ impl Fsm {
 
     /// Ends the session after an error and schedules the next attempt.
     fn fail(&mut self, e: SessionError, now: Instant, out: &mut Vec<Action>) {
-        let lasted = self
-            .established_at
-            .map(|t| now.saturating_duration_since(t));
-        if lasted.is_some_and(|d| d >= STABLE_SESSION) {
-            self.backoff = self.cfg.backoff_min;
-        }
         self.last_error = Some(e);
         out.push(Action::Close);
         self.reset();

@@ -65,17 +65,20 @@ impl SpeakerConfig {
             remote_as: p.remote_as,
             next_hop4: self.next_hop4,
             next_hop6: self.next_hop6,
-            communities: self
-                .communities
-                .iter()
-                .map(|(a, v)| (u32::from(*a) << 16) | u32::from(*v))
-                .collect(),
+            communities: community_values(&self.communities),
             med: self.med,
             local_pref: self.local_pref,
             backoff_min: self.backoff_min,
             backoff_max: self.backoff_max,
         }
     }
+}
+
+/// Standard communities (AS, value) as the 32-bit values UPDATEs carry.
+pub(crate) fn community_values(c: &[(u16, u16)]) -> Vec<u32> {
+    c.iter()
+        .map(|(a, v)| (u32::from(*a) << 16) | u32::from(*v))
+        .collect()
 }
 
 /// The running speaker: one task per peer.
@@ -85,10 +88,12 @@ pub(crate) struct Speaker {
 }
 
 impl Speaker {
-    /// Starts a task per peer; they report into `status.peers`.
+    /// Starts a task per peer; they report into `status.peers`. Each change
+    /// of `reconnect` makes idle peers connect at once.
     pub fn start(
         cfg: &SpeakerConfig,
         desired: watch::Receiver<Arc<Desired>>,
+        reconnect: watch::Receiver<u64>,
         status: watch::Sender<Status>,
     ) -> Speaker {
         let (stop, stop_rx) = watch::channel(false);
@@ -124,6 +129,7 @@ impl Speaker {
                     fsm: cfg.fsm_config(p),
                     transport: cfg.transport.clone(),
                     desired: desired.clone(),
+                    reconnect: reconnect.clone(),
                     stop: stop_rx.clone(),
                     status: status.clone(),
                 };

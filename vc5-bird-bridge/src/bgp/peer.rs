@@ -47,6 +47,7 @@ pub(crate) struct PeerTask {
     pub fsm: Config,
     pub transport: Transport,
     pub desired: watch::Receiver<Arc<Desired>>,
+    pub reconnect: watch::Receiver<u64>,
     pub stop: watch::Receiver<bool>,
     pub status: watch::Sender<Status>,
 }
@@ -68,11 +69,15 @@ impl PeerTask {
         let mut pending: Vec<Event> = Vec::new();
 
         let d = self.desired.borrow_and_update().clone();
+        pending.push(attributes_event(&d));
         pending.push(Event::SetRoutes {
             generation: d.generation,
             routes: d.vips.clone(),
         });
         pending.push(Event::Start);
+        // Only calls made after this task started count.
+        self.reconnect.borrow_and_update();
+        let mut reconnect_open = true;
         let mut stopping = *self.stop.borrow();
         if stopping {
             pending.push(Event::Stop);
@@ -184,7 +189,19 @@ impl PeerTask {
                 r = self.desired.changed() => {
                     if r.is_ok() {
                         let d = self.desired.borrow_and_update().clone();
+                        // Attributes first: unchanged routes are sent again
+                        // with them, new ones go out with them.
+                        pending.push(attributes_event(&d));
                         pending.push(Event::SetRoutes { generation: d.generation, routes: d.vips.clone() });
+                    }
+                }
+                r = self.reconnect.changed(), if reconnect_open => {
+                    // A dropped sender would be "changed" forever: stop listening.
+                    reconnect_open = r.is_ok();
+                    if reconnect_open {
+                        self.reconnect.borrow_and_update();
+                        info!("reconnecting now (link up)");
+                        pending.push(Event::ReconnectNow);
                     }
                 }
                 r = self.stop.changed(), if !stopping => {
@@ -234,6 +251,14 @@ impl PeerTask {
             aggregate(s, &desired, now_sys, now);
             true
         });
+    }
+}
+
+fn attributes_event(d: &Desired) -> Event {
+    Event::SetAttributes {
+        communities: super::community_values(&d.routes.communities),
+        med: d.routes.med,
+        local_pref: d.routes.local_pref,
     }
 }
 

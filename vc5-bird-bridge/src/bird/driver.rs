@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::client::{BirdClient, BirdError};
-use super::include::{self, PROTOCOL_PATTERN, RouteOptions};
+use super::include::{self, PROTOCOL_PATTERN};
 use crate::desired::Desired;
 use crate::status::{BirdProtocol, Mode, Status};
 
@@ -35,8 +35,6 @@ pub struct BirdConfig {
     pub socket: PathBuf,
     /// The include file (`--bird-include`).
     pub include: PathBuf,
-    /// Attributes set on the VIP routes.
-    pub routes: RouteOptions,
     /// Limit for connecting and reading the greeting.
     pub connect_timeout: Duration,
     /// Limit for one command.
@@ -60,7 +58,6 @@ impl BirdConfig {
         BirdConfig {
             socket,
             include,
-            routes: RouteOptions::default(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
@@ -160,7 +157,7 @@ impl Driver {
                                 // reads the right VIPs at once.
                                 if r.is_ok() {
                                     let d = self.desired.borrow().clone();
-                                    if let Err(e) = include::update_async(&self.cfg.include, &d.vips, &self.cfg.routes).await {
+                                    if let Err(e) = include::update_async(&self.cfg.include, &d.vips, &d.routes).await {
                                         warn!(error = %e, "cannot write the BIRD include");
                                     }
                                 }
@@ -222,7 +219,10 @@ impl Driver {
     /// Writes the include for `d` and has BIRD load it.
     async fn apply(&self, c: &mut BirdClient, d: &Desired) -> Result<(), BirdError> {
         let t0 = Instant::now();
-        include::update_async(&self.cfg.include, &d.vips, &self.cfg.routes)
+        // The attributes come with the VIPs: a changed community is one
+        // `configure`, and BIRD's static protocol replaces the route in
+        // place (the router sees an UPDATE, never a withdraw).
+        include::update_async(&self.cfg.include, &d.vips, &d.routes)
             .await
             .map_err(|source| BirdError::Include {
                 path: self.cfg.include.clone(),
@@ -283,7 +283,8 @@ impl Driver {
     /// The SIGTERM path: an empty include, and BIRD told to load it.
     async fn withdraw_all(&self, client: Option<BirdClient>) {
         let empty = BTreeSet::<IpAddr>::new();
-        if let Err(e) = include::update_async(&self.cfg.include, &empty, &self.cfg.routes).await {
+        let routes = self.desired.borrow().routes.clone();
+        if let Err(e) = include::update_async(&self.cfg.include, &empty, &routes).await {
             warn!(error = %e, "cannot write the empty include");
         }
         let client = match client {

@@ -33,6 +33,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// a reply this long means the peer is not the BIRD we expect.
 pub const MAX_REPLY_LINES: usize = 100_000;
 
+/// The most text one reply may hold. The line limits alone would allow
+/// `MAX_REPLY_LINES` × `MAX_LINE` (6.5 GB) from a peer that sends long lines
+/// without ending the reply; this keeps a misbehaving socket to a few
+/// megabytes of memory.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
 /// The class of a reply code, from its first digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeClass {
@@ -209,8 +215,9 @@ pub enum ProtocolError {
     /// A line longer than [`MAX_LINE`].
     #[error("reply line longer than {MAX_LINE} bytes")]
     LineTooLong,
-    /// A reply with more than [`MAX_REPLY_LINES`] lines.
-    #[error("reply longer than {MAX_REPLY_LINES} lines")]
+    /// A reply with more than [`MAX_REPLY_LINES`] lines or
+    /// [`MAX_REPLY_BYTES`] bytes of text.
+    #[error("reply longer than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes")]
     ReplyTooLong,
     /// The first reply was not the `0001` greeting.
     #[error("not a BIRD control socket: greeting was {0:?}")]
@@ -233,6 +240,8 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     lines: Vec<ReplyLine>,
+    /// Bytes of text in `lines`.
+    bytes: usize,
     /// Bytes of a line not yet terminated by `\n`.
     partial: Vec<u8>,
 }
@@ -285,6 +294,7 @@ impl ReplyParser {
             continuation: false,
         })?;
         if last {
+            self.bytes = 0;
             let lines = std::mem::take(&mut self.lines);
             Ok(Event::Reply(Reply { lines }))
         } else {
@@ -293,9 +303,10 @@ impl ReplyParser {
     }
 
     fn add(&mut self, line: ReplyLine) -> Result<(), ProtocolError> {
-        if self.lines.len() >= MAX_REPLY_LINES {
+        if self.lines.len() >= MAX_REPLY_LINES || self.bytes + line.text.len() > MAX_REPLY_BYTES {
             return Err(ProtocolError::ReplyTooLong);
         }
+        self.bytes += line.text.len();
         self.lines.push(line);
         Ok(())
     }

@@ -642,3 +642,27 @@ mod routecore_check {
             Attribute::MpUnreach { afi: AFI_IPV4, withdrawn, .. } if withdrawn == &vec![Prefix::host(VIP4.into())])));
     }
 }
+
+/// Found by tests/fuzz.rs: an unknown optional attribute written with the
+/// Extended Length bit but a short value came back from the encoder with
+/// different flags. The bit is encoding, not meaning: decode drops it.
+#[test]
+fn extended_length_of_unknown_attributes_is_not_kept() {
+    // Withdrawn 0; attributes: ORIGIN IGP, then type 255 flagged optional
+    // transitive partial extended (0xf0) with a 2-octet length of 3.
+    let body = hex("0000 000b 40010100 f0ff0003aabbcc");
+    let wire = with_header(2, &body);
+    let Message::Update(u) = decode_one(&wire, Codec::default()) else {
+        panic!("not an UPDATE");
+    };
+    assert_eq!(
+        u.attributes[1],
+        Attribute::Other {
+            flags: 0xe0,
+            code: 255,
+            value: vec![0xaa, 0xbb, 0xcc]
+        }
+    );
+    let again = Message::Update(u.clone()).encode(Codec::default());
+    assert_eq!(decode_one(&again, Codec::default()), Message::Update(u));
+}

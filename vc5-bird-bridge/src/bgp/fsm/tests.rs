@@ -214,28 +214,126 @@ fn backoff_doubles_up_to_the_maximum() {
 }
 
 #[test]
-fn only_a_stable_session_resets_the_backoff() {
+fn an_established_session_resets_the_backoff() {
+    let mut t = Instant::now();
+    let mut f = Fsm::new(cfg());
+    f.handle(Event::Start, t);
+    // Four failures: the backoff is at the 8 s maximum.
+    for _ in 0..4 {
+        f.handle(Event::TcpFailed("refused".into()), t);
+        t = f.retry_at().expect("retry");
+        f.expire(t);
+    }
+    f.handle(Event::TcpConnected, t);
+    f.handle(Event::Message(peer_open(65001, 0)), t);
+    f.handle(Event::Message(Message::Keepalive), t);
+    assert_eq!(f.state(), State::Established);
+    // Lost a moment later: the next attempt is after the minimum, not 8 s.
+    f.handle(Event::TcpFailed("reset".into()), t);
+    assert_eq!(f.retry_at(), Some(t + Duration::from_secs(1)));
+}
+
+#[test]
+fn reconnect_now_forgets_the_backoff() {
+    let mut t = Instant::now();
+    let mut f = Fsm::new(cfg());
+    // Not started: nothing to do.
+    assert!(f.handle(Event::ReconnectNow, t).is_empty());
+    f.handle(Event::Start, t);
+    for _ in 0..4 {
+        f.handle(Event::TcpFailed("unreachable".into()), t);
+        t = f.retry_at().expect("retry");
+        f.expire(t);
+    }
+    f.handle(Event::TcpFailed("unreachable".into()), t);
+    assert_eq!(f.retry_at(), Some(t + Duration::from_secs(8)));
+    // Idle with 8 s to wait: connect at once.
+    let t1 = t + Duration::from_millis(10);
+    assert_eq!(f.handle(Event::ReconnectNow, t1), vec![Action::Connect]);
+    assert_eq!(f.state(), State::Connect);
+    assert_eq!(f.retry_at(), None);
+    // A connect in progress is restarted.
+    assert_eq!(
+        f.handle(Event::ReconnectNow, t1),
+        vec![Action::Close, Action::Connect]
+    );
+    // And the backoff starts again from the minimum.
+    f.handle(Event::TcpFailed("refused".into()), t1);
+    assert_eq!(f.retry_at(), Some(t1 + Duration::from_secs(1)));
+    // An established session is left alone.
+    let (mut f, _) = established(cfg(), 65001, t1);
+    assert!(f.handle(Event::ReconnectNow, t1).is_empty());
+    assert_eq!(f.state(), State::Established);
+    // A stopped machine stays stopped.
+    f.handle(Event::Stop, t1);
+    assert!(f.handle(Event::ReconnectNow, t1).is_empty());
+    assert_eq!(f.state(), State::Idle);
+}
+
+#[test]
+fn new_attributes_are_sent_again_without_withdrawal() {
     let t0 = Instant::now();
     let (mut f, _) = established(cfg(), 65001, t0);
-    // Dropped at once: the backoff keeps growing.
-    f.handle(Event::TcpFailed("reset".into()), t0);
-    assert_eq!(f.retry_at(), Some(t0 + Duration::from_secs(1)));
-    let t1 = t0 + Duration::from_secs(1);
-    f.expire(t1);
-    f.handle(Event::TcpConnected, t1);
-    f.handle(Event::Message(peer_open(65001, 0)), t1);
-    f.handle(Event::Message(Message::Keepalive), t1);
-    f.handle(Event::TcpFailed("reset".into()), t1);
-    assert_eq!(f.retry_at(), Some(t1 + Duration::from_secs(2)));
-    // Up for longer than STABLE_SESSION: back to the minimum.
-    let t2 = t1 + Duration::from_secs(2);
-    f.expire(t2);
-    f.handle(Event::TcpConnected, t2);
-    f.handle(Event::Message(peer_open(65001, 0)), t2);
-    f.handle(Event::Message(Message::Keepalive), t2);
-    let t3 = t2 + STABLE_SESSION;
-    f.handle(Event::TcpFailed("reset".into()), t3);
-    assert_eq!(f.retry_at(), Some(t3 + Duration::from_secs(1)));
+    f.handle(
+        Event::SetRoutes {
+            generation: 1,
+            routes: routes(&["203.0.113.10", "2001:db8:ffff::10"]),
+        },
+        t0,
+    );
+    let a = f.handle(
+        Event::SetAttributes {
+            communities: vec![(65000 << 16) | 7],
+            med: Some(20),
+            local_pref: None,
+        },
+        t0,
+    );
+    let u = sent_updates(&a);
+    assert_eq!(u.len(), 2, "one UPDATE per family: {a:?}");
+    for u in &u {
+        assert!(u.withdrawn.is_empty(), "{u:?}");
+        assert!(
+            !u.attributes
+                .iter()
+                .any(|x| matches!(x, Attribute::MpUnreach { .. })),
+            "{u:?}"
+        );
+        assert!(u.attributes.iter().any(|x| matches!(x, Attribute::Med(20))));
+        assert!(
+            u.attributes
+                .iter()
+                .any(|x| matches!(x, Attribute::Communities(c) if c == &[(65000 << 16) | 7]))
+        );
+    }
+    assert_eq!(
+        f.announced(),
+        &routes(&["203.0.113.10", "2001:db8:ffff::10"])
+    );
+    // The same attributes again send nothing.
+    let a = f.handle(
+        Event::SetAttributes {
+            communities: vec![(65000 << 16) | 7],
+            med: Some(20),
+            local_pref: None,
+        },
+        t0,
+    );
+    assert!(a.is_empty(), "{a:?}");
+    // Later announcements carry them too.
+    let a = f.handle(
+        Event::SetRoutes {
+            generation: 2,
+            routes: routes(&["203.0.113.10", "2001:db8:ffff::10", "203.0.113.11"]),
+        },
+        t0,
+    );
+    let u = sent_updates(&a);
+    assert!(
+        u[0].attributes
+            .iter()
+            .any(|x| matches!(x, Attribute::Med(20)))
+    );
 }
 
 #[test]
@@ -408,4 +506,76 @@ fn route_refresh_resends_the_family() {
         &ups[0].attributes[..],
         [_, _, Attribute::MpReach { .. }]
     ));
+}
+
+/// Feeds the OPEN `open_hex` (a whole message, header included) to a machine
+/// in OpenSent and returns the bytes it sends back.
+fn reply_to_open_bytes(open_hex: &str) -> Vec<u8> {
+    let t0 = Instant::now();
+    let mut f = Fsm::new(cfg());
+    f.handle(Event::Start, t0);
+    f.handle(Event::TcpConnected, t0);
+    let wire: Vec<u8> = (0..open_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&open_hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let (m, used) = crate::bgp::codec::decode(&wire, f.codec())
+        .expect("a well-formed OPEN")
+        .expect("complete");
+    assert_eq!(used, wire.len());
+    let a = f.handle(Event::Message(m), t0);
+    assert_eq!(a.last(), Some(&Action::Close), "{a:?}");
+    assert_eq!(f.state(), State::Idle);
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Send(m) => Some(m.encode(f.codec())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+const MARKER: &str = "ffffffffffffffffffffffffffffffff";
+
+#[test]
+fn peer_as_zero_is_refused_with_bad_peer_as() {
+    // NOTIFICATION, length 21: OPEN Message Error (2), Bad Peer AS (2).
+    let bad_peer_as = format!("{MARKER}0015030202");
+    // My AS 0, no capabilities.
+    let a = reply_to_open_bytes(&format!("{MARKER}001d01040000005ac000020200"));
+    assert_eq!(hex_of(&a), bad_peer_as);
+    // My AS AS_TRANS, 4-octet AS capability 0 (RFC 6793 + RFC 7607).
+    let a = reply_to_open_bytes(&format!(
+        "{MARKER}002501045ba0005ac0000202080206410400000000"
+    ));
+    assert_eq!(hex_of(&a), bad_peer_as);
+}
+
+#[test]
+fn peer_with_our_identifier_is_refused_on_ebgp_too() {
+    // AS 65001 (eBGP) with BGP identifier 192.0.2.1, ours.
+    let a = reply_to_open_bytes(&format!("{MARKER}001d0104fde9005ac000020100"));
+    // OPEN Message Error (2), Bad BGP Identifier (3).
+    assert_eq!(hex_of(&a), format!("{MARKER}0015030203"));
+    // The same OPEN with the peer's own identifier is accepted: a KEEPALIVE.
+    let t0 = Instant::now();
+    let mut f = Fsm::new(cfg());
+    f.handle(Event::Start, t0);
+    f.handle(Event::TcpConnected, t0);
+    let wire = format!("{MARKER}001d0104fde9005ac000020200");
+    let wire: Vec<u8> = (0..wire.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&wire[i..i + 2], 16).expect("hex"))
+        .collect();
+    let (m, _) = crate::bgp::codec::decode(&wire, f.codec())
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(
+        f.handle(Event::Message(m), t0),
+        vec![Action::Send(Message::Keepalive)]
+    );
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
