@@ -33,6 +33,12 @@
 #define VC5_CACHE_BITS 14
 #define VC5_CACHE_SIZE (1u << VC5_CACHE_BITS)
 #define VC5_REFRESH 63
+/* Seconds (of settings.clock) for which a CPU's cache entry vouches for
+ * its flow when the LRU has lost it: a younger entry's flow was alive, so
+ * it is restored with its real; an older one's may be a dead flow that a
+ * sweep deleted (user space's TCP idle timeout is longer than this plus
+ * a clock tick), whose 4-tuple is free again. */
+#define VC5_CACHE_TRUST 300
 
 /* Default map sizes; user space may shrink them at load (tests do). */
 #define VC5_MAX_SERVICES 4096

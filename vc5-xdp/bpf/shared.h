@@ -12,11 +12,13 @@
 
 #include <linux/types.h>
 
-/* settings[0]: which half of svc_slots is live and its hash seed. */
+/* settings[0]: which half of svc_slots is live and its hash seed, and the
+ * clock user space keeps (seconds, CLOCK_BOOTTIME; 0 before vc5d set it)
+ * that flows are stamped with, so that a sweep can tell dead flows. */
 struct vc5_settings {
 	__u32 active;  /* 0 or 1 */
 	__u32 seed[2]; /* hash seed of each half */
-	__u32 _pad;
+	__u32 clock;
 };
 
 /* A service endpoint: VIP (IPv4 as ::ffff:a.b.c.d), port and protocol as
@@ -58,7 +60,11 @@ struct vc5_backend {
 	__u16 flags;     /* VC5_BACKEND_* */
 	__u16 service;   /* owning service; user space's bookkeeping */
 	__u8 addr[16];   /* the real's address; user space's bookkeeping */
-	__u32 _pad;
+	/* Bumped by user space with every change of the entry (a failure, a
+	 * recovery, a new MAC): a CPU's cache entry made under another epoch
+	 * is stale, because another CPU may have re-pinned the flow meanwhile. */
+	__u16 epoch;
+	__u16 _pad;
 };
 
 /* Flow keys as seen on the wire (network byte order), client to VIP. */
@@ -78,18 +84,23 @@ struct vc5_flow6 {
 
 struct vc5_flow {
 	__u32 backend;
-	__u32 _pad;
+	__u32 seen; /* settings.clock when a packet last touched the entry */
 };
 
 /* One entry of a CPU's flow cache (flow_cache4/6): a direct-mapped copy
  * of flows this CPU saw in the LRU, so that an established flow costs an
- * inlined array read instead of a hash-map lookup. */
+ * inlined array read instead of a hash-map lookup. Valid only while the
+ * backend's epoch and the clock are those it was made under: so every
+ * CPU follows the LRU after a backend changes, and the LRU's "seen" stamp
+ * is refreshed at least once per clock tick while the flow has packets. */
 struct vc5_cache4 {
 	struct vc5_flow4 key;
 	__u8 proto;
 	__u8 _pad;
 	__u16 hits;
-	__u32 backend;
+	__u16 backend;
+	__u16 epoch; /* vc5_backend.epoch when the entry was made */
+	__u32 clock; /* settings.clock when the entry was made */
 };
 
 struct vc5_cache6 {
@@ -97,7 +108,9 @@ struct vc5_cache6 {
 	__u8 proto;
 	__u8 _pad;
 	__u16 hits;
-	__u32 backend;
+	__u16 backend;
+	__u16 epoch;
+	__u32 clock;
 };
 
 /* Per-CPU counters. */

@@ -25,6 +25,13 @@
  * - ICMP "fragmentation needed" / ICMPv6 "packet too big" quoting a VIP
  *   flow go to the real that owns that flow, so path MTU discovery works.
  * - Anything not addressed to a VIP service passes to the kernel untouched.
+ * - A CPU's flow cache answers only while the flow's real is unchanged
+ *   (its epoch) and within one tick of user space's clock, so every CPU
+ *   follows the LRU after a real fails or recovers, and a live flow's LRU
+ *   entry is stamped ("seen") at least once per tick. A TCP flow idle
+ *   past user space's timeout (TCP_IDLE_TIMEOUT, 900 s) and pinned to
+ *   another real than its bucket's is deleted by the sweep; its 4-tuple
+ *   then follows the table like a new flow.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -85,9 +92,10 @@ static __always_inline int vc5_count(__u32 reason, __u64 bytes, int verdict)
 }
 
 /* Finds the slot of a service key, or NULL. The key is 20 bytes: compared
- * as two 64-bit and one 32-bit word. */
+ * as two 64-bit and one 32-bit word. *clock gets settings.clock, which the
+ * caller would otherwise load again. */
 static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k,
-						     __u32 fold)
+						     __u32 fold, __u32 *clock)
 {
 	const __u64 *kw = (const __u64 *)k;
 	struct vc5_settings *s;
@@ -97,6 +105,7 @@ static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k
 	if (!s)
 		return NULL;
 	half = s->active & 1;
+	*clock = s->clock;
 	h = vc5_slot_hash(fold, k->port, k->proto, half ? s->seed[1] : s->seed[0]);
 
 #pragma unroll
@@ -120,9 +129,10 @@ static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k
 static __always_inline int vc5_is_vip(const struct vc5_pkt *p)
 {
 	struct vc5_svc_key k __attribute__((aligned(8))) = {};
+	__u32 clock;
 
 	__builtin_memcpy(k.addr, p->svc.addr, 16);
-	return vc5_find(&k, p->dfold) != NULL;
+	return vc5_find(&k, p->dfold, &clock) != NULL;
 }
 
 static __always_inline int vc5_not_service(const struct vc5_pkt *p,
@@ -160,9 +170,10 @@ static __always_inline struct vc5_flow *vc5_flow_lookup(const struct vc5_pkt *p)
 	return bpf_map_lookup_elem(&flows_udp4, &p->f4);
 }
 
-static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backend)
+static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backend,
+					    __u32 now)
 {
-	struct vc5_flow f = { .backend = backend };
+	struct vc5_flow f = { .backend = backend, .seen = now };
 
 	if (p->v6) {
 		if (p->svc.proto == IPPROTO_TCP)
@@ -177,10 +188,18 @@ static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backe
 	}
 }
 
-/* The CPU's cache entry for this flow's hash: its backend and hit count
- * are returned through the pointers when the entry holds this flow. */
+/* What a CPU's cache entry says about a flow. */
+struct vc5_cached {
+	__u32 backend;
+	__u32 clock;
+	__u16 epoch;
+	__u16 hits;
+};
+
+/* The CPU's cache entry for this flow's hash, copied to *c (its hit count
+ * bumped) when the entry holds this flow. */
 static __always_inline int vc5_cache_get(const struct vc5_pkt *p, __u32 h,
-					 __u32 *backend, __u16 *hits)
+					 struct vc5_cached *out)
 {
 	__u32 ci = h >> (32 - VC5_CACHE_BITS);
 
@@ -192,8 +211,10 @@ static __always_inline int vc5_cache_get(const struct vc5_pkt *p, __u32 h,
 		    __builtin_memcmp(c->key.saddr, p->f6.saddr, 16) ||
 		    __builtin_memcmp(c->key.daddr, p->f6.daddr, 16))
 			return 0;
-		*hits = ++c->hits;
-		*backend = c->backend;
+		out->hits = ++c->hits;
+		out->backend = c->backend;
+		out->epoch = c->epoch;
+		out->clock = c->clock;
 		return 1;
 	}
 	struct vc5_cache4 *c = bpf_map_lookup_elem(&flow_cache4, &ci);
@@ -202,13 +223,15 @@ static __always_inline int vc5_cache_get(const struct vc5_pkt *p, __u32 h,
 	    c->key.daddr != p->f4.daddr || c->key.sport != p->f4.sport ||
 	    c->key.dport != p->f4.dport)
 		return 0;
-	*hits = ++c->hits;
-	*backend = c->backend;
+	out->hits = ++c->hits;
+	out->backend = c->backend;
+	out->epoch = c->epoch;
+	out->clock = c->clock;
 	return 1;
 }
 
 static __always_inline void vc5_cache_put(const struct vc5_pkt *p, __u32 h,
-					  __u32 backend)
+					  __u32 backend, __u16 epoch, __u32 now)
 {
 	__u32 ci = h >> (32 - VC5_CACHE_BITS);
 
@@ -220,6 +243,8 @@ static __always_inline void vc5_cache_put(const struct vc5_pkt *p, __u32 h,
 			c->proto = p->svc.proto;
 			c->hits = 0;
 			c->backend = backend;
+			c->epoch = epoch;
+			c->clock = now;
 		}
 		return;
 	}
@@ -230,6 +255,8 @@ static __always_inline void vc5_cache_put(const struct vc5_pkt *p, __u32 h,
 		c->proto = p->svc.proto;
 		c->hits = 0;
 		c->backend = backend;
+		c->epoch = epoch;
+		c->clock = now;
 	}
 }
 
@@ -241,13 +268,16 @@ static __always_inline int vc5_usable(struct vc5_backend *b)
 static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				       const struct vc5_pkt *p, __u64 bytes)
 {
-	struct vc5_svc_slot *svc = vc5_find(&p->svc, p->dfold);
+	struct vc5_cached c = {};
 	struct vc5_backend *b = NULL;
 	struct vc5_backend_stats *bs;
+	struct vc5_svc_slot *svc;
 	struct vc5_table *t;
 	struct vc5_flow *f;
-	__u32 s, h, k, bi = 0, fresh = 0;
-	__u16 hits = 0;
+	__u32 s, h, k, bi = 0, fresh = 0, now = 0;
+	int cached = 0;
+
+	svc = vc5_find(&p->svc, p->dfold, &now);
 
 	if (!svc || !svc->service)
 		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
@@ -269,10 +299,15 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		goto drop;
 	}
 
-	/* Fast path: this CPU has seen the flow in the LRU recently. */
-	if (vc5_cache_get(p, h, &bi, &hits)) {
+	/* Fast path: this CPU has seen the flow in the LRU recently, and
+	 * neither the flow's real nor the clock has changed since: a real's
+	 * change (a failure, say) may have let another CPU re-pin the flow,
+	 * and a clock tick is when the LRU entry's "seen" stamp is due. */
+	if (vc5_cache_get(p, h, &c)) {
+		bi = c.backend;
 		b = bpf_map_lookup_elem(&backends, &bi);
-		if (vc5_usable(b) && ((hits & VC5_REFRESH) || p->icmp))
+		cached = vc5_usable(b) && b->epoch == c.epoch;
+		if (cached && (((c.hits & VC5_REFRESH) && c.clock == now) || p->icmp))
 			goto emit;
 	}
 
@@ -280,13 +315,20 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	if (f) {
 		bi = f->backend;
 		b = bpf_map_lookup_elem(&backends, &bi);
-		if (vc5_usable(b))
+		if (vc5_usable(b)) {
+			/* Written once per tick at most: the entry's cache
+			 * line is shared by every CPU the flow reaches. */
+			if (f->seen != now && !p->icmp)
+				f->seen = now;
 			goto cache;
-	} else if (vc5_usable(b) && !p->no_insert) {
-		/* The LRU lost a flow the cache still serves: restore it with
-		 * the same real rather than letting the flow move, and mark
-		 * the bucket if that is not the bucket's real. */
-		vc5_flow_insert(p, bi);
+		}
+	} else if (cached && !p->no_insert && now - c.clock < VC5_CACHE_TRUST) {
+		/* The LRU lost a flow the cache still serves, its real has
+		 * not changed since the cache learnt it (so no CPU can have
+		 * re-pinned it) and the entry is recent: restore it with the same real rather
+		 * than letting the flow move, and mark the bucket if that is
+		 * not the bucket's real. */
+		vc5_flow_insert(p, bi, now);
 		if (bi != t->backend[k])
 			__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
 		goto emit;
@@ -301,16 +343,17 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		goto emit;
 	if (f) {
 		f->backend = bi; /* re-pin a flow whose real failed */
+		f->seen = now;
 	} else if (p->no_insert) {
 		goto emit; /* SYN/RST: no state, not even in the cache */
 	} else {
-		vc5_flow_insert(p, bi);
+		vc5_flow_insert(p, bi, now);
 	}
 	fresh = 1;
 
 cache:
-	if (!p->icmp)
-		vc5_cache_put(p, h, bi);
+	if (!p->icmp && b)
+		vc5_cache_put(p, h, bi, b->epoch, now);
 emit:
 	if (!b)
 		return XDP_ABORTED; /* unreachable; keeps the verifier sure */

@@ -344,6 +344,33 @@ pub struct DataPlane {
     /// Occupied slot indexes of each half, so a rewrite clears only those.
     half_used: [Option<HashSet<u32>>; 2],
     settings: Settings,
+    /// The clock when this process first set it: flows stamped before
+    /// may have had packets since that an older clock did not record.
+    clock_start: u32,
+    /// Seconds without a packet after which a sweep deems a TCP flow dead.
+    idle_timeout: u32,
+}
+
+/// How long a TCP flow may go without a packet before a sweep deems it
+/// dead: a dead flow pinned elsewhere than its bucket's real no longer
+/// keeps the bucket marked moved, and is deleted. The value of IPVS's
+/// established-TCP timeout; a connection idle longer than this without
+/// keepalives may be sent to another real (its 4-tuple is free again).
+pub const TCP_IDLE_TIMEOUT: u32 = 900;
+// A deleted dead flow must be older than any cache entry that could put it
+// back, with room for vc5d's clock tick (30 s).
+const _: () = assert!(TCP_IDLE_TIMEOUT > CACHE_TRUST + 60);
+
+/// Seconds of CLOCK_BOOTTIME: the data plane's clock (it counts across
+/// restarts of vc5d and through suspend). Never 0, which means "unset".
+pub fn boot_seconds() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u32).max(1)
 }
 
 /// What `attach` did.
@@ -556,8 +583,13 @@ impl DataPlane {
             moved_since: HashMap::new(),
             half_used: [None, None],
             settings: Settings::default(),
+            clock_start: 0,
+            idle_timeout: TCP_IDLE_TIMEOUT,
         };
         dp.recover()?;
+        let now = boot_seconds();
+        dp.set_clock(now)?;
+        dp.clock_start = now;
         Ok(dp)
     }
 
@@ -618,6 +650,32 @@ impl DataPlane {
             );
         }
         Ok(())
+    }
+
+    /// Sets the clock the program stamps flows with (seconds). vc5d ticks
+    /// it with [`DataPlane::tick_clock`]; tests set it to age flows.
+    pub fn set_clock(&mut self, now: u32) -> Result<(), Error> {
+        let mut s = self.settings;
+        s.clock = now;
+        // Only the clock differs from what is in the map: a packet that
+        // reads the entry meanwhile sees the same slots either way.
+        self.maps
+            .settings
+            .set(0, s, 0)
+            .map_err(map_err("settings"))?;
+        self.settings = s;
+        Ok(())
+    }
+
+    /// Sets the clock to [`boot_seconds`]. Call it regularly (vc5d does at
+    /// every sweep interval): a flow's `seen` stamp is only as fine as this.
+    pub fn tick_clock(&mut self) -> Result<(), Error> {
+        self.set_clock(boot_seconds())
+    }
+
+    /// The clock as last set.
+    pub fn clock(&self) -> u32 {
+        self.settings.clock
     }
 
     /// The map sizes in force.
@@ -835,13 +893,27 @@ impl DataPlane {
                             have: nb,
                             max: max_backends,
                         })? as u16;
-                        self.backends.insert(key, (b, Backend::default()));
+                        // The index's epoch goes on from its former user,
+                        // whose flows CPUs may still have cached.
+                        let epoch = self
+                            .maps
+                            .backends
+                            .get(&(b as u32), 0)
+                            .map_err(map_err("backends"))?
+                            .epoch;
+                        let placeholder = Backend {
+                            epoch,
+                            ..Backend::default()
+                        };
+                        self.backends.insert(key, (b, placeholder));
                         b
                     }
                 };
+                let old = self.backends[&key].1;
                 let mut v = Backend {
                     service: sidx,
                     addr: addr16(r.addr),
+                    epoch: old.epoch,
                     ..Backend::default()
                 };
                 let usable = match r.l2 {
@@ -861,8 +933,13 @@ impl DataPlane {
                         backend: bidx,
                     });
                 }
-                let old = self.backends[&key].1;
                 if old != v {
+                    // Any change (a failure, a recovery, a new MAC) makes
+                    // the CPUs' cached copies of its flows stale: another
+                    // CPU may re-pin a flow while the real is unusable.
+                    // (A drain changes nothing here: drained reals keep
+                    // their flows, and the caches with them.)
+                    v.epoch = old.epoch.wrapping_add(1);
                     if usable {
                         self.maps
                             .backends
@@ -1015,14 +1092,18 @@ impl DataPlane {
         let by_index: HashMap<u16, SvcId> =
             self.services.iter().map(|(id, s)| (s.index, *id)).collect();
         for key in stale {
-            let (bidx, _) = self.backends.remove(&key).expect("listed above");
+            let (bidx, old) = self.backends.remove(&key).expect("listed above");
             let counters = self.backend_counters(bidx)?;
             if let Some(id) = by_index.get(&key.0) {
                 *self.retired.entry(*id).or_default() += counters;
             }
+            let freed = Backend {
+                epoch: old.epoch.wrapping_add(1),
+                ..Backend::default()
+            };
             self.maps
                 .backends
-                .set(bidx as u32, Backend::default(), 0)
+                .set(bidx as u32, freed, 0)
                 .map_err(map_err("backends"))?;
             let zero = PerCpuValues::try_from(vec![BackendStats::default(); self.nr_cpus])?;
             self.maps
@@ -1207,8 +1288,16 @@ impl DataPlane {
                 MapData::from_pin(self.dir.join("maps").join(name)).map_err(map_err(name))?;
             Ok(aya::maps::Map::LruHashMap(data))
         };
+        // Flows last seen before this are dead; none is until the clock
+        // has run in this process for a whole timeout, since flows stamped
+        // under an older clock may have had packets it did not record.
+        let now = self.settings.clock;
+        let dead_before = now
+            .checked_sub(self.idle_timeout)
+            .filter(|t| self.clock_start != 0 && *t >= self.clock_start);
         Ok(Some(Sweep {
             snapshot,
+            dead_before,
             tcp4: BpfHashMap::try_from(open("flows_tcp4")?).map_err(map_err("flows_tcp4"))?,
             tcp6: BpfHashMap::try_from(open("flows_tcp6")?).map_err(map_err("flows_tcp6"))?,
         }))
@@ -1339,10 +1428,12 @@ impl DataPlane {
 }
 
 /// A walk of the TCP flow tables, to find which moved buckets still have
-/// flows pinned to another real than the bucket's. Runs without the
-/// [`DataPlane`], on its own map handles, so the control loop goes on.
+/// live flows pinned to another real than the bucket's; dead ones (idle
+/// past the timeout) are deleted instead. Runs without the [`DataPlane`],
+/// on its own map handles, so the control loop goes on.
 pub struct Sweep {
     snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)>,
+    dead_before: Option<u32>,
     tcp4: BpfHashMap<MapData, Flow4, Flow>,
     tcp6: BpfHashMap<MapData, Flow6, Flow>,
 }
@@ -1353,10 +1444,13 @@ pub struct SweepResult {
     moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])>,
     /// Flows walked.
     pub flows: usize,
+    /// Dead flows deleted because they alone kept a bucket marked.
+    pub dead: usize,
 }
 
 impl Sweep {
-    /// Walks the flows (blocking: seconds for millions of flows).
+    /// Walks the flows (blocking; reads them in batches of thousands per
+    /// system call: about a hundred milliseconds for two million).
     pub fn run(self) -> SweepResult {
         let mut moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])> = self
             .snapshot
@@ -1364,29 +1458,184 @@ impl Sweep {
             .map(|(id, (index, _))| (*id, (*index, [0; MOVED_WORDS])))
             .collect();
         let mut flows = 0;
-        let mut visit = |saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16, backend: u32| {
-            flows += 1;
-            let id = (ip_from16(daddr), u16::from_be(dport), TCP);
-            let Some((_, table)) = self.snapshot.get(&id) else {
-                return;
-            };
-            let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, TCP) as usize
-                & (TABLE_SIZE - 1);
-            if table[k] as u32 != backend {
+        let dead_before = self.dead_before;
+        // Is this flow pinned elsewhere than its bucket's real? Then it
+        // keeps the bucket marked if alive, and goes if dead.
+        let mut visit =
+            |saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16, f: &Flow| -> bool {
+                flows += 1;
+                let id = (ip_from16(daddr), u16::from_be(dport), TCP);
+                let Some((_, table)) = self.snapshot.get(&id) else {
+                    return false;
+                };
+                let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, TCP) as usize
+                    & (TABLE_SIZE - 1);
+                if table[k] as u32 == f.backend {
+                    return false;
+                }
+                if dead_before.is_some_and(|t| f.seen < t) {
+                    return true;
+                }
                 let m = &mut moved.get_mut(&id).expect("same keys").1;
                 m[k / 64] |= 1 << (k % 64);
-            }
-        };
+                false
+            };
         // Entries that vanish during the walk are skipped; entries added
         // during it are pinned to their bucket's real, or marked by the
         // program itself.
-        for (k, v) in self.tcp4.iter().flatten() {
-            let a = |x: u32| addr16(IpAddr::V4(std::net::Ipv4Addr::from(x.to_ne_bytes())));
-            visit(a(k.saddr), a(k.daddr), k.sport, k.dport, v.backend);
+        let mut dead4 = Vec::new();
+        let a = |x: u32| addr16(IpAddr::V4(std::net::Ipv4Addr::from(x.to_ne_bytes())));
+        let r4 = lookup_batch::<Flow4, Flow>(self.tcp4.fd_raw(), |k, v| {
+            if visit(a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
+                dead4.push(*k);
+            }
+        });
+        let mut dead6 = Vec::new();
+        let r6 = lookup_batch::<Flow6, Flow>(self.tcp6.fd_raw(), |k, v| {
+            if visit(k.saddr, k.daddr, k.sport, k.dport, v) {
+                dead6.push(*k);
+            }
+        });
+        // A map the walk could not read keeps all its marks: report every
+        // swept bucket as still needed rather than clear one wrongly.
+        if let Err(e) = r4.and(r6) {
+            warn!(error = %e, "flow-table sweep: reading the flows failed");
+            for (_, m) in moved.values_mut() {
+                *m = [u64::MAX; MOVED_WORDS];
+            }
         }
-        for (k, v) in self.tcp6.iter().flatten() {
-            visit(k.saddr, k.daddr, k.sport, k.dport, v.backend);
+        let dead =
+            delete_batch(self.tcp4.fd_raw(), &dead4) + delete_batch(self.tcp6.fd_raw(), &dead6);
+        SweepResult { moved, flows, dead }
+    }
+}
+
+/// Raw fd of a flow map, for [`lookup_batch`].
+trait RawMapFd {
+    fn fd_raw(&self) -> std::os::fd::RawFd;
+}
+
+impl<K: aya::Pod, V: aya::Pod> RawMapFd for BpfHashMap<MapData, K, V> {
+    fn fd_raw(&self) -> std::os::fd::RawFd {
+        use aya::maps::IterableMap;
+        use std::os::fd::{AsFd, AsRawFd};
+        self.map().fd().as_fd().as_raw_fd()
+    }
+}
+
+/// `union bpf_attr` as BPF_MAP_LOOKUP_BATCH reads it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// # Safety
+/// `attr`'s pointers must address buffers of `count` elements of the map's
+/// key (and value) size, and the batch tokens, valid for the call.
+unsafe fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
+    // SAFETY: as the caller promises.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Deletes `keys` from a hash map with BPF_MAP_DELETE_BATCH, skipping
+/// those already gone (the kernel stops at the first such); returns how
+/// many it deleted.
+fn delete_batch<K: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K]) -> usize {
+    let mut done = 0;
+    let mut at = 0;
+    while at < keys.len() {
+        let mut attr = BatchAttr {
+            keys: keys[at..].as_ptr() as u64,
+            count: (keys.len() - at).min(u32::MAX as usize) as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: keys[at..] holds at least `count` keys of type K.
+        let r = unsafe { batch_call(BPF_MAP_DELETE_BATCH, &mut attr) };
+        let n = attr.count as usize;
+        done += n;
+        at += n;
+        match r {
+            Ok(()) => {}
+            // Evicted or refreshed-and-evicted meanwhile: skip it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => at += 1,
+            Err(e) => {
+                warn!(error = %e, "flow-table sweep: deleting dead flows");
+                break;
+            }
         }
-        SweepResult { moved, flows }
+    }
+    done
+}
+
+/// Calls `f` for every entry of a hash map, reading them with
+/// BPF_MAP_LOOKUP_BATCH: thousands of entries per system call, where
+/// aya's iterator makes two per entry (next key, then lookup).
+fn lookup_batch<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: std::os::fd::RawFd,
+    mut f: impl FnMut(&K, &V),
+) -> std::io::Result<()> {
+    let mut n = 4096usize;
+    let mut keys = vec![K::default(); n];
+    let mut values = vec![V::default(); n];
+    // The batch token: a bucket number for hash maps (u32); room for more.
+    let mut token = [0u64; 1];
+    let mut next = [0u64; 1];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: n as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: attr points at buffers of `count` keys and values of the
+        // map's sizes (K and V are its key and value types) and at two
+        // token words that outlive the call.
+        let err = unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
+        match err.as_ref().and_then(|e| e.raw_os_error()) {
+            // A bucket holds more entries than fit: retry it with more room.
+            Some(libc::ENOSPC) => {
+                n *= 2;
+                keys.resize(n, K::default());
+                values.resize(n, V::default());
+                continue;
+            }
+            Some(libc::ENOENT) | None => {}
+            Some(_) => return Err(err.expect("matched an error")),
+        }
+        for i in 0..(attr.count as usize).min(n) {
+            f(&keys[i], &values[i]);
+        }
+        if err.is_some() {
+            return Ok(()); // ENOENT: that was the last batch
+        }
+        token = next;
+        first = false;
     }
 }

@@ -21,6 +21,11 @@ pub const MAX_SERVICES: u32 = 4096;
 /// Default `max_entries` of `backends` (and the limit on service × real).
 pub const MAX_BACKENDS: u32 = 65536;
 
+/// Seconds for which a CPU's flow-cache entry vouches for a flow the LRU
+/// lost (`VC5_CACHE_TRUST`): it must stay below the sweep's idle timeout
+/// less a clock tick, or a deleted dead flow comes back from a cache.
+pub const CACHE_TRUST: u32 = 300;
+
 /// `Backend::flags`: MAC resolved and the real not failed.
 pub const BACKEND_USABLE: u16 = 0x1;
 
@@ -80,7 +85,9 @@ impl Reason {
 pub struct Settings {
     pub active: u32,
     pub seed: [u32; 2],
-    pub _pad: u32,
+    /// Seconds of CLOCK_BOOTTIME as user space last set it (0: never);
+    /// flows are stamped with it ([`Flow::seen`]).
+    pub clock: u32,
 }
 
 /// A service endpoint as the program sees it.
@@ -174,7 +181,10 @@ pub struct Backend {
     pub flags: u16,
     pub service: u16,
     pub addr: [u8; 16],
-    pub _pad: u32,
+    /// Bumped with every change of the entry, so that CPUs' flow caches
+    /// made before it are stale (see shared.h).
+    pub epoch: u16,
+    pub _pad: u16,
 }
 
 /// Key of `flows_tcp4` / `flows_udp4`, network byte order.
@@ -202,7 +212,10 @@ pub struct Flow6 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flow {
     pub backend: u32,
-    pub _pad: u32,
+    /// [`Settings::clock`] when a packet last touched the entry (at least
+    /// once per clock tick while the flow has packets); 0 for entries
+    /// older than this field.
+    pub seen: u32,
 }
 
 /// An entry of the per-CPU flow caches `flow_cache4` (user space never
@@ -214,7 +227,11 @@ pub struct Cache4 {
     pub proto: u8,
     pub _pad: u8,
     pub hits: u16,
-    pub backend: u32,
+    pub backend: u16,
+    /// [`Backend::epoch`] when the entry was made.
+    pub epoch: u16,
+    /// [`Settings::clock`] when the entry was made.
+    pub clock: u32,
 }
 
 /// An entry of `flow_cache6`.
@@ -225,7 +242,9 @@ pub struct Cache6 {
     pub proto: u8,
     pub _pad: u8,
     pub hits: u16,
-    pub backend: u32,
+    pub backend: u16,
+    pub epoch: u16,
+    pub clock: u32,
 }
 
 /// Per-CPU packet and byte counter (`stats`, `service_drops`).

@@ -276,3 +276,21 @@ pub fn icmp_too_big(router: IpAddr, vip: IpAddr, quoted: &[u8]) -> Vec<u8> {
         &ip,
     )
 }
+
+/// Pins the calling thread to one CPU. BPF_PROG_TEST_RUN runs an XDP
+/// program on the calling CPU (the kernel's BPF_F_TEST_RUN_ON_CPU is for
+/// raw tracepoints only), so this is how a test meets a given CPU's
+/// per-CPU maps, the flow caches among them.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

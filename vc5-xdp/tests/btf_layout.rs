@@ -78,20 +78,28 @@ macro_rules! layout {
 fn rust_mirrors_match_the_btf_of_the_object() {
     let btf = btf_structs();
     let mirrors: Vec<(&str, usize, Members<&str>)> = vec![
-        layout!("vc5_settings", Settings, [active, seed, _pad]),
+        layout!("vc5_settings", Settings, [active, seed, clock]),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),
         layout!("vc5_table", Table, [backend, moved]),
         layout!(
             "vc5_backend",
             Backend,
-            [mac, src_mac, ifindex, flags, service, addr, _pad]
+            [mac, src_mac, ifindex, flags, service, addr, epoch, _pad]
         ),
         layout!("vc5_flow4", Flow4, [saddr, daddr, sport, dport]),
         layout!("vc5_flow6", Flow6, [saddr, daddr, sport, dport]),
-        layout!("vc5_flow", Flow, [backend, _pad]),
-        layout!("vc5_cache4", Cache4, [key, proto, _pad, hits, backend]),
-        layout!("vc5_cache6", Cache6, [key, proto, _pad, hits, backend]),
+        layout!("vc5_flow", Flow, [backend, seen]),
+        layout!(
+            "vc5_cache4",
+            Cache4,
+            [key, proto, _pad, hits, backend, epoch, clock]
+        ),
+        layout!(
+            "vc5_cache6",
+            Cache6,
+            [key, proto, _pad, hits, backend, epoch, clock]
+        ),
         layout!("vc5_counter", Counter, [packets, bytes]),
         layout!(
             "vc5_backend_stats",
@@ -117,4 +125,20 @@ fn rust_mirrors_match_the_btf_of_the_object() {
 fn table_size_matches_the_c_array() {
     let btf = btf_structs();
     assert_eq!(btf["vc5_table"].0, TABLE_SIZE * 2 + MOVED_WORDS * 8);
+}
+
+/// Constants that leave no trace in the BTF, read from the header.
+#[test]
+fn mirrored_constants_match_consts_h() {
+    let h = include_str!("../bpf/consts.h");
+    let value = |name: &str| -> u32 {
+        let line = h
+            .lines()
+            .find(|l| l.starts_with(&format!("#define {name} ")))
+            .unwrap_or_else(|| panic!("{name} not in consts.h"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(value("VC5_CACHE_TRUST"), CACHE_TRUST);
+    assert_eq!(value("VC5_SLOT_BITS"), SLOT_BITS);
+    assert_eq!(value("VC5_PROBES"), PROBES);
 }

@@ -753,3 +753,215 @@ fn a_flow_the_lru_lost_is_restored_from_the_cpu_cache_with_its_real() {
         "the periodic refresh put it back in the LRU"
     );
 }
+
+/// The MAC a frame leaves with when run on `cpu`.
+fn run_on(env: &mut Env, cpu: usize, f: &Frame) -> Vec<u8> {
+    pin_to_cpu(cpu);
+    env.run(&f.build()).1[0..6].to_vec()
+}
+
+#[test]
+fn every_cpu_follows_the_flow_table_after_a_real_fails_and_recovers() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test needs two CPUs");
+    let mut env = Env::new();
+    let flows: Vec<Frame> = (0..8)
+        .map(|i| flow_on_real1(&env, &format!("198.51.100.{}", 20 + i)))
+        .collect();
+    // Both CPUs learn the flows on real 1 (their caches hold them).
+    for f in &flows {
+        for cpu in [0, 1] {
+            assert_eq!(run_on(&mut env, cpu, f), real_mac(1));
+        }
+    }
+    // Real 1 fails: CPU 0 sees the next packets and re-pins the flows.
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Down);
+    let mut moved_to = Vec::new();
+    for f in &flows {
+        let mac = run_on(&mut env, 0, f);
+        assert_ne!(mac, real_mac(1), "a flow left the failed real");
+        moved_to.push(mac);
+    }
+    // Real 1 recovers. The flow table pins the flows to their new reals,
+    // and so must every CPU: CPU 1 still caches real 1 from before.
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Serve);
+    for (f, mac) in flows.iter().zip(&moved_to) {
+        let table = env.flow_backend(f).expect("flow in the table");
+        let want = env.real_of(ip(VIP4), 80, TCP, table as u16).unwrap();
+        assert_eq!(mac[..], real_mac(want)[..], "CPU 0 follows the table");
+        for _ in 0..3 {
+            for cpu in [1, 0] {
+                assert_eq!(
+                    run_on(&mut env, cpu, f),
+                    *mac,
+                    "CPU {cpu} sends the flow where the flow table pins it"
+                );
+            }
+        }
+        assert_eq!(env.flow_backend(f), Some(table), "the pin stays");
+    }
+}
+
+#[test]
+fn a_stale_cache_entry_does_not_restore_a_lost_flow_to_its_former_real() {
+    let mut env = Env::new();
+    let f = flow_on_real1(&env, CLIENT4);
+    assert_eq!(run_on(&mut env, 1, &f), real_mac(1));
+    // Real 1 fails and recovers while CPU 1 sees nothing of the flow,
+    // and meanwhile the LRU loses the flow (CPU 0 had re-pinned it).
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Down);
+    let elsewhere = run_on(&mut env, 0, &f);
+    assert_ne!(elsewhere, real_mac(1));
+    env.dp.remove_flow4(true, &Env::key4(&f)).unwrap();
+    // Real 1 comes back, but not in its bucket (drained), so the table
+    // gives the flow another real: CPU 1's cached real 1 is stale and
+    // must not be put back in the flow table.
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    let want = env.predicted(&f, ip(VIP4), 80, TCP);
+    assert_ne!(want, 1);
+    assert_eq!(run_on(&mut env, 1, &f), real_mac(want));
+    let b = env.dp.backend_index(ip(VIP4), 80, TCP, ip(R4[want - 1]));
+    assert_eq!(env.flow_backend(&f), b.map(u32::from));
+    assert_eq!(run_on(&mut env, 0, &f), real_mac(want));
+}
+
+#[test]
+fn marks_kept_by_dead_flows_clear_once_they_idle_past_the_timeout() {
+    use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
+    let mut env = Env::new();
+    let t0 = env.dp.clock();
+    // A spoofed-ACK flood: each packet inserts a flow, pinned to its
+    // bucket's real. Then real 1 drains: its buckets move while the
+    // flood's flows on it stay pinned, so those buckets stay marked.
+    let flood: Vec<Frame> = (0..600u32)
+        .map(|i| {
+            let src = std::net::Ipv4Addr::from(0x0a63_0000 | i);
+            Frame::tcp(IpAddr::V4(src), 40000, ip(VIP4), 80, TCP_ACK)
+        })
+        .collect();
+    for f in &flood {
+        assert_eq!(env.run(&f.build()).0, XDP_TX);
+    }
+    let on_real1: Vec<&Frame> = flood
+        .iter()
+        .filter(|f| env.predicted(f, ip(VIP4), 80, TCP) == 1)
+        .collect();
+    assert!(on_real1.len() > 100);
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    let marked = env.dp.moved_buckets();
+    assert!(marked > 0);
+
+    // Young flows keep their marks, however often the sweep runs.
+    env.sweep();
+    let kept = env.dp.moved_buckets();
+    assert!(
+        kept >= on_real1.len().min(marked) / 2,
+        "{kept} of {marked} kept"
+    );
+
+    // Time passes; one of the flows is alive and sends a packet, the
+    // others are dead. A sweep deletes the dead ones pinned elsewhere and
+    // clears every mark but the live flow's bucket.
+    env.dp.set_clock(t0 + TCP_IDLE_TIMEOUT + 1).unwrap();
+    let live = on_real1[0];
+    assert_eq!(env.run(&live.build()).1[0..6], real_mac(1));
+    let r = env.dp.sweep_begin().unwrap().expect("marks to sweep").run();
+    assert_eq!(
+        r.dead,
+        on_real1.len() - 1,
+        "dead flows pinned elsewhere deleted"
+    );
+    let cleared = env.dp.sweep_end(r).unwrap();
+    assert!(cleared > 0);
+    assert_eq!(env.dp.moved_buckets(), 1, "only the live flow's bucket");
+    assert_eq!(
+        env.run(&live.build()).1[0..6],
+        real_mac(1),
+        "live flow kept"
+    );
+    // A dead flow's 4-tuple is free: its next packet follows the table.
+    let dead = on_real1[1];
+    assert_eq!(env.flow_backend(dead), None);
+    let want = env.predicted(dead, ip(VIP4), 80, TCP);
+    assert_eq!(env.run(&dead.build()).1[0..6], real_mac(want));
+    // Flows on their bucket's real are no sweep's business: kept.
+    let other = flood
+        .iter()
+        .find(|f| env.predicted(f, ip(VIP4), 80, TCP) != 1)
+        .unwrap();
+    assert!(env.flow_backend(other).is_some());
+}
+
+#[test]
+fn no_flow_is_dead_before_the_clock_has_run_a_whole_timeout() {
+    use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
+    let mut env = Env::new();
+    let f = flow_on_real1(&env, CLIENT4);
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    // A clock set back (say, an older vc5d's stamps look ancient after
+    // a restart) proves nothing about the flows: they stay.
+    let t0 = env.dp.clock();
+    env.dp.set_clock(t0 + TCP_IDLE_TIMEOUT - 1).unwrap();
+    env.sweep();
+    assert!(env.dp.moved_buckets() > 0);
+    assert!(env.flow_backend(&f).is_some());
+}
+
+/// The sweep of a full default-size TCP/IPv4 flow table (2,097,152
+/// entries): batched reads against aya's per-key iterator. Prints the
+/// figures; asserts what the sweep found.
+#[test]
+fn sweep_of_a_full_table_reads_in_batches() {
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+    use vc5_xdp::dataplane::VC5_BENCH_OBJ;
+    require_root();
+    let fs = TempBpffs::new().unwrap();
+    let dir = fs.path().join("vc5");
+    let sizes = MapSizes {
+        flows_tcp4: 1 << 21,
+        ..MapSizes::small()
+    };
+    let mut dp = DataPlane::open_object(&dir, sizes, VC5_BENCH_OBJ).unwrap();
+    let specs = standard();
+    dp.program(&specs).unwrap();
+    // The benchmark's wrapper gives every repetition a new source: each
+    // inserts a flow.
+    // Each CPU holds its share of the LRU's entries (BPF_F_NO_COMMON_LRU),
+    // so both insert; their sequences of sources are the same, their
+    // source ports differ.
+    for cpu in [0, 1] {
+        let ack = Frame::tcp(ip("10.0.0.1"), 40000 + cpu as u16, ip(VIP4), 80, TCP_ACK).build();
+        pin_to_cpu(cpu);
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&ack);
+        opts.repeat = 1 << 20;
+        dp.xdp_named("vc5_bench_fresh")
+            .unwrap()
+            .test_run(opts)
+            .unwrap();
+    }
+    let mut specs = specs;
+    specs[0].reals[0].mode = RealMode::Drain;
+    dp.program(&specs).unwrap();
+
+    let t = std::time::Instant::now();
+    let r = dp.sweep_begin().unwrap().expect("marks").run();
+    let batched = t.elapsed();
+    let flows = r.flows;
+    dp.sweep_end(r).unwrap();
+    assert!(flows > 2_000_000, "{flows} flows walked");
+
+    let data = MapData::from_pin(dir.join("maps/flows_tcp4")).unwrap();
+    let m: BpfHashMap<_, Flow4, vc5_xdp::maps::Flow> =
+        BpfHashMap::try_from(Map::LruHashMap(data)).unwrap();
+    let t = std::time::Instant::now();
+    let per_key = m.iter().flatten().count();
+    let iterated = t.elapsed();
+    assert_eq!(per_key, flows);
+    println!(
+        "sweep of {flows} flows: {} ms batched (BPF_MAP_LOOKUP_BATCH), {} ms with one syscall per key",
+        batched.as_millis(),
+        iterated.as_millis()
+    );
+}
