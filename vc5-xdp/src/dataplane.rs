@@ -1295,11 +1295,25 @@ impl DataPlane {
         let dead_before = now
             .checked_sub(self.idle_timeout)
             .filter(|t| self.clock_start != 0 && *t >= self.clock_start);
+        let v4 = |name| -> Result<FlowTable, Error> {
+            Ok(FlowTable::V4(
+                BpfHashMap::try_from(open(name)?).map_err(map_err(name))?,
+            ))
+        };
+        let v6 = |name| -> Result<FlowTable, Error> {
+            Ok(FlowTable::V6(
+                BpfHashMap::try_from(open(name)?).map_err(map_err(name))?,
+            ))
+        };
         Ok(Some(Sweep {
             snapshot,
             dead_before,
-            tcp4: BpfHashMap::try_from(open("flows_tcp4")?).map_err(map_err("flows_tcp4"))?,
-            tcp6: BpfHashMap::try_from(open("flows_tcp6")?).map_err(map_err("flows_tcp6"))?,
+            tables: vec![
+                (TCP, v4("flows_tcp4")?),
+                (TCP, v6("flows_tcp6")?),
+                (UDP, v4("flows_udp4")?),
+                (UDP, v6("flows_udp6")?),
+            ],
         }))
     }
 
@@ -1434,8 +1448,16 @@ impl DataPlane {
 pub struct Sweep {
     snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)>,
     dead_before: Option<u32>,
-    tcp4: BpfHashMap<MapData, Flow4, Flow>,
-    tcp6: BpfHashMap<MapData, Flow6, Flow>,
+    /// The flow tables, TCP and UDP: a UDP service's marks are as much
+    /// needed by its flows (ICMP errors skip the flow table where the bucket
+    /// is clean) as a TCP one's.
+    tables: Vec<(u8, FlowTable)>,
+}
+
+/// One flow table of a [`Sweep`].
+enum FlowTable {
+    V4(BpfHashMap<MapData, Flow4, Flow>),
+    V6(BpfHashMap<MapData, Flow6, Flow>),
 }
 
 /// What a [`Sweep`] found.
@@ -1461,51 +1483,70 @@ impl Sweep {
         let dead_before = self.dead_before;
         // Is this flow pinned elsewhere than its bucket's real? Then it
         // keeps the bucket marked if alive, and goes if dead.
-        let mut visit =
-            |saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16, f: &Flow| -> bool {
-                flows += 1;
-                let id = (ip_from16(daddr), u16::from_be(dport), TCP);
-                let Some((_, table)) = self.snapshot.get(&id) else {
-                    return false;
-                };
-                let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, TCP) as usize
-                    & (TABLE_SIZE - 1);
-                if table[k] as u32 == f.backend {
-                    return false;
-                }
-                if dead_before.is_some_and(|t| f.seen < t) {
-                    return true;
-                }
-                let m = &mut moved.get_mut(&id).expect("same keys").1;
-                m[k / 64] |= 1 << (k % 64);
-                false
+        let mut visit = |proto: u8,
+                         saddr: [u8; 16],
+                         daddr: [u8; 16],
+                         sport: u16,
+                         dport: u16,
+                         f: &Flow|
+         -> bool {
+            flows += 1;
+            let id = (ip_from16(daddr), u16::from_be(dport), proto);
+            let Some((_, table)) = self.snapshot.get(&id) else {
+                return false;
             };
+            let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, proto) as usize
+                & (TABLE_SIZE - 1);
+            if table[k] as u32 == f.backend {
+                return false;
+            }
+            if dead_before.is_some_and(|t| f.seen < t) {
+                return true;
+            }
+            let m = &mut moved.get_mut(&id).expect("same keys").1;
+            m[k / 64] |= 1 << (k % 64);
+            false
+        };
         // Entries that vanish during the walk are skipped; entries added
         // during it are pinned to their bucket's real, or marked by the
         // program itself.
-        let mut dead4 = Vec::new();
         let a = |x: u32| addr16(IpAddr::V4(std::net::Ipv4Addr::from(x.to_ne_bytes())));
-        let r4 = lookup_batch::<Flow4, Flow>(self.tcp4.fd_raw(), |k, v| {
-            if visit(a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
-                dead4.push(*k);
-            }
-        });
-        let mut dead6 = Vec::new();
-        let r6 = lookup_batch::<Flow6, Flow>(self.tcp6.fd_raw(), |k, v| {
-            if visit(k.saddr, k.daddr, k.sport, k.dport, v) {
-                dead6.push(*k);
-            }
-        });
+        let mut read = Ok(());
+        let mut dead = 0;
+        for (proto, table) in &self.tables {
+            let proto = *proto;
+            let r = match table {
+                FlowTable::V4(m) => {
+                    let mut gone = Vec::new();
+                    let r = lookup_batch::<Flow4, Flow>(m.fd_raw(), |k, v| {
+                        if visit(proto, a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
+                            gone.push(*k);
+                        }
+                    });
+                    dead += delete_batch(m.fd_raw(), &gone);
+                    r
+                }
+                FlowTable::V6(m) => {
+                    let mut gone = Vec::new();
+                    let r = lookup_batch::<Flow6, Flow>(m.fd_raw(), |k, v| {
+                        if visit(proto, k.saddr, k.daddr, k.sport, k.dport, v) {
+                            gone.push(*k);
+                        }
+                    });
+                    dead += delete_batch(m.fd_raw(), &gone);
+                    r
+                }
+            };
+            read = read.and(r);
+        }
         // A map the walk could not read keeps all its marks: report every
         // swept bucket as still needed rather than clear one wrongly.
-        if let Err(e) = r4.and(r6) {
+        if let Err(e) = read {
             warn!(error = %e, "flow-table sweep: reading the flows failed");
             for (_, m) in moved.values_mut() {
                 *m = [u64::MAX; MOVED_WORDS];
             }
         }
-        let dead =
-            delete_batch(self.tcp4.fd_raw(), &dead4) + delete_batch(self.tcp6.fd_raw(), &dead6);
         SweepResult { moved, flows, dead }
     }
 }
