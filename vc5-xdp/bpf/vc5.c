@@ -21,7 +21,8 @@
  *   carries ports, so no fragment can be steered consistently.
  * - IPv4 options are allowed; the L4 header is found after them.
  * - IPv6 hop-by-hop, routing and destination-options headers (up to
- *   VC5_V6_EXTS of them) are skipped; a fragment header means a fragment.
+ *   VC5_V6_EXTS of them) are skipped; more of them make a packet to a VIP
+ *   malformed; a fragment header means a fragment.
  * - ICMP "fragmentation needed" / ICMPv6 "packet too big" quoting a VIP
  *   flow go to the real that owns that flow, so path MTU discovery works.
  * - Anything not addressed to a VIP service passes to the kernel untouched.
@@ -563,6 +564,11 @@ static __always_inline int vc5_ipv6(struct xdp_md *ctx, struct ethhdr *eth,
 		nh = eh->nexthdr;
 		l4 += (eh->hdrlen + 1) * 8;
 	}
+	/* More of them than we skip: for a VIP, malformed rather than handed
+	 * to this host's stack, which would route it back out. */
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+	    nh == IPPROTO_DSTOPTS)
+		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
 	if (nh == IPPROTO_FRAGMENT)
 		return vc5_not_service(&p, VC5_DROP_FRAGMENT, bytes);
 	if (nh == IPPROTO_ICMPV6)

@@ -17,8 +17,8 @@
 //! exercised by the generator, so a change of the program shows here):
 //! "cut short" means by the end of the frame, not by the IPv4 total length
 //! or IPv6 payload length; the IPv4 version nibble is not checked; a fourth
-//! hop-by-hop/routing/destination-options header is not skipped, so the
-//! packet is no TCP/UDP one and passes; a second VLAN tag is not parsed
+//! hop-by-hop/routing/destination-options header makes a packet to a VIP
+//! malformed (dropped), to other addresses it passes; a second VLAN tag is not parsed
 //! (not IP: passes); ICMP to a VIP that is not one of the two errors, or is
 //! cut short, passes; a SYN or RST of a flow whose real failed re-pins the
 //! flow to the table's real (counted as a new flow there), an ICMP error
@@ -466,7 +466,8 @@ impl Model {
         let mut nh = f[l3 + 6];
         let mut l4 = l3 + 40;
         // Up to three hop-by-hop, routing or destination-options headers
-        // are skipped; a fourth is not, so the packet is no TCP/UDP one.
+        // are skipped; a fourth makes a packet to a VIP malformed (it must
+        // not reach the load balancer's own stack, which would route it).
         for _ in 0..3 {
             if !matches!(nh, 0 | 43 | 60) {
                 break;
@@ -476,6 +477,9 @@ impl Model {
             }
             nh = f[l4];
             l4 += (f[l4 + 1] as usize + 1) * 8;
+        }
+        if matches!(nh, 0 | 43 | 60) {
+            return self.vip_drop(&dst, Reason::DropMalformed);
         }
         if nh == 44 {
             return self.vip_drop(&dst, Reason::DropFragment);
