@@ -49,7 +49,33 @@
 //! - An empty file is refused: reloading a truncated file must not withdraw every
 //!   VIP. `services: []` is the way to say "no services".
 //! - A lone scalar meant as a string that YAML reads as a boolean or a float (`yes`,
-//!   `1.10`) has to be quoted where a value-or-list is accepted (`addr`, `real`, …).
+//!   `1.10`) has to be quoted where a value-or-list is accepted (`addr`, `real`, …),
+//!   and wherever a string is expected (`name`, `host`, …): only integers keep their
+//!   spelling as text. A quoted `'true'` is a string, not a boolean.
+//! - A key that is present is never `null`: `need: null` is refused, not read as
+//!   "use the default". Leave the key out for the default.
+//! - Names (of services, checks and real groups) are 1 to [`MAX_NAME_CHARS`]
+//!   characters without leading or trailing white space; names, `desc` (at most
+//!   [`MAX_DESC_CHARS`]) and `flow_sync_key` contain no control characters, Unicode
+//!   line separators or bidirectional overrides, since they end up in D-Bus strings,
+//!   metrics labels and logs.
+//! - VIPs, reals, BGP peers and `next_hop6` are unicast addresses of other hosts: not
+//!   `0.0.0.0`, `::`, `255.255.255.255`, loopback, multicast or IPv4-mapped IPv6
+//!   (`::ffff:a.b.c.d`); a real is not an address of its own service.
+//! - Check `interval` is between [`MIN_INTERVAL`] and [`MAX_INTERVAL`], `timeout`
+//!   between [`MIN_TIMEOUT`] and the interval (exclusive), `rise` and `fall` between
+//!   1 and [`MAX_RISE_FALL`]. Every check is also put through the health monitor's
+//!   own validation (`vc5_health::Prober::new`), so a `path` or `host` it could not
+//!   send is refused here with a position rather than when the daemon starts.
+//! - At most [`MAX_ENDPOINTS`] (VIP, port, protocol) endpoints and
+//!   [`MAX_BACKENDS`] (endpoint, real) pairs over all services: what the data
+//!   plane's tables hold.
+//! - At most [`MAX_FILE_BYTES`] of input and [`MAX_NODES`] YAML nodes (aliases
+//!   expanded), so that no file can make the loader read or allocate without bound.
+//!
+//! [`load`] and [`parse`] apply all of this; `vc5d --check`, the daemon's start and
+//! its reload (SIGHUP, D-Bus `Reload`) all go through [`load`], so a file that
+//! passes `--check` is one the daemon runs.
 //!
 //! # Normalised form
 //!
@@ -58,15 +84,17 @@
 //! check's kind is named `type`, and communities are `"ASN:VALUE"` strings.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
+use vc5_health::{CheckKind as HealthKind, CheckSpec, HttpCheck, Prober, SpecError};
 
 /// Healthy reals a service needs when `need` is not given: the original's default.
 pub const DEFAULT_NEED: usize = 1;
@@ -107,6 +135,50 @@ pub const DEFAULT_DNS_QTYPE: &str = "NS";
 pub const DEFAULT_DNS_TRANSPORT: Protocol = Protocol::Udp;
 /// Response code a dns check expects when `rcode` is not given: NOERROR.
 pub const DEFAULT_DNS_RCODE: u16 = 0;
+
+/// Largest configuration file read, in bytes (16 MiB). The README's benchmark
+/// scale, 1,000 services of 64 reals written as maps, takes about 2.6 MB, and the
+/// most the data plane holds (65,535 service × real pairs) written out in full
+/// with comments stays well below.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Most YAML nodes (scalars, lists and maps) a file may hold, aliases expanded:
+/// enough for the limits below written out in full, small enough that a hostile
+/// file cannot make the loader allocate without bound.
+pub const MAX_NODES: usize = 1_000_000;
+/// Shortest check interval: shorter ones load the reals more than they tell.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest check interval, and longest timeout.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest check timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Largest `rise` or `fall`: at the longest interval, 100 runs are four days.
+pub const MAX_RISE_FALL: u32 = 100;
+/// Longest name (service, real group, check), in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest service description, in characters.
+pub const MAX_DESC_CHARS: usize = 1024;
+/// Most (VIP, port, protocol) endpoints over all services: what the data plane's
+/// service table holds (index 0 is reserved).
+pub const MAX_ENDPOINTS: usize = vc5_xdp::maps::MAX_SERVICES as usize - 1;
+/// Most (endpoint, real) pairs over all services: what the data plane's backend
+/// table holds (index 0 is reserved).
+pub const MAX_BACKENDS: usize = vc5_xdp::maps::MAX_BACKENDS as usize - 1;
+
+/// Characters refused in names and descriptions: C0 and C1 controls (a NUL ends a
+/// D-Bus string, a newline splits a log line or a metrics sample), the Unicode line
+/// and paragraph separators, and the bidirectional overrides that make text read
+/// differently from what it is.
+fn forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn char_name(c: char) -> String {
+    format!("U+{:04X}", u32::from(c))
+}
 
 /// An error in the configuration: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -389,6 +461,52 @@ pub struct Check {
     pub dns: Option<DnsCheck>,
 }
 
+impl Check {
+    /// The check as the health monitor runs it against `real`, sending from
+    /// `source` when given. Validation runs the monitor's own checks on this, so
+    /// the daemon must build its checks with this function too.
+    pub fn spec(&self, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
+        use vc5_health::{DnsCheck as HealthDns, DnsTransport, TlsVerify};
+        let http = || HttpCheck {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            expect: self.expect.clone(),
+        };
+        let kind = match self.kind {
+            CheckKind::Tcp => HealthKind::Tcp,
+            CheckKind::Http => HealthKind::Http(http()),
+            CheckKind::Https => HealthKind::Https {
+                http: http(),
+                verify: if self.verify_tls {
+                    TlsVerify::WebPki
+                } else {
+                    TlsVerify::None
+                },
+            },
+            CheckKind::Dns => {
+                let d = self.dns.as_ref();
+                HealthKind::Dns(HealthDns {
+                    query: d.map_or_else(|| DEFAULT_DNS_QUERY.into(), |d| d.query.clone()),
+                    qtype: d.map_or(2, |d| d.qtype_code()),
+                    transport: match d.map(|d| d.transport) {
+                        Some(Protocol::Tcp) => DnsTransport::Tcp,
+                        _ => DnsTransport::Udp,
+                    },
+                    rcode: d.map_or(DEFAULT_DNS_RCODE, |d| d.rcode),
+                })
+            }
+        };
+        let spec = CheckSpec::new(SocketAddr::new(real, self.port), kind)
+            .with_timing(self.interval, self.timeout)
+            .with_rise_fall(self.rise, self.fall);
+        match source {
+            Some(s) => spec.with_source(s),
+            None => spec,
+        }
+    }
+}
+
 /// The query a dns check sends and the answer it wants.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DnsCheck {
@@ -468,11 +586,38 @@ fn serialize_communities<S: Serializer>(c: &[(u16, u16)], s: S) -> Result<S::Ok,
 ///
 /// A relative `flow_sync_key` is made relative to the file's directory, since the
 /// daemon's working directory says nothing about where the operator keeps the key.
+///
+/// At most [`MAX_FILE_BYTES`] are read, so that `--config /dev/zero` or a runaway
+/// file is refused rather than read until memory runs out.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+    let io = |error| ConfigError::Io {
         file: file.clone(),
         error,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::invalid(
+            &file,
+            Location::UNKNOWN,
+            format!("the file is larger than 16 MiB ({MAX_FILE_BYTES} bytes)"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
+        ConfigError::Invalid {
+            file: file.clone(),
+            line,
+            column,
+            message: "the file is not UTF-8".to_owned(),
+        }
     })?;
     let mut config = parse(&text, &file)?;
     if let (Some(key), Some(dir)) = (&mut config.flow_sync_key, path.parent())
@@ -485,7 +630,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration `text` (YAML or JSON); `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::invalid(
+            file,
+            Location::UNKNOWN,
+            format!("the configuration is larger than 16 MiB ({MAX_FILE_BYTES} bytes)"),
+        ));
+    }
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES,
+            // A node is at most two events (start and end of a list or map).
+            max_events: 2 * MAX_NODES + 64,
+        },
+    };
     let raw: Option<RawConfig> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_error(file, &e))?;
     // An empty file is refused because a truncated file, reloaded, would otherwise
@@ -524,38 +683,51 @@ impl serde_saphyr::Localizer for BareLocalizer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    multicast: Option<Spanned<String>>,
-    flow_sync_key: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    multicast: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_sync_key: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
     rhi: Option<RawRhi>,
     #[serde(default)]
     services: Vec<Spanned<RawService>>,
     #[serde(default)]
-    reals: BTreeMap<String, Vec<Spanned<RawReal>>>,
+    reals: RawGroups,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRhi {
-    as_number: Option<Spanned<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    as_number: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
     peers: Option<OneOrMany<String>>,
+    #[serde(default, deserialize_with = "present")]
     hold_time: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
     communities: Option<OneOrMany<String>>,
-    med: Option<u32>,
-    local_pref: Option<u32>,
-    next_hop6: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    med: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
+    local_pref: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
+    next_hop6: Option<Spanned<Text>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
-    name: Spanned<String>,
-    #[serde(default)]
-    desc: String,
+    name: Spanned<Text>,
+    #[serde(default, deserialize_with = "present")]
+    desc: Option<Spanned<Text>>,
     addr: OneOrMany<String>,
     port: OneOrMany<Int>,
+    #[serde(default, deserialize_with = "present")]
     protocol: Option<Protocol>,
     real: OneOrMany<String>,
+    #[serde(default, deserialize_with = "present")]
     need: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
     quorum: Option<Spanned<Int>>,
     #[serde(default)]
     checks: Vec<Spanned<RawCheck>>,
@@ -564,33 +736,84 @@ struct RawService {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheck {
-    name: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Spanned<Text>>,
     #[serde(rename = "type")]
     kind: CheckKind,
+    #[serde(default, deserialize_with = "present")]
     port: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
     interval: Option<Spanned<RawDuration>>,
+    #[serde(default, deserialize_with = "present")]
     timeout: Option<Spanned<RawDuration>>,
+    #[serde(default, deserialize_with = "present")]
     rise: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
     fall: Option<Spanned<Int>>,
-    path: Option<Spanned<String>>,
-    host: Option<Spanned<String>>,
-    method: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    path: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    host: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
     expect: Option<OneOrMany<Int>>,
-    verify: Option<Spanned<bool>>,
-    query: Option<Spanned<String>>,
-    qtype: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    verify: Option<Spanned<Bool>>,
+    #[serde(default, deserialize_with = "present")]
+    query: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    qtype: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
     transport: Option<Spanned<Protocol>>,
-    rcode: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    rcode: Option<Spanned<Text>>,
+}
+
+/// For an optional key: absent is `None` (through `#[serde(default)]`), while a
+/// present key goes to `T` even when its value is `null`. serde's `Option` would
+/// read `need: null` as "not given" and quietly apply the default, which is not
+/// what an operator who wrote the key meant; `T` refuses a null instead.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The `reals` map, in file order, with the position of each group name.
+#[derive(Default)]
+struct RawGroups(Vec<(Spanned<String>, Vec<Spanned<RawReal>>)>);
+
+impl<'de> Deserialize<'de> for RawGroups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct GroupsVisitor;
+
+        impl<'de> Visitor<'de> for GroupsVisitor {
+            type Value = RawGroups;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of real group names to lists of reals")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawGroups, A::Error> {
+                let mut groups = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    groups.push(entry);
+                }
+                Ok(RawGroups(groups))
+            }
+        }
+
+        d.deserialize_map(GroupsVisitor)
+    }
 }
 
 /// A real in a group: a bare address, or a map with `addr` and optional settings.
 /// Written by hand because serde's untagged enums lose the positions.
 struct RawReal {
-    addr: String,
+    addr: Text,
     /// Where `addr` is when the real is a map; a bare address is the node itself.
     addr_at: Option<Location>,
     weight: Option<Spanned<Int>>,
-    disabled: Option<bool>,
+    disabled: Option<Spanned<Bool>>,
 }
 
 impl<'de> Deserialize<'de> for RawReal {
@@ -608,7 +831,7 @@ impl<'de> Deserialize<'de> for RawReal {
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawReal, E> {
                 Ok(RawReal {
-                    addr: v.to_owned(),
+                    addr: Text(Ok(v.to_owned())),
                     addr_at: None,
                     weight: None,
                     disabled: None,
@@ -616,7 +839,7 @@ impl<'de> Deserialize<'de> for RawReal {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawReal, A::Error> {
-                let mut addr: Option<Spanned<String>> = None;
+                let mut addr: Option<Spanned<Text>> = None;
                 let mut weight = None;
                 let mut disabled = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -722,6 +945,111 @@ impl<'de> Visitor<'de> for IntVisitor {
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(IntVisitor)
+    }
+}
+
+/// A string as written. A node that YAML reads as something else (`null`, `true`,
+/// `.inf`, `1.5`, a list) is kept as a description for the normaliser to refuse at
+/// its own position: taking its spelling would let `name: ~` pass as the name "~".
+/// Integers keep their decimal spelling, as group names such as `5` do.
+#[derive(Debug, Clone)]
+struct Text(Result<String, String>);
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+        Ok(Text(Ok(v.to_owned())))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+        Ok(Text(Ok(v.to_string())))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+        Ok(Text(Ok(v.to_string())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
+        skip_seq(seq).map(|f| Text(Err(f)))
+    }
+
+    visit_wrong_types!(|f| Text(Err(f)));
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// A boolean as written. A quoted `'true'` or `'yes'` is a string that YAML says is
+/// not a boolean, so it is refused rather than coerced as serde-saphyr would.
+#[derive(Debug, Clone)]
+struct Bool(Result<bool, String>);
+
+struct BoolVisitor;
+
+impl<'de> Visitor<'de> for BoolVisitor {
+    type Value = Bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true or false")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Bool, E> {
+        Ok(Bool(Ok(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Bool, E> {
+        let word = v.to_ascii_lowercase();
+        Ok(Bool(Err(
+            if ["true", "false", "yes", "no", "on", "off"].contains(&word.as_str()) {
+                format!("the quoted string {}: write it without quotes", quoted(v))
+            } else {
+                quoted(v)
+            },
+        )))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Bool, E> {
+        Ok(Bool(Err(format!("`{v}`"))))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Bool, E> {
+        Ok(Bool(Err(format!("`{v}`"))))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Bool, E> {
+        Ok(Bool(Err(format!("`{v}`"))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Bool, E> {
+        Ok(Bool(Err("nothing".to_owned())))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Bool, E> {
+        Ok(Bool(Err("nothing".to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Bool, A::Error> {
+        skip_seq(seq).map(|f| Bool(Err(f)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Bool, A::Error> {
+        skip_map(map).map(|f| Bool(Err(f)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BoolVisitor)
     }
 }
 
@@ -917,10 +1245,19 @@ impl Normaliser<'_> {
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let multicast = raw.multicast.map(|m| self.multicast(&m)).transpose()?;
         let flow_sync_key = match raw.flow_sync_key {
-            Some(key) if key.value.is_empty() => {
-                return Err(self.err(key.referenced, "flow_sync_key is empty"));
+            Some(key) => {
+                let path = self.text(&key, "flow_sync_key")?;
+                if path.is_empty() {
+                    return Err(self.err(key.referenced, "flow_sync_key is empty"));
+                }
+                if let Some(c) = path.chars().find(|&c| forbidden_char(c)) {
+                    return Err(self.err(
+                        key.referenced,
+                        format!("flow_sync_key contains the character {}", char_name(c)),
+                    ));
+                }
+                Some(PathBuf::from(path))
             }
-            Some(key) => Some(PathBuf::from(key.value)),
             None => None,
         };
         let rhi = raw
@@ -929,27 +1266,41 @@ impl Normaliser<'_> {
             .transpose()?
             .unwrap_or_default();
         let mut reals = BTreeMap::new();
-        for (name, group) in raw.reals {
-            let group = self.group(&name, group)?;
-            reals.insert(name, group);
+        for (name, group) in raw.reals.0 {
+            self.label(&name.value, name.referenced, "a real group name")?;
+            let group = self.group(&name.value, group)?;
+            reals.insert(name.value, group);
         }
         let mut services = Vec::with_capacity(raw.services.len());
         let mut names: HashMap<String, Location> = HashMap::new();
         let mut endpoints: HashMap<(IpAddr, u16, Protocol), (String, Location)> = HashMap::new();
+        let mut pairs = 0usize;
         for raw_service in raw.services {
-            let name = &raw_service.value.name;
-            if let Some(first) = names.get(&name.value) {
+            let name_at = raw_service.value.name.referenced;
+            let name = self.text(&raw_service.value.name, "name")?;
+            if let Some(first) = names.get(&name) {
                 return Err(self.err(
-                    name.referenced,
+                    name_at,
                     format!(
                         "service name {} is already used at line {}",
-                        quoted(&name.value),
+                        quoted(&name),
                         first.line()
                     ),
                 ));
             }
-            names.insert(name.value.clone(), name.referenced);
-            services.push(self.service(raw_service, &reals, &mut endpoints)?);
+            names.insert(name, name_at);
+            let service_at = raw_service.referenced;
+            let service = self.service(raw_service, &reals, &mut endpoints)?;
+            pairs = pairs.saturating_add(service.endpoints().len() * service.reals.len());
+            if pairs > MAX_BACKENDS {
+                return Err(self.err(
+                    service_at,
+                    format!(
+                        "with this service there are {pairs} (endpoint, real) pairs; the data plane holds at most {MAX_BACKENDS}"
+                    ),
+                ));
+            }
+            services.push(service);
         }
         Ok(Config {
             multicast,
@@ -960,14 +1311,15 @@ impl Normaliser<'_> {
         })
     }
 
-    fn multicast(&self, raw: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    fn multicast(&self, raw: &Spanned<Text>) -> Result<SocketAddr, ConfigError> {
         let at = raw.referenced;
-        let addr: SocketAddr = raw.value.parse().map_err(|_| {
+        let text = self.text(raw, "multicast")?;
+        let addr: SocketAddr = text.parse().map_err(|_| {
             self.err(
                 at,
                 format!(
                     "invalid multicast address {}: expected IP:PORT, e.g. 224.0.0.1:9999 or [ff02::1234]:9999",
-                    quoted(&raw.value)
+                    quoted(&text)
                 ),
             )
         })?;
@@ -989,14 +1341,81 @@ impl Normaliser<'_> {
         })
     }
 
+    /// An address that another host can send to or be sent to: a VIP, a real, a BGP
+    /// peer or a next hop. The refused ones are placeholders (`0.0.0.0`, `::`),
+    /// this host itself (loopback), groups (broadcast, multicast), and IPv4
+    /// written as IPv6 (`::ffff:a.b.c.d`), which the data plane would key apart from
+    /// the same IPv4 address so that one host would be two.
+    fn unicast(&self, raw: &Spanned<String>, what: &str) -> Result<IpAddr, ConfigError> {
+        let addr = self.ip(raw, what)?;
+        let why = match addr {
+            IpAddr::V4(v4) if v4.is_unspecified() => Some("the unspecified address"),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+            IpAddr::V6(v6) if v6.is_unspecified() => Some("the unspecified address"),
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                Some("an IPv4-mapped IPv6 address; write the IPv4 address itself")
+            }
+            a if a.is_loopback() => Some("a loopback address"),
+            a if a.is_multicast() => Some("a multicast address"),
+            _ => None,
+        };
+        match why {
+            Some(why) => Err(self.err(raw.referenced, format!("{what} {addr} is {why}"))),
+            None => Ok(addr),
+        }
+    }
+
+    /// The string, or an error naming `key` when the node was something else.
+    fn text(&self, raw: &Spanned<Text>, key: &str) -> Result<String, ConfigError> {
+        raw.value.0.clone().map_err(|found| {
+            self.err(
+                raw.referenced,
+                format!("{key} must be a string, not {found}"),
+            )
+        })
+    }
+
+    /// The boolean, or an error naming `key` when the node was something else.
+    fn boolean(&self, raw: &Spanned<Bool>, key: &str) -> Result<bool, ConfigError> {
+        raw.value.0.clone().map_err(|found| {
+            self.err(
+                raw.referenced,
+                format!("{key} must be true or false, not {found}"),
+            )
+        })
+    }
+
+    /// Refuses a name that cannot be shown as it is everywhere a name goes: D-Bus
+    /// (no NUL), Prometheus labels and logs (one line), the console.
+    fn label(&self, name: &str, at: Location, what: &str) -> Result<(), ConfigError> {
+        let why = if name.trim().is_empty() {
+            "must not be empty".to_owned()
+        } else if name.trim() != name {
+            "must not begin or end with white space".to_owned()
+        } else if name.chars().count() > MAX_NAME_CHARS {
+            format!("is longer than {MAX_NAME_CHARS} characters")
+        } else if let Some(c) = name.chars().find(|&c| forbidden_char(c)) {
+            format!("contains the character {}", char_name(c))
+        } else {
+            return Ok(());
+        };
+        Err(self.err(at, format!("{what} {} {why}", quoted(name))))
+    }
+
     fn rhi(&self, raw: RawRhi) -> Result<Rhi, ConfigError> {
-        let as_number = raw.as_number.as_ref().map_or(0, |a| a.value);
+        let as_number = match &raw.as_number {
+            None => 0,
+            Some(a) => self.u32(a, "as_number")?,
+        };
+        // Sets beside the lists keep every duplicate check linear: a list can be
+        // as long as the node budget allows.
         let mut peers: Vec<IpAddr> = Vec::new();
+        let mut seen_peers = HashSet::new();
         if let Some(list) = &raw.peers {
             let items = self.items(list, "peers", true)?;
             for item in items {
-                let peer = self.ip(item, "peer address")?;
-                if peers.contains(&peer) {
+                let peer = self.unicast(item, "peer address")?;
+                if !seen_peers.insert(peer) {
                     return Err(self.err(item.referenced, format!("peer {peer} is listed twice")));
                 }
                 peers.push(peer);
@@ -1038,7 +1457,10 @@ impl Normaliser<'_> {
         };
         let next_hop6 = match &raw.next_hop6 {
             None => None,
-            Some(n) => match self.ip(n, "next_hop6")? {
+            Some(n) => match self.unicast(
+                &Spanned::new(self.text(n, "next_hop6")?, n.referenced, n.defined),
+                "next_hop6",
+            )? {
                 IpAddr::V6(v6) => Some(v6),
                 IpAddr::V4(v4) => {
                     return Err(self.err(
@@ -1053,8 +1475,12 @@ impl Normaliser<'_> {
             peers,
             hold_time,
             communities,
-            med: raw.med,
-            local_pref: raw.local_pref,
+            med: raw.med.as_ref().map(|m| self.u32(m, "med")).transpose()?,
+            local_pref: raw
+                .local_pref
+                .as_ref()
+                .map(|l| self.u32(l, "local_pref"))
+                .transpose()?,
             next_hop6,
         })
     }
@@ -1077,13 +1503,12 @@ impl Normaliser<'_> {
 
     fn group(&self, name: &str, raw: Vec<Spanned<RawReal>>) -> Result<Vec<Real>, ConfigError> {
         let mut reals: Vec<Real> = Vec::with_capacity(raw.len());
+        let mut seen = HashSet::new();
         for item in raw {
             let addr_at = item.value.addr_at.unwrap_or(item.referenced);
-            let addr = self.ip(
-                &Spanned::new(item.value.addr, addr_at, addr_at),
-                "real address",
-            )?;
-            if reals.iter().any(|r| r.addr == addr) {
+            let addr = self.text(&Spanned::new(item.value.addr, addr_at, addr_at), "addr")?;
+            let addr = self.unicast(&Spanned::new(addr, addr_at, addr_at), "real address")?;
+            if !seen.insert(addr) {
                 return Err(self.err(
                     addr_at,
                     format!("real {addr} is listed twice in group {}", quoted(name)),
@@ -1113,10 +1538,24 @@ impl Normaliser<'_> {
             reals.push(Real {
                 addr,
                 weight,
-                disabled: item.value.disabled.unwrap_or(false),
+                disabled: match &item.value.disabled {
+                    None => false,
+                    Some(d) => self.boolean(d, "disabled")?,
+                },
             });
         }
         Ok(reals)
+    }
+
+    /// A 32-bit unsigned setting (AS numbers, MED, LOCAL_PREF).
+    fn u32(&self, raw: &Spanned<Int>, key: &str) -> Result<u32, ConfigError> {
+        let n = self.int(raw, key)?;
+        u32::try_from(n).map_err(|_| {
+            self.err(
+                raw.referenced,
+                format!("{key} must be between 0 and {}, not {n}", u32::MAX),
+            )
+        })
     }
 
     /// The integer, or an error naming `key` when the node was something else.
@@ -1180,30 +1619,63 @@ impl Normaliser<'_> {
     ) -> Result<Service, ConfigError> {
         let service_at = raw.referenced;
         let raw = raw.value;
-        if raw.name.value.trim().is_empty() {
-            return Err(self.err(raw.name.referenced, "a service name must not be empty"));
-        }
-        let name = raw.name.value;
+        let name = self.text(&raw.name, "name")?;
+        self.label(&name, raw.name.referenced, "the service name")?;
+        let desc = match &raw.desc {
+            None => String::new(),
+            Some(d) => {
+                let desc = self.text(d, "desc")?;
+                if desc.chars().count() > MAX_DESC_CHARS {
+                    return Err(self.err(
+                        d.referenced,
+                        format!("desc is longer than {MAX_DESC_CHARS} characters"),
+                    ));
+                }
+                if let Some(c) = desc.chars().find(|&c| forbidden_char(c)) {
+                    return Err(self.err(
+                        d.referenced,
+                        format!("desc contains the character {}", char_name(c)),
+                    ));
+                }
+                desc
+            }
+        };
 
         let mut addrs: Vec<(IpAddr, Location)> = Vec::new();
+        let mut seen_addrs = HashSet::new();
         for item in self.items(&raw.addr, "addr", false)? {
-            let addr = self.ip(item, "service address")?;
-            if addrs.iter().any(|(a, _)| *a == addr) {
+            let addr = self.unicast(item, "service address")?;
+            if !seen_addrs.insert(addr) {
                 return Err(self.err(item.referenced, format!("address {addr} is listed twice")));
             }
             addrs.push((addr, item.referenced));
         }
 
         let mut ports: Vec<u16> = Vec::new();
+        let mut seen_ports = HashSet::new();
         for item in self.items(&raw.port, "port", false)? {
             let port = self.port(item)?;
-            if ports.contains(&port) {
+            if !seen_ports.insert(port) {
                 return Err(self.err(item.referenced, format!("port {port} is listed twice")));
             }
             ports.push(port);
         }
 
         let protocol = raw.protocol.unwrap_or(DEFAULT_PROTOCOL);
+        // The data plane's tables are sized at load time; a file it cannot hold
+        // must be refused here, not after XDP has been attached. Checked before
+        // the endpoints are built, so a huge cross product is never allocated.
+        let total = endpoints
+            .len()
+            .saturating_add(addrs.len().saturating_mul(ports.len()));
+        if total > MAX_ENDPOINTS {
+            return Err(self.err(
+                service_at,
+                format!(
+                    "with this service there are {total} VIP:port endpoints; the data plane holds at most {MAX_ENDPOINTS}"
+                ),
+            ));
+        }
         for &(addr, at) in &addrs {
             for &port in &ports {
                 if let Some((other, other_at)) = endpoints.get(&(addr, port, protocol)) {
@@ -1227,29 +1699,52 @@ impl Normaliser<'_> {
 
         let mut real_groups: Vec<String> = Vec::new();
         let mut reals: Vec<Real> = Vec::new();
+        let mut real_index: HashMap<IpAddr, usize> = HashMap::new();
+        let mut seen_groups: HashSet<&str> = HashSet::new();
         for item in self.items(&raw.real, "real", false)? {
             let group_name = &item.value;
             let Some(group) = groups.get(group_name) else {
-                let known: Vec<&str> = groups.keys().map(String::as_str).collect();
-                let known = if known.is_empty() {
-                    "there are none".to_owned()
-                } else {
-                    format!("defined: {}", known.join(", "))
+                // A few names help; thousands would bury the message.
+                let known: Vec<&str> = groups.keys().take(10).map(String::as_str).collect();
+                let known = match groups.len() {
+                    0 => "there are none".to_owned(),
+                    n if n > known.len() => {
+                        format!(
+                            "defined: {}, and {} more",
+                            known.join(", "),
+                            n - known.len()
+                        )
+                    }
+                    _ => format!("defined: {}", known.join(", ")),
                 };
                 return Err(self.err(
                     item.referenced,
                     format!("undefined real group {} ({known})", quoted(group_name)),
                 ));
             };
-            if real_groups.contains(group_name) {
+            if !seen_groups.insert(group_name.as_str()) {
                 return Err(self.err(
                     item.referenced,
                     format!("real group {} is listed twice", quoted(group_name)),
                 ));
             }
             for real in group {
-                match reals.iter().find(|r| r.addr == real.addr) {
-                    None => reals.push(real.clone()),
+                // A real that is its own VIP would receive its own frames back.
+                if seen_addrs.contains(&real.addr) {
+                    return Err(self.err(
+                        item.referenced,
+                        format!(
+                            "real {} of group {} is also an address of this service",
+                            real.addr,
+                            quoted(group_name)
+                        ),
+                    ));
+                }
+                match real_index.get(&real.addr).map(|&i| &reals[i]) {
+                    None => {
+                        real_index.insert(real.addr, reals.len());
+                        reals.push(real.clone());
+                    }
                     Some(seen) if seen == real => {}
                     // One service cannot give a real two weights; silently picking
                     // one would hide the operator's mistake.
@@ -1286,10 +1781,14 @@ impl Normaliser<'_> {
             ));
         }
 
+        // The health monitor's own validation runs against a real of the service
+        // (or its VIP when it has none), so what it would refuse at run time is
+        // refused here, with a position, by `--check`, start and reload alike.
+        let probe_target = reals.first().map_or(addrs[0].0, |r| r.addr);
         let checks = raw
             .checks
             .into_iter()
-            .map(|c| self.check(c, &ports))
+            .map(|c| self.check(c, &ports, probe_target))
             .collect::<Result<Vec<_>, _>>()?;
 
         let quorum = match &raw.quorum {
@@ -1312,7 +1811,7 @@ impl Normaliser<'_> {
 
         Ok(Service {
             name,
-            desc: raw.desc,
+            desc,
             addrs: addrs.into_iter().map(|(a, _)| a).collect(),
             ports,
             protocol,
@@ -1324,7 +1823,12 @@ impl Normaliser<'_> {
         })
     }
 
-    fn check(&self, raw: Spanned<RawCheck>, ports: &[u16]) -> Result<Check, ConfigError> {
+    fn check(
+        &self,
+        raw: Spanned<RawCheck>,
+        ports: &[u16],
+        probe_target: IpAddr,
+    ) -> Result<Check, ConfigError> {
         let check_at = raw.referenced;
         let raw = raw.value;
         let kind = raw.kind;
@@ -1399,51 +1903,61 @@ impl Normaliser<'_> {
             None
         };
 
-        let name = match raw.name {
-            Some(n) if n.value.trim().is_empty() => {
-                return Err(self.err(n.referenced, "a check name must not be empty"));
+        let name = match &raw.name {
+            Some(n) => {
+                let name = self.text(n, "name")?;
+                self.label(&name, n.referenced, "the check name")?;
+                name
             }
-            Some(n) => n.value,
             None => format!("{kind}:{port}"),
         };
 
-        let path = match raw.path {
-            Some(p) if !p.value.starts_with('/') => {
-                return Err(self.err(
-                    p.referenced,
-                    format!("path {} must start with `/`", quoted(&p.value)),
-                ));
+        // Path, host and method go into the request; the health crate says what it
+        // can send, and each is asked about alone so the error names the key.
+        let http_part = |key: &str,
+                         raw: &Option<Spanned<Text>>,
+                         part: fn(&mut HttpCheck, String)| {
+            let Some(v) = raw else {
+                return Ok(None);
+            };
+            let text = self.text(v, key)?;
+            let mut http = HttpCheck::default();
+            part(&mut http, text.clone());
+            let spec = CheckSpec::new(SocketAddr::new(probe_target, port), HealthKind::Http(http));
+            match spec.validate() {
+                // The health crate's message names the key and quotes the value.
+                Err(SpecError::Http(why)) => Err(self.err(v.referenced, why)),
+                Err(e) => Err(self.err(v.referenced, e.to_string())),
+                Ok(()) => Ok(Some(text)),
             }
-            Some(p) => p.value,
-            None => DEFAULT_CHECK_PATH.to_owned(),
         };
-        let host = match raw.host {
-            Some(h) if h.value.trim().is_empty() || h.value.chars().any(char::is_whitespace) => {
-                return Err(self.err(h.referenced, format!("invalid host {}", quoted(&h.value))));
-            }
-            Some(h) => Some(h.value),
-            None => None,
-        };
-        let method = match raw.method {
-            Some(m) if !is_http_token(&m.value) => {
-                return Err(self.err(
-                    m.referenced,
-                    format!("invalid HTTP method {}", quoted(&m.value)),
-                ));
-            }
-            Some(m) => m.value,
-            None => DEFAULT_CHECK_METHOD.to_owned(),
-        };
+        let path = http_part("path", &raw.path, |h, v| h.path = v)?
+            .unwrap_or_else(|| DEFAULT_CHECK_PATH.to_owned());
+        let host = http_part("host", &raw.host, |h, v| h.host = Some(v))?;
+        if let (Some(h), Some(raw_host)) = (&host, &raw.host)
+            && !is_http_host(h)
+        {
+            return Err(self.err(
+                raw_host.referenced,
+                format!(
+                    "invalid host {}: expected a domain name or an IP address, optionally with :PORT",
+                    quoted(h)
+                ),
+            ));
+        }
+        let method = http_part("method", &raw.method, |h, v| h.method = v)?
+            .unwrap_or_else(|| DEFAULT_CHECK_METHOD.to_owned());
         let expect = match raw.expect {
             None => DEFAULT_EXPECT.to_vec(),
             Some(list) => {
                 let items = self.items(&list, "expect", false)?;
-                let mut codes = Vec::with_capacity(items.len());
+                let mut codes = Vec::new();
+                let mut seen_codes = HashSet::new();
                 for item in items {
                     let code = self.int(item, "expect")?;
                     match u16::try_from(code) {
                         Ok(code @ 100..=599) => {
-                            if !codes.contains(&code) {
+                            if seen_codes.insert(code) {
                                 codes.push(code);
                             }
                         }
@@ -1461,11 +1975,11 @@ impl Normaliser<'_> {
 
         let interval = match &raw.interval {
             None => DEFAULT_INTERVAL,
-            Some(d) => self.duration(d, "interval")?,
+            Some(d) => self.duration(d, "interval", MIN_INTERVAL, MAX_INTERVAL)?,
         };
         let timeout = match &raw.timeout {
             None => DEFAULT_TIMEOUT,
-            Some(d) => self.duration(d, "timeout")?,
+            Some(d) => self.duration(d, "timeout", MIN_TIMEOUT, MAX_INTERVAL)?,
         };
         if timeout >= interval {
             let at = raw
@@ -1491,7 +2005,11 @@ impl Normaliser<'_> {
             Some(f) => self.count(f, "fall")?,
         };
 
-        Ok(Check {
+        let verify_tls = match &raw.verify {
+            None => DEFAULT_VERIFY_TLS,
+            Some(v) => self.boolean(v, "verify")?,
+        };
+        let check = Check {
             name,
             kind,
             port,
@@ -1503,23 +2021,35 @@ impl Normaliser<'_> {
             timeout,
             rise,
             fall,
-            verify_tls: raw.verify.map_or(DEFAULT_VERIFY_TLS, |v| v.value),
+            verify_tls,
             dns,
-        })
+        };
+        // Everything the monitor checks when it is given the check: timing, the
+        // request, the TLS set-up and the DNS query's encoding.
+        if let Err(e) = Prober::new(Arc::new(check.spec(probe_target, None))) {
+            return Err(self.err(check_at, format!("the check cannot run: {e}")));
+        }
+        Ok(check)
     }
 
     fn count(&self, raw: &Spanned<Int>, what: &str) -> Result<u32, ConfigError> {
         let n = self.int(raw, what)?;
         match u32::try_from(n) {
-            Ok(n) if n > 0 => Ok(n),
+            Ok(n) if (1..=MAX_RISE_FALL).contains(&n) => Ok(n),
             _ => Err(self.err(
                 raw.referenced,
-                format!("{what} must be between 1 and {}, not {n}", u32::MAX),
+                format!("{what} must be between 1 and {MAX_RISE_FALL}, not {n}"),
             )),
         }
     }
 
-    fn duration(&self, raw: &Spanned<RawDuration>, what: &str) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        raw: &Spanned<RawDuration>,
+        what: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
         let (written, parsed) = match &raw.value {
             RawDuration::Int(secs) => (
                 secs.to_string(),
@@ -1551,43 +2081,63 @@ impl Normaliser<'_> {
                 format!("{what} has a finer resolution than a millisecond"),
             ));
         }
+        if d < min || d > max {
+            return Err(self.err(
+                raw.referenced,
+                format!(
+                    "{what} must be between {} and {}, not {}",
+                    format_duration(min),
+                    format_duration(max),
+                    format_duration(d)
+                ),
+            ));
+        }
         Ok(d)
     }
 
     fn dns(&self, raw: &RawCheck) -> Result<DnsCheck, ConfigError> {
         let query = match &raw.query {
             None => DEFAULT_DNS_QUERY.to_owned(),
-            Some(q) if is_dns_name(&q.value) => q.value.clone(),
             Some(q) => {
-                return Err(self.err(
-                    q.referenced,
-                    format!("query {} is not a domain name", quoted(&q.value)),
-                ));
+                let query = self.text(q, "query")?;
+                if !is_dns_name(&query) {
+                    return Err(self.err(
+                        q.referenced,
+                        format!("query {} is not a domain name", quoted(&query)),
+                    ));
+                }
+                query
             }
         };
         let qtype = match &raw.qtype {
             None => DEFAULT_DNS_QTYPE.to_owned(),
-            Some(t) => normalise_qtype(&t.value).ok_or_else(|| {
-                self.err(
-                    t.referenced,
-                    format!(
-                        "unknown qtype {}: expected a record type such as A, AAAA, NS, SOA or TYPEnnn",
-                        quoted(&t.value)
-                    ),
-                )
-            })?,
+            Some(t) => {
+                let text = self.text(t, "qtype")?;
+                normalise_qtype(&text).ok_or_else(|| {
+                    self.err(
+                        t.referenced,
+                        format!(
+                            "unknown qtype {}: expected a record type such as A, AAAA, NS, SOA or TYPEnnn",
+                            quoted(&text)
+                        ),
+                    )
+                })?
+            }
         };
         let rcode = match &raw.rcode {
             None => DEFAULT_DNS_RCODE,
-            Some(r) => parse_rcode(&r.value).ok_or_else(|| {
-                self.err(
-                    r.referenced,
-                    format!(
-                        "unknown rcode {}: expected 0..={MAX_RCODE} or a name such as NOERROR or NXDOMAIN",
-                        quoted(&r.value)
-                    ),
-                )
-            })?,
+            Some(r) => {
+                let text = self.text(r, "rcode")?;
+                parse_rcode(&text).ok_or_else(|| {
+                    self.err(
+                        r.referenced,
+                        format!(
+                            "unknown rcode {}: expected 0..={MAX_RCODE} or a name such as NOERROR or NXDOMAIN",
+                            quoted(&text)
+                        ),
+                    )
+                })?
+            }
         };
         Ok(DnsCheck {
             query,
@@ -1609,11 +2159,56 @@ fn list_ports(ports: &[u16]) -> String {
         .join(", ")
 }
 
-/// RFC 9110 token characters, which is what a method is.
-fn is_http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+/// A `Host` header value: a domain name of letters, digits, hyphens and
+/// underscores, an IPv4 address or a bracketed IPv6 address, then optionally
+/// `:PORT`. What the health crate would send is wider (any visible ASCII); this is
+/// what names a host.
+fn is_http_host(s: &str) -> bool {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => (None, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (None, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(s), None),
+        }
+    };
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(1..))
+    {
+        return false;
+    }
+    let Some(host) = host else {
+        return true;
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        // An all-numeric last label would be a mistyped IPv4 address.
+        && !name.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -1704,7 +2299,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
+    if ms != 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms != 0 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -2259,7 +2858,7 @@ reals:
         assert_err(
             "services: []\nreals:\n  g:\n    - {addr: 10.0.0.1, disabled: perhaps}\n",
             "4:34",
-            "invalid boolean",
+            "disabled must be true or false, not `perhaps`",
         );
         assert_err("services: []\nrhi:\n  med: lots\n", "3:8", "");
         assert_err("services: {}\n", "1:11", "");
@@ -2512,7 +3111,7 @@ reals:
         assert_err(
             &svc("    checks: [{type: http, method: 'GE T'}]\n"),
             "6:35",
-            "invalid HTTP method",
+            "invalid method",
         );
         assert_err(
             &svc("    checks: [{type: dns, qtype: BOGUS}]\n"),
@@ -2791,5 +3390,490 @@ reals:
             "7:11",
             "192.0.2.1:80/tcp is already served by service `a`",
         );
+    }
+}
+
+/// The rules added against inputs that loaded but could not run or meant nothing
+/// (names that break D-Bus and metrics, overflowing durations, checks the monitor
+/// refuses, nulls, quoted booleans, placeholder addresses, unbounded files).
+#[cfg(test)]
+mod hardening_tests {
+    use super::*;
+
+    fn fail(text: &str) -> String {
+        match parse(text, "t.yaml") {
+            Ok(c) => panic!("expected an error, got {c:#?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, pos: &str, needle: &str) {
+        let shown = fail(text);
+        assert!(
+            shown.starts_with(&format!("t.yaml:{pos}: ")),
+            "expected position {pos}, got: {shown}"
+        );
+        assert!(shown.contains(needle), "expected {needle:?} in: {shown}");
+    }
+
+    /// One service `web` with `extra` as its remaining keys, and group `pool`.
+    fn svc(extra: &str) -> String {
+        format!(
+            "services:\n  - name: web\n    addr: 192.0.2.1\n    port: 80\n    real: pool\n{extra}reals:\n  pool: [10.0.0.1, 10.0.0.2]\n"
+        )
+    }
+
+    #[test]
+    fn control_characters_in_names_are_refused() {
+        assert_err(
+            &svc("").replace("name: web", "name: \"web\\0nul\""),
+            "2:11",
+            "the service name `web\\0nul` contains the character U+0000",
+        );
+        assert_err(
+            &svc("").replace("name: web", "name: \"a\\u202Eb\""),
+            "2:11",
+            "U+202E",
+        );
+        assert_err(
+            &svc("    checks: [{type: tcp, name: \"x\\ny\"}]\n"),
+            "6:32",
+            "the check name `x\\ny` contains the character U+000A",
+        );
+        assert_err(
+            &svc("").replace("pool", "\"p\\x07\""),
+            "7:3",
+            "a real group name `p\\u{7}` contains the character U+0007",
+        );
+        assert_err(
+            "services: []\nreals:\n  \"p\\tq\": [10.0.0.1]\n",
+            "3:3",
+            "a real group name `p\\tq` contains the character U+0009",
+        );
+        assert_err(
+            &svc("    desc: \"two\\nlines\"\n"),
+            "6:11",
+            "desc contains the character U+000A",
+        );
+        assert_err(
+            &svc("").replace("name: web", "name: ' web'"),
+            "2:11",
+            "must not begin or end with white space",
+        );
+        assert_err(
+            &svc("").replace("name: web", &format!("name: {}", "w".repeat(129))),
+            "2:11",
+            "longer than 128 characters",
+        );
+        assert_err(
+            &svc("flow_sync_key: \"/k\\0ey\"\n"),
+            "6:16",
+            "flow_sync_key contains the character U+0000",
+        );
+        // Text outside the control characters, spaces inside, and numbers as names
+        // stay allowed.
+        let c = parse(
+            &svc("    desc: \"Café — web\"\n    checks: [{type: tcp, name: tcp check}]\n")
+                .replace("name: web", "name: 5"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.services[0].name, "5");
+        assert_eq!(c.services[0].desc, "Café — web");
+        assert_eq!(c.services[0].checks[0].name, "tcp check");
+    }
+
+    #[test]
+    fn durations_and_counts_are_bounded() {
+        for huge in ["18446744073709551615s", "5124095576030431h", "2h", "3601s"] {
+            assert_err(
+                &svc(&format!(
+                    "    checks: [{{type: tcp, interval: {huge}, timeout: 1h}}]\n"
+                )),
+                "6:36",
+                "interval must be between 100ms and 1h",
+            );
+        }
+        assert_err(
+            &svc("    checks: [{type: tcp, interval: 50ms, timeout: 10ms}]\n"),
+            "6:36",
+            "interval must be between 100ms and 1h, not 50ms",
+        );
+        assert_err(
+            &svc("    checks: [{type: tcp, timeout: 5ms}]\n"),
+            "6:35",
+            "timeout must be between 10ms and 1h, not 5ms",
+        );
+        assert_err(
+            &svc("    checks: [{type: tcp, interval: 1h, timeout: 1h}]\n"),
+            "6:49",
+            "timeout (1h) must be shorter than interval (1h)",
+        );
+        for (key, col) in [("rise", "32"), ("fall", "32")] {
+            assert_err(
+                &svc(&format!("    checks: [{{type: tcp, {key}: 101}}]\n")),
+                &format!("6:{col}"),
+                &format!("{key} must be between 1 and 100, not 101"),
+            );
+        }
+        let c = parse(
+            &svc("    checks: [{type: tcp, interval: 1h, timeout: 59m, rise: 100, fall: 100}]\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        let check = &c.services[0].checks[0];
+        assert_eq!(check.interval, MAX_INTERVAL);
+        // What the daemon adds up must not overflow for any accepted check.
+        assert!(check.interval.checked_add(check.timeout).is_some());
+    }
+
+    #[test]
+    fn what_the_health_monitor_refuses_is_refused_with_a_position() {
+        assert_err(
+            &svc("    checks: [{type: http, path: /ålive}]\n"),
+            "6:33",
+            "invalid path \"/ålive\"",
+        );
+        assert_err(
+            &svc("    checks: [{type: http, path: /a b}]\n"),
+            "6:33",
+            "invalid path",
+        );
+        assert_err(
+            &svc("    checks: [{type: https, host: \"ex ample.com\"}]\n"),
+            "6:34",
+            "invalid host",
+        );
+        assert_err(
+            &svc("    checks: [{type: http, host: exämple.com}]\n"),
+            "6:33",
+            "invalid host",
+        );
+        assert_err(
+            &svc("    checks: [{type: http, host: -1}]\n"),
+            "6:33",
+            "invalid host `-1`",
+        );
+        assert_err(
+            &svc("    checks: [{type: http, host: 1.5}]\n"),
+            "6:33",
+            "host must be a string, not `1.5`",
+        );
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "10.0.0.1",
+            "[2001:db8::1]:443",
+            "_svc.example.",
+        ] {
+            let c = parse(
+                &svc(&format!("    checks: [{{type: http, host: \"{good}\"}}]\n")),
+                "t.yaml",
+            )
+            .unwrap();
+            assert_eq!(c.services[0].checks[0].host.as_deref(), Some(good));
+        }
+        // Every accepted check is accepted by the monitor too.
+        let c = parse(
+            &svc("    checks: [{type: https, verify: true, host: example.com}, {type: dns, query: example.com, qtype: AAAA}]\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        for check in &c.services[0].checks {
+            Prober::new(Arc::new(check.spec(ip("10.0.0.1"), None))).unwrap();
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_data_plane_limits_are_checked_before_anything_runs() {
+        // One service with 4096 ports is 4096 endpoints: one more than the table.
+        let ports: Vec<String> = (1..=4096).map(|p| p.to_string()).collect();
+        let text = svc("").replace("port: 80", &format!("port: [{}]", ports.join(", ")));
+        assert_err(
+            &text,
+            "2:5",
+            "there are 4096 VIP:port endpoints; the data plane holds at most 4095",
+        );
+        let ok = svc("").replace("port: 80", &format!("port: [{}]", ports[..4095].join(", ")));
+        assert_eq!(
+            parse(&ok, "t.yaml").unwrap().services[0].endpoints().len(),
+            4095
+        );
+
+        // 16 ports × 4097 reals = 65552 pairs, over the 65535 backends.
+        let reals: Vec<String> = (0..4097)
+            .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        let text = format!(
+            "services:\n  - name: big\n    addr: 192.0.2.1\n    port: [{}]\n    real: pool\nreals:\n  pool: [{}]\n",
+            ports[..16].join(", "),
+            reals.join(", ")
+        );
+        assert_err(
+            &text,
+            "2:5",
+            "there are 65552 (endpoint, real) pairs; the data plane holds at most 65535",
+        );
+    }
+
+    #[test]
+    fn null_is_not_a_default() {
+        let cases = [
+            (
+                svc("    need: null\n"),
+                "6:11",
+                "need must be an integer, not nothing",
+            ),
+            (
+                svc("    need: ~\n"),
+                "6:11",
+                "need must be an integer, not nothing",
+            ),
+            (
+                svc("    quorum:\n"),
+                "6:11",
+                "quorum must be an integer, not nothing",
+            ),
+            (
+                svc("multicast: null\n"),
+                "6:12",
+                "multicast must be a string, not nothing",
+            ),
+            (
+                svc("flow_sync_key: ~\n"),
+                "6:16",
+                "flow_sync_key must be a string, not nothing",
+            ),
+            (
+                svc("    desc: null\n"),
+                "6:11",
+                "desc must be a string, not nothing",
+            ),
+            (
+                svc("    checks: [{type: http, host: null}]\n"),
+                "6:33",
+                "host must be a string, not nothing",
+            ),
+            (
+                svc("    checks: [{type: http, path: null}]\n"),
+                "6:33",
+                "path must be a string, not nothing",
+            ),
+            (
+                svc("    checks: [{type: tcp, name: null}]\n"),
+                "6:32",
+                "name must be a string, not nothing",
+            ),
+            (
+                svc("    checks: [{type: tcp, interval: null}]\n"),
+                "6:36",
+                "interval must be a number of seconds",
+            ),
+            (
+                svc("    checks: [{type: tcp, rise: null}]\n"),
+                "6:32",
+                "rise must be an integer, not nothing",
+            ),
+            (
+                svc("    checks: [{type: https, verify: null}]\n"),
+                "6:36",
+                "verify must be true or false, not nothing",
+            ),
+            (
+                svc("    checks: [{type: http, expect: null}]\n"),
+                "6:35",
+                "expect must be an integer or a list of integers, not nothing",
+            ),
+            (
+                svc("rhi: {as_number: null}\n"),
+                "6:18",
+                "as_number must be an integer, not nothing",
+            ),
+            (
+                svc("rhi: {as_number: 1, peers: null}\n"),
+                "6:28",
+                "peers must be a string or a list of strings, not nothing",
+            ),
+            (
+                svc("rhi: {med: ~}\n"),
+                "6:12",
+                "med must be an integer, not nothing",
+            ),
+            (
+                svc("rhi: {next_hop6: null}\n"),
+                "6:18",
+                "next_hop6 must be a string, not nothing",
+            ),
+            (
+                "services: []\nreals:\n  g: [{addr: 10.0.0.1, weight: null}]\n".to_owned(),
+                "3:32",
+                "weight must be an integer, not nothing",
+            ),
+            (
+                "services: []\nreals:\n  g: [{addr: 10.0.0.1, disabled: null}]\n".to_owned(),
+                "3:34",
+                "disabled must be true or false, not nothing",
+            ),
+            (
+                "services: []\nreals:\n  g: [{addr: null}]\n".to_owned(),
+                "3:14",
+                "addr must be a string, not nothing",
+            ),
+        ];
+        for (text, pos, needle) in &cases {
+            assert_err(text, pos, needle);
+        }
+        // Keys whose null serde-saphyr refuses itself still get a position.
+        for text in [
+            svc("rhi: null\n"),
+            svc("    protocol: null\n"),
+            svc("    checks: [{type: dns, transport: ~}]\n"),
+            svc("    checks: null\n"),
+            "services: null\n".to_owned(),
+            "services: []\nreals: ~\n".to_owned(),
+            "services: []\nreals:\n  ~: [10.0.0.1]\n".to_owned(),
+        ] {
+            let e = parse(&text, "t.yaml").unwrap_err();
+            assert!(e.line().is_some(), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_strings_are_not_names_and_quoted_booleans_are_not_booleans() {
+        assert_err(&svc("").replace("name: web", "name: .inf"), "2:11", "");
+        assert_err(
+            &svc("").replace("name: web", "name: 1.5"),
+            "2:11",
+            "name must be a string, not `1.5`",
+        );
+        assert_err(
+            &svc("").replace("name: web", "name: true"),
+            "2:11",
+            "name must be a string, not `true`",
+        );
+        assert_err(
+            "services: []\nreals:\n  g: [{addr: 10.0.0.1, disabled: 'true'}]\n",
+            "3:34",
+            "disabled must be true or false, not the quoted string `true`: write it without quotes",
+        );
+        assert_err(
+            &svc("    checks: [{type: https, verify: \"yes\"}]\n"),
+            "6:36",
+            "verify must be true or false, not the quoted string `yes`",
+        );
+        assert_err(
+            "services: []\nreals:\n  g: [{addr: 10.0.0.1, disabled: 1}]\n",
+            "3:34",
+            "disabled must be true or false, not `1`",
+        );
+        // Plain YAML booleans, including the original's YAML 1.1 `yes`, still work.
+        let c = parse(
+            "services: []\nreals:\n  g: [{addr: 10.0.0.1, disabled: yes}, {addr: 10.0.0.2, disabled: false}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(c.reals["g"][0].disabled);
+        assert!(!c.reals["g"][1].disabled);
+    }
+
+    #[test]
+    fn placeholder_loopback_and_group_addresses_are_refused() {
+        let bad = [
+            ("0.0.0.0", "the unspecified address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("224.0.0.5", "a multicast address"),
+            ("127.0.0.1", "a loopback address"),
+            ("\"::\"", "the unspecified address"),
+            ("\"::1\"", "a loopback address"),
+            ("\"ff02::1\"", "a multicast address"),
+            ("\"::ffff:10.0.0.9\"", "an IPv4-mapped IPv6 address"),
+        ];
+        for (addr, why) in bad {
+            let shown = addr.trim_matches('"');
+            let vip = svc("").replace("addr: 192.0.2.1", &format!("addr: {addr}"));
+            assert_err(&vip, "3:11", &format!("service address {shown} is {why}"));
+            let real = svc("").replace("10.0.0.2]", &format!("{addr}]"));
+            assert_err(&real, "7:20", &format!("real address {shown} is {why}"));
+            let peer = svc(&format!("rhi: {{as_number: 65000, peers: [{addr}]}}\n"));
+            assert_err(&peer, "6:33", &format!("peer address {shown} is {why}"));
+        }
+        assert_err(
+            &svc("rhi: {next_hop6: \"::1\"}\n"),
+            "6:18",
+            "next_hop6 ::1 is a loopback address",
+        );
+        assert_err(
+            &svc("").replace("10.0.0.2]", "192.0.2.1]"),
+            "5:11",
+            "real 192.0.2.1 of group `pool` is also an address of this service",
+        );
+    }
+
+    #[test]
+    fn the_size_of_the_input_is_bounded() {
+        let big = format!("# {}\nservices: []\n", "x".repeat(MAX_FILE_BYTES as usize));
+        assert!(fail(&big).contains("larger than 16 MiB (16777216 bytes)"));
+
+        // /dev/zero never ends: it must be refused after MAX_FILE_BYTES, not read
+        // until memory runs out.
+        let started = std::time::Instant::now();
+        let e = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("larger than 16 MiB (16777216 bytes)"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let dir = std::env::temp_dir().join(format!("vc5-config-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bin.yaml");
+        std::fs::write(&path, b"services: []\nreals:\n  g: [\xff]\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!((e.line(), e.column()), (Some(3), Some(7)), "{e}");
+        assert!(e.to_string().contains("not UTF-8"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The README's benchmark scale: `services` services of `reals` reals each,
+    /// every real written as `{addr, weight}`.
+    pub(crate) fn benchmark_scale(services: usize, reals: usize) -> String {
+        let mut text = String::from("services:\n");
+        for s in 0..services {
+            text.push_str(&format!(
+                "  - name: svc{s}\n    addr: 10.{}.{}.1\n    port: 80\n    real: g{s}\n    checks: [{{type: http, path: /alive}}]\n",
+                100 + s / 250,
+                s % 250
+            ));
+        }
+        text.push_str("reals:\n");
+        for s in 0..services {
+            text.push_str(&format!("  g{s}:\n"));
+            for r in 0..reals {
+                text.push_str(&format!(
+                    "    - {{addr: 172.{}.{}.{}, weight: {}}}\n",
+                    16 + s / 250,
+                    s % 250,
+                    r + 1,
+                    r % 3 + 1
+                ));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn the_readme_benchmark_scale_loads() {
+        let text = benchmark_scale(1000, 64);
+        assert!((text.len() as u64) < MAX_FILE_BYTES);
+        let c = parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.services.len(), 1000);
+        assert!(c.services.iter().all(|s| s.reals.len() == 64));
+        assert_eq!(c.services[999].reals[63].weight, 64 % 3);
     }
 }

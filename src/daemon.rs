@@ -15,6 +15,7 @@
 //! of the `--bpffs` directory detaches everything.
 
 use crate::config::{self, Config, Protocol};
+use crate::hold::Hold;
 use crate::logbuf::LogBuffer;
 use crate::status::{
     CheckStatus, Command, CommandError, Counter, Event, FlowCounters, InterfaceStatus, RealStatus,
@@ -32,8 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, info_span, warn};
 use vc5_bird_bridge::{Announcer, AnnouncerConfig, AnnouncerHandle};
 use vc5_health::{
-    Admin, CheckKind as HealthKind, CheckSpec, CheckState, DnsCheck, DnsTransport,
-    Event as HealthEvent, HttpCheck, Monitor, Outcome, Quorum, RealState, TlsVerify,
+    Admin, CheckSpec, CheckState, Event as HealthEvent, Monitor, Outcome, Quorum, RealState,
     announceable_vips, real_state, verdict,
 };
 use vc5_xdp::netlink::{self, Resolution, Resolved, Resolver};
@@ -50,8 +50,20 @@ const MAX_STARTUP_GRACE: Duration = Duration::from_secs(10);
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the TCP flow tables are swept for buckets whose "moved"
-/// marks can be cleared (see `DataPlane::sweep_begin`), when any are set.
+/// marks can be cleared (see `DataPlane::sweep_begin`), when any are set;
+/// also the tick of the data plane's clock that flows are stamped with.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often a hold (see [`crate::hold`]) looks at the links again.
+const HOLD_POLL: Duration = Duration::from_millis(250);
+
+/// Reals failing together are taken for this host's trouble only where at
+/// least this many were healthy: with fewer, "most of them" means nothing.
+const TOGETHER_MIN: usize = 3;
+/// A hold for reals failing together ends after this long even if they
+/// still fail: they may really have (a rack losing power), and new flows
+/// must then stop going to them.
+const TOGETHER_HOLD_MAX: Duration = Duration::from_secs(30);
 
 /// vc5d: a layer-2 Direct Server Return load balancer on XDP.
 #[derive(Debug, Parser)]
@@ -101,11 +113,34 @@ pub fn run(args: Args, log: LogBuffer) -> Result<()> {
         println!("{}", cfg.to_json());
         return Ok(());
     }
+    file_limit(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(serve(args, cfg, log))
+}
+
+/// Raises the file limit and says whether it fits the configuration: every
+/// check may hold a socket at once, and running out would fail health checks
+/// of healthy reals.
+fn file_limit(cfg: &Config) {
+    let checks: usize = cfg
+        .services
+        .iter()
+        .map(|s| s.reals.len() * s.checks.len())
+        .sum();
+    let need = crate::limits::needed(checks, cfg.rhi.peers.len());
+    match crate::limits::raise_nofile() {
+        Ok(n) if n.soft < need => tracing::warn!(
+            "open files limit {} (hard {}) is below the {need} this configuration may use \
+             ({checks} checks): raise LimitNOFILE",
+            n.soft,
+            n.hard
+        ),
+        Ok(n) => tracing::info!("open files limit {} (was {}; {need} needed)", n.soft, n.was),
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
+    }
 }
 
 /// A check of one real for one service: (service name, real, check index).
@@ -123,45 +158,10 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The health check of the configuration, as the monitor runs it.
+/// The health check of the configuration, as the monitor runs it: the same
+/// mapping that configuration validation checks, so a loaded file's checks run.
 fn check_spec(c: &config::Check, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
-    let http = || HttpCheck {
-        method: c.method.clone(),
-        path: c.path.clone(),
-        host: c.host.clone(),
-        expect: c.expect.clone(),
-    };
-    let kind = match c.kind {
-        config::CheckKind::Tcp => HealthKind::Tcp,
-        config::CheckKind::Http => HealthKind::Http(http()),
-        config::CheckKind::Https => HealthKind::Https {
-            http: http(),
-            verify: if c.verify_tls {
-                TlsVerify::WebPki
-            } else {
-                TlsVerify::None
-            },
-        },
-        config::CheckKind::Dns => {
-            let d = c.dns.as_ref();
-            HealthKind::Dns(DnsCheck {
-                query: d.map_or_else(|| ".".into(), |d| d.query.clone()),
-                qtype: d.map_or(2, |d| d.qtype_code()),
-                transport: match d.map(|d| d.transport) {
-                    Some(Protocol::Tcp) => DnsTransport::Tcp,
-                    _ => DnsTransport::Udp,
-                },
-                rcode: d.map_or(0, |d| d.rcode),
-            })
-        }
-    };
-    let spec = CheckSpec::new(SocketAddr::new(real, c.port), kind)
-        .with_timing(c.interval, c.timeout)
-        .with_rise_fall(c.rise, c.fall);
-    match source {
-        Some(s) => spec.with_source(s),
-        None => spec,
-    }
+    c.spec(real, source)
 }
 
 /// Every check of the configuration: one per service, real and check.
@@ -224,6 +224,24 @@ struct Control {
     status: watch::Sender<Arc<Status>>,
     events: broadcast::Sender<Event>,
     log: LogBuffer,
+    /// The data plane and the VIPs are held as they are while this host's
+    /// own trouble lasts (see [`crate::hold`]).
+    hold: Option<Hold<Input>>,
+    /// Reals leaving service since the first of them did, to tell a local
+    /// cause (most of them at once) from reals failing.
+    window: Option<Window>,
+    /// The reals a hold for "most reals failed at once" waits for.
+    together: Option<BTreeSet<(String, IpAddr)>>,
+}
+
+/// The checks as they were when a real first left service, and what came
+/// since: kept for one check period, so that if most reals leave within it
+/// the whole period can be undone (see [`Control::together`]).
+struct Window {
+    opened: Instant,
+    before: HashMap<CheckId, CheckView>,
+    healthy: BTreeSet<(String, IpAddr)>,
+    events: Vec<HealthEvent<CheckId>>,
 }
 
 /// A real's state within a service, from its checks, the operator's
@@ -284,7 +302,7 @@ impl Control {
                         weight: r.weight as u32,
                         mode: if st.takes_new_flows() {
                             RealMode::Serve
-                        } else if st.keeps_flows() {
+                        } else if st.keeps_flows() || self.on_probation(&s.name, r.addr) {
                             RealMode::Drain
                         } else {
                             RealMode::Down
@@ -303,6 +321,123 @@ impl Control {
             }
         }
         out
+    }
+
+    /// The (service, real) pairs that the checks `checks` (and the
+    /// operator's settings) let serve.
+    fn check_healthy(&self, checks: &HashMap<CheckId, CheckView>) -> BTreeSet<(String, IpAddr)> {
+        let mut out = BTreeSet::new();
+        for s in &self.cfg.services {
+            for r in &s.reals {
+                let drained = self.drained.contains(&(s.name.clone(), r.addr));
+                if state_of(s, r, checks, drained).is_healthy() {
+                    out.insert((s.name.clone(), r.addr));
+                }
+            }
+        }
+        out
+    }
+
+    /// A real that left service within the open [`Window`] takes no new
+    /// flows but keeps its established ones until the window closes: if
+    /// most reals follow it, the cause was local and nothing moved; if not,
+    /// its flows move one check period later than its new ones stopped.
+    fn on_probation(&self, svc: &str, real: IpAddr) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| w.healthy.contains(&(svc.to_string(), real)))
+    }
+
+    /// Closes the window once a check period has passed since it opened.
+    /// Returns whether it closed (the data plane must then be reprogrammed:
+    /// reals on probation lose their flows).
+    fn close_window(&mut self, now: Instant) -> bool {
+        let period = self.check_period();
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| now - w.opened > period)
+        {
+            self.window = None;
+            return true;
+        }
+        false
+    }
+
+    /// One check period: the longest `interval + timeout` of any check.
+    fn check_period(&self) -> Duration {
+        self.cfg
+            .services
+            .iter()
+            .flat_map(|s| &s.checks)
+            .map(|c| c.interval.saturating_add(c.timeout))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Takes a batch of health events. Where most of the reals that were
+    /// healthy have left service within one check period (more than half,
+    /// at least [`TOGETHER_MIN`]), the cause is far likelier this host (an
+    /// overload, a flood, its own network) than that many reals failing
+    /// together; then the whole period is undone and a hold begins, so
+    /// established flows stay where they are. Returns the hold's reason.
+    fn health_batch(&mut self, evs: Vec<HealthEvent<CheckId>>) -> Option<String> {
+        let now = Instant::now();
+        let period = self.check_period();
+        self.close_window(now);
+        let fails = evs
+            .iter()
+            .any(|e| matches!(e, HealthEvent::Transition(t) if t.to == CheckState::Failing));
+        if fails && self.window.is_none() {
+            self.window = Some(Window {
+                opened: now,
+                before: self.checks.clone(),
+                healthy: self.check_healthy(&self.checks),
+                events: Vec::new(),
+            });
+        }
+        if let Some(w) = &mut self.window {
+            w.events.extend(evs.iter().cloned());
+        }
+        for ev in evs {
+            health_event(&mut self.checks, ev);
+        }
+        let w = self.window.as_ref()?;
+        let now_healthy = self.check_healthy(&self.checks);
+        let left = w.healthy.difference(&now_healthy).count();
+        if w.healthy.len() < TOGETHER_MIN || left * 2 <= w.healthy.len() {
+            return None;
+        }
+        let w = self.window.take()?;
+        let reason = format!(
+            "{left} of {} healthy reals failed their checks within {period:?}",
+            w.healthy.len()
+        );
+        self.checks = w.before;
+        self.together = Some(w.healthy);
+        let mut hold = Hold::new_bounded(reason.clone(), Duration::ZERO, TOGETHER_HOLD_MAX);
+        hold.keep(Input::Health(w.events));
+        self.hold = Some(hold);
+        Some(reason)
+    }
+
+    /// While a hold for reals failing together lasts: whether most of them
+    /// still fail, by the checks as they are now (the held events applied
+    /// to a copy).
+    fn together_still(&self) -> Option<String> {
+        let (h, set) = (self.hold.as_ref()?, self.together.as_ref()?);
+        let mut shadow = self.checks.clone();
+        for input in h.held() {
+            if let Input::Health(evs) = input {
+                for ev in evs {
+                    apply_quiet(&mut shadow, ev.clone());
+                }
+            }
+        }
+        let healthy = self.check_healthy(&shadow);
+        let still = set.difference(&healthy).count();
+        (still * 2 > set.len())
+            .then(|| format!("{still} of {} reals still failing their checks", set.len()))
     }
 
     /// Reprograms the data plane and re-derives health, VIPs and events.
@@ -582,6 +717,10 @@ impl Control {
             rhi: rhi_status(&self.rhi_status),
             global,
             events: self.log.snapshot(),
+            local_trouble: self.hold.as_ref().map(|h| crate::status::LocalTrouble {
+                reason: h.reason.clone(),
+                since_ms: unix_ms(h.since),
+            }),
         }
     }
 
@@ -766,6 +905,9 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     if args.interfaces.is_empty() {
         bail!("no --interface given");
     }
+    announcer_config(&args, &cfg)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
 
     // The front ends next: a port or bus name that cannot be had stops
     // vc5d before it touches the data plane.
@@ -832,9 +974,6 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         .await
         .context("starting health checks")?;
 
-    announcer_config(&args, &cfg)
-        .validate()
-        .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
     let mut ctl = Control {
         rhi: None,
         rhi_status: vc5_bird_bridge::Status::default(),
@@ -853,6 +992,9 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         status,
         events: shared.events.clone(),
         log,
+        hold: None,
+        window: None,
+        together: None,
     };
 
     // Give the reals' MACs and first check results a moment, so the first
@@ -865,7 +1007,8 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         .services
         .iter()
         .flat_map(|s| &s.checks)
-        .map(|c| c.interval + c.timeout)
+        // Saturating: a sum of configured durations must never panic.
+        .map(|c| c.interval.saturating_add(c.timeout))
         .max()
         .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + STARTUP_GRACE.max(longest).min(MAX_STARTUP_GRACE);
@@ -911,10 +1054,17 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
     let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel();
     let mut sweeping = false;
+    let mut hold_tick = tokio::time::interval(HOLD_POLL);
     while !stop {
         tokio::select! {
-            _ = sweep_tick.tick(), if !sweeping && ctl.dp.moved_buckets() > 0 => {
-                match ctl.dp.sweep_begin() {
+            _ = sweep_tick.tick() => {
+                // The clock flows are stamped with, whether or not a sweep
+                // is due: the next sweep tells dead flows by it.
+                if let Err(e) = ctl.dp.tick_clock() {
+                    warn!("data-plane clock: {e}");
+                }
+                let due = !sweeping && ctl.dp.moved_buckets() > 0;
+                match if due { ctl.dp.sweep_begin() } else { Ok(None) } {
                     Ok(Some(sweep)) => {
                         sweeping = true;
                         let tx = sweep_tx.clone();
@@ -928,26 +1078,84 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
             }
             Some(done) = sweep_rx.recv() => {
                 sweeping = false;
-                let flows = done.flows;
+                let (flows, dead) = (done.flows, done.dead);
                 match ctl.dp.sweep_end(done) {
-                    Ok(cleared) => info!(flows, cleared, still_marked = ctl.dp.moved_buckets(), "flow-table sweep"),
+                    Ok(cleared) => info!(flows, dead, cleared, still_marked = ctl.dp.moved_buckets(), "flow-table sweep"),
                     Err(e) => warn!("flow-table sweep: {e}"),
                 }
             }
             Some(changes) = res_rx.recv() => {
+                if local_trouble(&mut ctl.hold, &ours, &ctl.cfg) {
+                    if let Some(h) = ctl.hold.as_mut() {
+                        h.keep(Input::L2(changes));
+                    }
+                    continue;
+                }
                 apply_l2(&mut ctl.l2, &ours, changes);
                 if let Err(e) = ctl.apply() {
                     error!("{e:#}");
                 }
             }
             Some(ev) = health_rx.recv() => {
-                health_event(&mut ctl.checks, ev);
                 // Drain whatever else arrived, then program once.
+                let mut evs = vec![ev];
                 while let Ok(ev) = health_rx.try_recv() {
-                    health_event(&mut ctl.checks, ev);
+                    evs.push(ev);
+                }
+                if local_trouble(&mut ctl.hold, &ours, &ctl.cfg) {
+                    if let Some(h) = ctl.hold.as_mut() {
+                        h.keep(Input::Health(evs));
+                    }
+                    continue;
+                }
+                if let Some(reason) = ctl.health_batch(evs) {
+                    warn!(%reason, max = ?TOGETHER_HOLD_MAX, "local trouble suspected: keeping the data plane and the VIPs as they were before (established flows stay where they are) until the checks recover");
                 }
                 if let Err(e) = ctl.apply() {
                     error!("{e:#}");
+                }
+            }
+            _ = hold_tick.tick(), if ctl.hold.is_some() || ctl.window.is_some() => {
+                if ctl.hold.is_none() {
+                    if ctl.close_window(Instant::now())
+                        && let Err(e) = ctl.apply()
+                    {
+                        error!("{e:#}");
+                    }
+                    continue;
+                }
+                let down = links_without_carrier(&ours);
+                let now = tokio::time::Instant::now().into_std();
+                let still = if down.is_empty() { ctl.together_still() } else { None };
+                let Some(h) = ctl.hold.as_mut() else { continue };
+                if !down.is_empty() {
+                    h.cause_present(no_carrier(&down));
+                } else if let Some(reason) = still {
+                    h.cause_present(reason);
+                } else if h.cause_gone(now) {
+                    let left = h.release_at().map(|t| t - now).unwrap_or_default();
+                    info!(grace = ?left, "local trouble over: the checks get the grace to recover before anything changes");
+                    if let Some(rhi) = &ctl.rhi {
+                        rhi.reconnect_now();
+                    }
+                }
+                if h.over(now) {
+                    let h = ctl.hold.take().expect("held");
+                    ctl.together = None;
+                    ctl.window = None;
+                    if h.ended_by_deadline(now) {
+                        warn!(reason = %h.reason, "hold ended after its longest time: the reals' failures are taken as real");
+                    }
+                    let since = h.since.elapsed().unwrap_or_default();
+                    let (l2, health) = coalesce(h.release());
+                    apply_l2(&mut ctl.l2, &ours, l2);
+                    for ev in health {
+                        health_event(&mut ctl.checks, ev);
+                    }
+                    info!(held = ?since, "hold released: applying what the checks and the neighbour table say now");
+                    if let Err(e) = ctl.apply() {
+                        error!("{e:#}");
+                    }
                 }
             }
             Ok(()) = rhi_rx.changed() => {
@@ -1044,7 +1252,12 @@ async fn reload_inner(
     to_resolver: &std::sync::mpsc::Sender<ToResolver>,
     rhi_rx: &mut watch::Receiver<vc5_bird_bridge::Status>,
 ) -> std::result::Result<(), String> {
+    // Everything that can refuse the new configuration is asked before
+    // anything changes: the file, then what depends on the command line.
     let new = config::load(&ctl.args.config).map_err(|e| e.to_string())?;
+    announcer_config(&ctl.args, &new)
+        .validate()
+        .map_err(|e| format!("route health injection: {e}"))?;
     let old = std::mem::replace(&mut ctl.cfg, new);
     if let Err(e) = ctl.apply() {
         ctl.cfg = old;
@@ -1060,21 +1273,29 @@ async fn reload_inner(
         Ok(_) => {
             let _ = monitor.request_snapshot();
         }
-        Err(e) => error!("health checks of the new configuration: {e}"),
+        Err(e) => {
+            // Not a reload that half happened: back to the old checks and
+            // the old programming, and say so.
+            ctl.cfg = old;
+            let _ = monitor
+                .set_checks(all_checks(&ctl.cfg, ctl.args.address))
+                .await;
+            let _ = ctl.apply();
+            return Err(format!("health checks of the new configuration: {e}"));
+        }
     }
-    if announcer_config(&ctl.args, &old) != announcer_config(&ctl.args, &ctl.cfg) {
-        // New peers, AS or attributes: a fresh announcer (sessions restart).
-        match Announcer::start(announcer_config(&ctl.args, &ctl.cfg)) {
-            Ok((rhi, rx)) => {
-                if let Some(previous) = ctl.rhi.take() {
-                    previous.shutdown().await;
+    let rhi_cfg = announcer_config(&ctl.args, &ctl.cfg);
+    if announcer_config(&ctl.args, &old) != rhi_cfg {
+        // In place: new attributes reach the routers as UPDATEs, never as a
+        // withdraw; only what the BGP sessions depend on restarts them.
+        match &ctl.rhi {
+            Some(rhi) => match rhi.reconfigure(rhi_cfg) {
+                Ok(_) => info!("route health injection took the new rhi settings"),
+                Err(e) => {
+                    error!("route health injection settings refused, keeping the old ones: {e}")
                 }
-                rhi.set_vips(ctl.announceable.clone());
-                ctl.rhi = Some(rhi);
-                *rhi_rx = rx;
-                info!("route health injection restarted with the new rhi settings");
-            }
-            Err(e) => error!("route health injection settings refused, keeping the old ones: {e}"),
+            },
+            None => *rhi_rx = start_announcer(ctl).map_err(|e| format!("{e:#}"))?,
         }
     }
     // Forget what no longer exists.
@@ -1092,6 +1313,32 @@ async fn reload_inner(
     let _ = to_resolver.send(ToResolver::Targets(targets(&ctl.cfg)));
     info!("configuration reloaded");
     ctl.apply().map_err(|e| format!("{e:#}"))
+}
+
+/// Applies a health event without logging it.
+fn apply_quiet(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckId>) {
+    match ev {
+        HealthEvent::Transition(t) => {
+            checks.insert(
+                t.id,
+                CheckView {
+                    state: t.to,
+                    last: t.outcome,
+                },
+            );
+        }
+        HealthEvent::Snapshot(all) => {
+            for c in all {
+                checks.insert(
+                    c.id,
+                    CheckView {
+                        state: c.state,
+                        last: c.last,
+                    },
+                );
+            }
+        }
+    }
 }
 
 fn health_event(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckId>) {
@@ -1125,6 +1372,91 @@ fn health_event(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckI
             }
         }
     }
+}
+
+/// What the control loop learns from the resolver and the health monitor,
+/// kept back while a [`Hold`] is in force.
+enum Input {
+    L2(Vec<Resolution>),
+    Health(Vec<HealthEvent<CheckId>>),
+}
+
+/// What a hold kept back, reduced to its net effect: each real's latest
+/// resolution, and one transition per check from its state before the hold
+/// to its latest (none where the two agree), so that the log tells what
+/// changed across the hold rather than replaying it.
+fn coalesce(inputs: Vec<Input>) -> (Vec<Resolution>, Vec<HealthEvent<CheckId>>) {
+    let mut l2: HashMap<IpAddr, Resolution> = HashMap::new();
+    let mut first: HashMap<CheckId, CheckState> = HashMap::new();
+    let mut health: Vec<HealthEvent<CheckId>> = Vec::new();
+    let mut last: HashMap<CheckId, vc5_health::Transition<CheckId>> = HashMap::new();
+    for input in inputs {
+        match input {
+            Input::L2(changes) => l2.extend(changes.into_iter().map(|c| (c.addr, c))),
+            Input::Health(evs) => {
+                for ev in evs {
+                    match ev {
+                        HealthEvent::Transition(t) => {
+                            first.entry(t.id.clone()).or_insert(t.from);
+                            last.insert(t.id.clone(), t);
+                        }
+                        // A snapshot is the monitor's whole truth: it
+                        // supersedes what came before it.
+                        snapshot @ HealthEvent::Snapshot(_) => {
+                            first.clear();
+                            last.clear();
+                            health.clear();
+                            health.push(snapshot);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    health.extend(last.into_values().filter_map(|mut t| {
+        t.from = first.get(&t.id).copied().unwrap_or(t.from);
+        (t.from != t.to).then_some(HealthEvent::Transition(t))
+    }));
+    (l2.into_values().collect(), health)
+}
+
+/// Our interfaces that cannot send now (down, or no carrier), by name.
+fn links_without_carrier(ours: &[u32]) -> Vec<String> {
+    ours.iter()
+        .filter_map(|i| match netlink::interface_by_index(*i) {
+            Ok(x) if x.carrier => None,
+            Ok(x) => Some(x.name),
+            Err(_) => Some(format!("ifindex {i}")),
+        })
+        .collect()
+}
+
+fn no_carrier(down: &[String]) -> String {
+    format!("no carrier on {}", down.join(", "))
+}
+
+/// Whether the checks' and the neighbour table's news must be held back
+/// because the trouble is this host's: one of its interfaces has no
+/// carrier, so every real looks unreachable. Starts a hold when one begins.
+fn local_trouble(hold: &mut Option<Hold<Input>>, ours: &[u32], cfg: &Config) -> bool {
+    if hold.is_some() {
+        // A new loss of carrier during the grace is seen by the hold's poll.
+        return true;
+    }
+    let down = links_without_carrier(ours);
+    if down.is_empty() {
+        return false;
+    }
+    let grace = crate::hold::grace_for(
+        cfg.services
+            .iter()
+            .flat_map(|s| &s.checks)
+            .map(|c| c.interval.saturating_mul(c.rise).saturating_add(c.timeout)),
+    );
+    let reason = no_carrier(&down);
+    warn!(%reason, ?grace, "local trouble: keeping the data plane and the VIPs as they are (established flows stay where they are) until the links are back and the checks have had time to recover");
+    *hold = Some(Hold::new(reason, grace));
+    true
 }
 
 /// Commands to the resolver thread.

@@ -32,6 +32,8 @@ pub struct Hold<E> {
     grace: Duration,
     /// Set once the cause is gone: the hold ends then.
     release_at: Option<Instant>,
+    /// The hold ends then at the latest, cause or no cause.
+    deadline: Option<Instant>,
     held: Vec<E>,
 }
 
@@ -44,8 +46,27 @@ impl<E> Hold<E> {
             since: SystemTime::now(),
             grace: grace.clamp(MIN_GRACE, MAX_GRACE),
             release_at: None,
+            deadline: None,
             held: Vec::new(),
         }
+    }
+
+    /// A hold that ends after `max` at the latest: for causes that are
+    /// inferred rather than seen, which may be wrong.
+    pub fn new_bounded(reason: String, grace: Duration, max: Duration) -> Self {
+        let mut h = Self::new(reason, grace);
+        h.deadline = Some(Instant::now() + max);
+        h
+    }
+
+    /// The inputs kept back so far, oldest first.
+    pub fn held(&self) -> &[E] {
+        &self.held
+    }
+
+    /// Whether the hold is over at `now` because its time ran out.
+    pub fn ended_by_deadline(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d) && self.release_at.is_none_or(|t| now < t)
     }
 
     /// Keeps an input back until the hold ends.
@@ -76,7 +97,7 @@ impl<E> Hold<E> {
 
     /// Whether the hold is over at `now`.
     pub fn over(&self, now: Instant) -> bool {
-        self.release_at.is_some_and(|t| now >= t)
+        self.release_at.is_some_and(|t| now >= t) || self.deadline.is_some_and(|d| now >= d)
     }
 
     /// Ends the hold: the inputs kept back, oldest first.
@@ -122,6 +143,22 @@ mod tests {
         assert!(h.cause_gone(t0 + Duration::from_secs(60)));
         assert!(h.over(t0 + Duration::from_secs(65)));
         assert_eq!(h.release(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_bounded_hold_ends_at_its_deadline_even_if_the_cause_lasts() {
+        let t0 = Instant::now();
+        let mut h = Hold::new_bounded(
+            "most reals failed".into(),
+            Duration::ZERO,
+            Duration::from_secs(30),
+        );
+        h.keep("event");
+        h.cause_present("still failing".into());
+        assert!(!h.over(t0 + Duration::from_secs(10)));
+        assert!(h.over(t0 + Duration::from_secs(31)));
+        assert!(h.ended_by_deadline(t0 + Duration::from_secs(31)));
+        assert_eq!(h.held(), &["event"]);
     }
 
     #[test]

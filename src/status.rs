@@ -36,6 +36,17 @@ pub struct Status {
     pub global: BTreeMap<String, Counter>,
     /// Recent log events, oldest first (bounded).
     pub events: VecDeque<LogEvent>,
+    /// Set while vc5d holds the data plane and the VIPs as they are because
+    /// the trouble is its own (a link without carrier, every real failing at
+    /// once): what is wrong and since when.
+    pub local_trouble: Option<LocalTrouble>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LocalTrouble {
+    pub reason: String,
+    /// Unix time in milliseconds when the hold began.
+    pub since_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

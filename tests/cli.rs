@@ -247,3 +247,237 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     assert!(!ns.sh("ip link show d0").contains("xdp"), "d0 detached");
     assert_eq!(links(&dir), vec!["d1".to_string()]);
 }
+
+/// Runs `vc5d --check` on `text` and returns its stderr, asserting that it failed.
+fn check_refuses(text: &str) -> (PathBuf, String) {
+    let f = temp_file("bad.yaml", text);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "accepted: {text}");
+    assert!(out.stdout.is_empty());
+    (f, err)
+}
+
+#[test]
+fn check_refuses_control_characters_in_names() {
+    let (f, err) = check_refuses(&ORIGINAL.replace("name: nginx", "name: \"web\\0nul\""));
+    assert!(
+        err.contains(&format!(
+            "{}:6:11: the service name `web\\0nul` contains the character U+0000",
+            f.display()
+        )),
+        "{err}"
+    );
+    let (f, err) = check_refuses(&ORIGINAL.replace("name: http check", "name: \"a\\rb\""));
+    assert!(err.contains(&format!("{}:13:16: ", f.display())), "{err}");
+    assert!(err.contains("U+000D"), "{err}");
+}
+
+#[test]
+fn check_refuses_what_vc5d_would_refuse_or_panic_on() {
+    // (a) durations whose sum overflowed in the running daemon.
+    for interval in ["18446744073709551615s", "5124095576030431h"] {
+        let text = ORIGINAL.replace(
+            "host: example.com}",
+            &format!("host: example.com, interval: {interval}, timeout: 1h}}"),
+        );
+        let (f, err) = check_refuses(&text);
+        assert!(
+            err.contains(&format!("{}:13:", f.display()))
+                && err.contains("interval must be between 100ms and 1h"),
+            "{err}"
+        );
+    }
+    // (b) requests the health monitor cannot send.
+    let (_, err) = check_refuses(&ORIGINAL.replace("path: /alive", "path: /ålive"));
+    assert!(
+        err.contains(":13:") && err.contains("invalid path"),
+        "{err}"
+    );
+    let (_, err) = check_refuses(&ORIGINAL.replace("host: example.com", "host: 'a b'"));
+    assert!(
+        err.contains(":13:") && err.contains("invalid host"),
+        "{err}"
+    );
+    // (b) more endpoints than the data plane holds.
+    let ports: Vec<String> = (1..=4096).map(|p| p.to_string()).collect();
+    let text = ORIGINAL
+        .replace("port: [80, 443]", &format!("port: [{}]", ports.join(", ")))
+        .replace("port: 80, ", "");
+    let (_, err) = check_refuses(&text.replace(
+        "    checks:\n      - {name: http check, type: http, path: /alive, host: example.com}\n",
+        "",
+    ));
+    assert!(err.contains("the data plane holds at most 4095"), "{err}");
+}
+
+#[test]
+fn check_refuses_nulls_quoted_booleans_and_placeholder_addresses() {
+    let cases = [
+        (
+            ORIGINAL.replace("need: 1", "need: null"),
+            "need must be an integer, not nothing",
+        ),
+        (
+            ORIGINAL.replace("multicast: 224.0.0.1:9999", "multicast: null"),
+            "multicast must be a string, not nothing",
+        ),
+        (
+            ORIGINAL.replace("host: example.com", "host: null"),
+            "host must be a string, not nothing",
+        ),
+        (
+            ORIGINAL.replace("host: example.com", "host: -1"),
+            "invalid host `-1`",
+        ),
+        (ORIGINAL.replace("name: nginx", "name: .inf"), ""),
+        (
+            ORIGINAL.replace("10.10.100.11]", "{addr: 10.10.100.11, disabled: 'true'}]"),
+            "disabled must be true or false, not the quoted string `true`",
+        ),
+        (
+            ORIGINAL.replace("addr: 192.168.101.1", "addr: 0.0.0.0"),
+            "service address 0.0.0.0 is the unspecified address",
+        ),
+        (
+            ORIGINAL.replace("10.10.100.11]", "'::ffff:10.10.100.12']"),
+            "real address ::ffff:10.10.100.12 is an IPv4-mapped IPv6 address",
+        ),
+        (
+            ORIGINAL.replace("10.10.100.4]", "127.0.0.1]"),
+            "peer address 127.0.0.1 is a loopback address",
+        ),
+        (
+            ORIGINAL.replace("10.10.100.11]", "192.168.101.1]"),
+            "is also an address of this service",
+        ),
+    ];
+    for (text, needle) in cases {
+        let (f, err) = check_refuses(&text);
+        // FILE:LINE:COL: message
+        let rest = err
+            .trim()
+            .strip_prefix("vc5d: ")
+            .unwrap_or(err.trim())
+            .strip_prefix(&format!("{}:", f.display()))
+            .unwrap_or_else(|| panic!("no file name in {err}"));
+        let mut parts = rest.splitn(3, ':');
+        let line: u32 = parts.next().unwrap().parse().unwrap();
+        let col: u32 = parts.next().unwrap().parse().unwrap();
+        assert!(line > 0 && col > 0, "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+    }
+}
+
+#[test]
+fn an_endless_config_file_is_refused_quickly() {
+    let started = Instant::now();
+    let out = vc5d(&["--check", "--config", "/dev/zero"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/zero") && err.contains("larger than 16 MiB (16777216 bytes)"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The README's benchmark scale: 1,000 services of 64 reals, each written as
+/// `{addr, weight}`.
+fn benchmark_scale() -> String {
+    let mut text = String::from("services:\n");
+    for s in 0..1000 {
+        text.push_str(&format!(
+            "  - name: svc{s}\n    addr: 10.{}.{}.1\n    port: 80\n    real: g{s}\n    checks: [{{type: http, path: /alive}}]\n",
+            100 + s / 250,
+            s % 250
+        ));
+    }
+    text.push_str("reals:\n");
+    for s in 0..1000 {
+        text.push_str(&format!("  g{s}:\n"));
+        for r in 0..64 {
+            text.push_str(&format!(
+                "    - {{addr: 172.{}.{}.{}, weight: {}}}\n",
+                16 + s / 250,
+                s % 250,
+                r + 1,
+                r % 3 + 1
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn check_loads_the_readme_benchmark_scale() {
+    let text = benchmark_scale();
+    let f = temp_file("bench.yaml", &text);
+    let started = Instant::now();
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"].as_array().unwrap().len(), 1000);
+    assert_eq!(v["services"][999]["reals"].as_array().unwrap().len(), 64);
+    eprintln!(
+        "vc5d --check on 1000 services x 64 reals ({} bytes): {took:?}",
+        text.len()
+    );
+}
+
+#[test]
+fn a_config_whose_checks_cannot_run_is_refused_before_xdp_is_attached() {
+    require_root();
+    let ns = Netns::new();
+    let fs = TempBpffs::new().unwrap();
+    let dir = fs.path().join("vc5");
+    let cfg = ORIGINAL
+        .replace("10.10.100.10, 10.10.100.11", "192.0.2.10")
+        .replace("path: /alive", "path: /ålive");
+    let f = temp_file("config.yaml", &cfg);
+    let private = f.parent().unwrap().to_path_buf();
+    let (sock, include) = (private.join("bird.ctl"), private.join("bird-vips.conf"));
+    let out = ns
+        .vc5d(&[
+            "--config",
+            f.to_str().unwrap(),
+            "--interface",
+            "d0",
+            "--address",
+            "192.0.2.1",
+            "--bpffs",
+            dir.to_str().unwrap(),
+            "--dbus",
+            "none",
+            "--console",
+            "127.0.0.1:0",
+            "--xdp-mode",
+            "generic",
+            "--bird-socket",
+            sock.to_str().unwrap(),
+            "--bird-include",
+            include.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:13:", f.display())) && err.contains("invalid path"),
+        "{err}"
+    );
+    assert!(
+        !ns.sh("ip link show d0").contains("xdp"),
+        "nothing attached"
+    );
+    assert!(!dir.exists(), "nothing pinned");
+}

@@ -169,6 +169,7 @@ pub fn synthetic_status() -> Status {
         },
         global,
         events,
+        local_trouble: None,
     }
 }
 
