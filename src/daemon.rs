@@ -404,7 +404,14 @@ impl Control {
         }
         let w = self.window.as_ref()?;
         let now_healthy = self.check_healthy(&self.checks);
-        let left = w.healthy.difference(&now_healthy).count();
+        // Only reals that went silent count: one that answers (refused,
+        // HTTP 503) is reachable, so its failure is its own.
+        let silent = self.silent();
+        let left = w
+            .healthy
+            .difference(&now_healthy)
+            .filter(|pair| silent.contains(*pair))
+            .count();
         if w.healthy.len() < TOGETHER_MIN || left * 2 <= w.healthy.len() {
             return None;
         }
@@ -419,6 +426,22 @@ impl Control {
         hold.keep(Input::Health(w.events));
         self.hold = Some(hold);
         Some(reason)
+    }
+
+    /// The (service, real) pairs with a check failing without an answer
+    /// from the real (timeouts, unreachable, local socket errors).
+    fn silent(&self) -> BTreeSet<(String, IpAddr)> {
+        self.checks
+            .iter()
+            .filter(|(_, v)| {
+                v.state == CheckState::Failing
+                    && v.last
+                        .as_ref()
+                        .and_then(|o| o.failure())
+                        .is_some_and(|f| !f.is_answer())
+            })
+            .map(|((s, r, _), _)| (s.clone(), *r))
+            .collect()
     }
 
     /// While a hold for reals failing together lasts: whether most of them

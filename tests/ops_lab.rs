@@ -70,14 +70,21 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
 
     let out = busctl_call(&bus, "Undrain", &["ss", "web4", &addr]);
     assert!(out.status.success(), "Undrain: {}", text(&out.stderr));
-    let drains: Vec<bool> = signals
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(svc, r, _, kind)| svc == "web4" && *r == addr && kind == "drain")
-        .map(|x| x.2)
-        .collect();
-    assert_eq!(drains, vec![true, false], "RealDrainChanged signalled");
+    // The signal may trail the method's reply a little: wait for it.
+    let drains = || -> Vec<bool> {
+        signals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(svc, r, _, kind)| svc == "web4" && *r == addr && kind == "drain")
+            .map(|x| x.2)
+            .collect()
+    };
+    let t0 = Instant::now();
+    while drains().len() < 2 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(drains(), vec![true, false], "RealDrainChanged signalled");
     let s = spread(&lab, IpAddr::V4(lab.vip4), 120);
     assert!(
         s.contains_key(&victim),

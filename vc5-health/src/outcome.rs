@@ -147,6 +147,26 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the target answered (refused, reset, closed, a wrong status,
+    /// a bad handshake, garbage): the path to it works and the failure is
+    /// its own. Timeouts, unreachable hosts and local socket errors are no
+    /// answer, and may as well be this host's trouble.
+    pub fn is_answer(&self) -> bool {
+        match self {
+            Failure::Refused
+            | Failure::Reset
+            | Failure::Closed(_)
+            | Failure::HttpStatus(_)
+            | Failure::Tls(_)
+            | Failure::DnsRcode(_)
+            | Failure::Garbage(_) => true,
+            Failure::Unreachable
+            | Failure::Timeout { .. }
+            | Failure::Bind { .. }
+            | Failure::Io(_) => false,
+        }
+    }
+
     /// The failure an I/O error means for a check.
     pub(crate) fn from_io(error: &io::Error) -> Failure {
         match error.kind() {
@@ -238,6 +258,26 @@ mod tests {
             "garbage response: not HTTP: \"SSH-2.0-OpenSSH\\r\\n\""
         );
         assert!(quote(&[b'x'; 100]).ends_with("\"…"));
+    }
+
+    #[test]
+    fn answers_are_told_from_silence() {
+        assert!(Failure::Refused.is_answer());
+        assert!(Failure::HttpStatus(503).is_answer());
+        assert!(!Failure::Unreachable.is_answer());
+        assert!(
+            !Failure::Timeout {
+                after: Duration::from_secs(1),
+                phase: Phase::Connecting
+            }
+            .is_answer()
+        );
+        assert!(!Failure::from_io(&io::Error::from_raw_os_error(libc_emfile())).is_answer());
+    }
+
+    /// EMFILE, without a libc dependency in this crate.
+    fn libc_emfile() -> i32 {
+        24
     }
 
     #[test]
