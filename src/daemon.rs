@@ -1364,37 +1364,16 @@ fn apply_quiet(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckId
     }
 }
 
+/// Logs a health event, then applies it.
 fn health_event(checks: &mut HashMap<CheckId, CheckView>, ev: HealthEvent<CheckId>) {
-    match ev {
-        HealthEvent::Transition(t) => {
-            let _s =
-                info_span!("check", service = %t.id.0, real = %t.id.1, check = t.id.2).entered();
-            match (&t.to, t.reason()) {
-                (CheckState::Failing, Some(r)) => {
-                    warn!(reason = %r, from = %t.from, "check failing")
-                }
-                (to, _) => info!(from = %t.from, to = %to, "check state"),
-            }
-            checks.insert(
-                t.id,
-                CheckView {
-                    state: t.to,
-                    last: t.outcome,
-                },
-            );
-        }
-        HealthEvent::Snapshot(all) => {
-            for c in all {
-                checks.insert(
-                    c.id,
-                    CheckView {
-                        state: c.state,
-                        last: c.last,
-                    },
-                );
-            }
+    if let HealthEvent::Transition(t) = &ev {
+        let _s = info_span!("check", service = %t.id.0, real = %t.id.1, check = t.id.2).entered();
+        match (&t.to, t.reason()) {
+            (CheckState::Failing, Some(r)) => warn!(reason = %r, from = %t.from, "check failing"),
+            (to, _) => info!(from = %t.from, to = %to, "check state"),
         }
     }
+    apply_quiet(checks, ev);
 }
 
 /// What the control loop learns from the resolver and the health monitor,
