@@ -571,7 +571,7 @@ pub mod metrics {
             family(
                 e,
                 "vc5_check_passing",
-                "1 when the check's last attempt passed.",
+                "1 when the check passes (its state after rise and fall, not its last attempt).",
                 G,
                 checks().map(|(l, c)| (l, c.passing)),
             )?;

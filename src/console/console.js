@@ -216,8 +216,10 @@
     return el("td", { class: "checks" }, ...r.checks.map((c) => el("div", {},
       el("span", { class: c.passing ? "ok" : "bad" }, c.passing ? "✓ " : "✗ "),
       c.name,
-      c.passing ? el("span", { class: "dim" }, " " + c.latency_ms.toFixed(1) + " ms")
-        : el("span", { class: "reason" }, " — " + (c.reason || "failing")),
+      // Passing with a failed last attempt (not yet `fall` of them), or
+      // failing with a passed one (not yet `rise`): show both.
+      c.passing ? el("span", { class: "dim" }, " " + c.latency_ms.toFixed(1) + " ms" + (c.reason ? " — last attempt: " + c.reason : ""))
+        : el("span", { class: "reason" }, " — " + (c.reason || "failing, last attempt passed")),
       c.at_ms ? el("span", { class: "dim" }, " · " + duration(now - c.at_ms) + " ago") : el("span", { class: "dim" }, " · not yet"))));
   }
   function matches(s, f) {

@@ -65,7 +65,7 @@ pub mod rules;
 pub mod spec;
 
 pub use hysteresis::{CheckState, CheckTracker, Hysteresis};
-pub use monitor::{Applied, CheckStatus, Event, Monitor, MonitorError, Transition};
+pub use monitor::{Applied, CheckStatus, Event, Latest, Monitor, MonitorError, Transition};
 pub use outcome::{Failure, Outcome, Phase};
 pub use probe::Prober;
 pub use rules::{

@@ -51,10 +51,15 @@
 //! unbounded so that the owner never waits for the caller; what it carries is
 //! bounded by hysteresis (at most one transition per id per interval) and by the
 //! caller's own requests.
+//!
+//! Runs that change nothing send nothing. Their outcomes (time, latency,
+//! reason) are kept in a [`Latest`] cell per check, which every transition
+//! and snapshot hands out, for a caller that shows "last checked" without
+//! an event per run.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +115,8 @@ pub struct Transition<K> {
     /// `None` if the check has not run yet (its state was carried over from the
     /// check the id had before a reload).
     pub outcome: Option<Outcome>,
+    /// The check's latest run, kept current by the monitor.
+    pub latest: Arc<Latest>,
 }
 
 impl<K> Transition<K> {
@@ -141,6 +148,37 @@ pub struct CheckStatus<K> {
     pub runs: u64,
     /// Runs so far that passed.
     pub passes: u64,
+    /// The check's latest run, kept current by the monitor (`last` is a copy
+    /// as of this status).
+    pub latest: Arc<Latest>,
+}
+
+/// The outcome of the latest run of one running check, updated by the monitor
+/// after every run. Transitions are rare and say nothing about the runs between
+/// them, so a caller that shows "last checked" times and latencies keeps the
+/// [`Arc`] each [`Transition`] and [`CheckStatus`] carries and reads it when it
+/// needs to: no event per run, and one small lock per check read.
+///
+/// Ids that share a check share its cell. A check that is stopped (its spec no
+/// longer wanted) keeps its last value; the new check's cell arrives with the
+/// transitions and the snapshot that follow [`Monitor::set_checks`].
+#[derive(Debug, Default)]
+pub struct Latest(Mutex<Option<Outcome>>);
+
+impl Latest {
+    /// The latest run's outcome, `None` before the first run.
+    pub fn get(&self) -> Option<Outcome> {
+        self.lock().clone()
+    }
+
+    fn set(&self, outcome: Outcome) {
+        *self.lock() = Some(outcome);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Outcome>> {
+        // A panic while holding this lock cannot leave an Option half-written.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What [`Monitor::set_checks`] did.
@@ -268,6 +306,7 @@ struct Slot<K> {
     prober: Prober,
     ids: Vec<K>,
     tracker: CheckTracker,
+    latest: Arc<Latest>,
     task: AbortHandle,
     span: Span,
 }
@@ -407,6 +446,7 @@ where
                     from,
                     to,
                     outcome: slot.tracker.last().cloned(),
+                    latest: slot.latest.clone(),
                 }));
             }
         }
@@ -431,6 +471,7 @@ where
             n,
             Slot {
                 tracker: CheckTracker::new(spec.rise, spec.fall, initial),
+                latest: Arc::default(),
                 prober,
                 ids,
                 task,
@@ -462,6 +503,7 @@ where
         let Some(slot) = self.slots.get_mut(&n) else {
             return;
         };
+        slot.latest.set(outcome.clone());
         let Some(change) = slot.tracker.record(outcome) else {
             return;
         };
@@ -485,6 +527,7 @@ where
                 from: change.from,
                 to: change.to,
                 outcome: last.clone(),
+                latest: slot.latest.clone(),
             });
             // A caller that dropped its receiver only wants status(); not an error.
             let _ = self.events.send(event);
@@ -529,6 +572,7 @@ where
                     changed: slot.tracker.changed(),
                     runs: slot.tracker.runs(),
                     passes: slot.tracker.passes(),
+                    latest: slot.latest.clone(),
                 })
             })
             .collect()

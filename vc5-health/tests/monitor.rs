@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Http;
@@ -504,4 +505,39 @@ async fn dropping_every_handle_stops_the_checks() {
     let hits = server.seen.hits();
     tokio::time::sleep(INTERVAL * 3).await;
     assert_eq!(server.seen.hits(), hits);
+}
+
+/// Every run is visible through the transition's `latest` cell, not only the
+/// runs that change the state: a steady check's last-run time and latency move
+/// on with no event at all (daemon defect: "22s ago" with a 2 s interval).
+#[tokio::test]
+async fn the_latest_run_is_visible_without_a_transition() {
+    let server = common::http_server("127.0.0.1", Http::Status(200)).await;
+    let (monitor, mut events) = Monitor::start();
+    monitor
+        .set_checks([("web", http(server.addr))])
+        .await
+        .unwrap();
+    let first = transition(&mut events).await;
+    assert_eq!(first.to, CheckState::Passing);
+    let at_transition = first.outcome.clone().unwrap();
+    let latest = first.latest.clone();
+
+    // Several intervals of a steady, passing check: no event, yet the cell has
+    // the newest run.
+    quiet(&mut events, INTERVAL * 4).await;
+    let now = latest.get().expect("a run");
+    assert!(now.passed());
+    assert!(
+        now.at >= at_transition.at + INTERVAL * 2,
+        "latest run {:?} after the transition's",
+        now.at - at_transition.at
+    );
+    assert!(now.wall > at_transition.wall);
+    assert!(server.seen.hits() >= 4, "{} runs", server.seen.hits());
+
+    // The status and the snapshot hand out the same cell.
+    let st = status(&monitor).await;
+    assert!(Arc::ptr_eq(&st["web"].latest, &latest));
+    monitor.shutdown().await;
 }

@@ -86,12 +86,16 @@ async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> Result<u16, Failur
     let mut buf = Vec::with_capacity(READ_CHUNK);
     // Bytes of earlier interim heads already consumed from `buf`.
     let mut consumed = 0;
+    // Resumed after each read, so that a peer trickling its head byte by byte
+    // costs linear time, not a rescan of the whole buffer per byte.
+    let mut parser = HeadParser::default();
     loop {
-        match parse_head(&buf[consumed..]) {
+        match parser.feed(&buf[consumed..]) {
             Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                 // An interim response (103 Early Hints, a stray 100 Continue): the
                 // final one follows on the same connection.
                 consumed += head.len;
+                parser = HeadParser::default();
                 continue;
             }
             Ok(Some(head)) => return Ok(head.status),
@@ -138,47 +142,71 @@ pub struct HeadError(pub &'static str);
 /// the latter). Header values are not interpreted, but every header line must be
 /// `name: value` with a token name, and obsolete line folding is refused, as RFC
 /// 9112 §5.2 lets a user agent do.
+///
+/// The probe uses [`HeadParser`], which resumes where it left off; this
+/// one-call form is what the tests hold it to.
+#[cfg(test)]
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
-    const PREFIX: &[u8] = b"HTTP/";
-    let start = buf.len().min(PREFIX.len());
-    if buf[..start] != PREFIX[..start] {
-        return Err(HeadError("not HTTP"));
-    }
-    let Some((status_line, mut pos)) = line(buf, 0) else {
-        // A status line is short; a long run of bytes without one is not HTTP.
-        if buf.len() > 1024 {
-            return Err(HeadError("status line too long"));
-        }
-        return Ok(None);
-    };
-    let status = status_code(status_line)?;
-    loop {
-        let Some((header, next)) = line(buf, pos) else {
-            return Ok(None);
-        };
-        pos = next;
-        if header.is_empty() {
-            return Ok(Some(Head { status, len: pos }));
-        }
-        if header[0] == b' ' || header[0] == b'\t' {
-            return Err(HeadError("folded header line"));
-        }
-        let colon = header
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError("header line without a colon"))?;
-        if colon == 0 || !header[..colon].iter().all(|&b| is_token_byte(b)) {
-            return Err(HeadError("invalid header name"));
-        }
-    }
+    HeadParser::default().feed(buf)
 }
 
-/// The line starting at `from`, without its terminator, and where the next starts.
-fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let rest = &buf[from..];
-    let lf = rest.iter().position(|&b| b == b'\n')?;
-    let text = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
-    Some((text, from + lf + 1))
+/// The parser of response heads as [`parse_head`] describes it, resumable: fed the same buffer again and again as it grows, it
+/// looks at each byte once, where it left off.
+#[derive(Debug, Clone, Default)]
+pub struct HeadParser {
+    /// The status, once the status line is complete.
+    status: Option<u16>,
+    /// Where the line being read starts.
+    line_start: usize,
+    /// Bytes already searched for a line end.
+    scanned: usize,
+}
+
+impl HeadParser {
+    /// Parses on: `buf` must start with every byte fed before.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<Option<Head>, HeadError> {
+        const PREFIX: &[u8] = b"HTTP/";
+        if self.status.is_none() {
+            let start = buf.len().min(PREFIX.len());
+            if buf[..start] != PREFIX[..start] {
+                return Err(HeadError("not HTTP"));
+            }
+        }
+        loop {
+            let Some(lf) = buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = buf.len();
+                // A status line is short; a long run of bytes without one is not HTTP.
+                if self.status.is_none() && buf.len() > 1024 {
+                    return Err(HeadError("status line too long"));
+                }
+                return Ok(None);
+            };
+            let end = self.scanned + lf;
+            let raw = &buf[self.line_start..end];
+            let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+            (self.line_start, self.scanned) = (end + 1, end + 1);
+            let Some(status) = self.status else {
+                self.status = Some(status_code(text)?);
+                continue;
+            };
+            if text.is_empty() {
+                return Ok(Some(Head {
+                    status,
+                    len: end + 1,
+                }));
+            }
+            if text[0] == b' ' || text[0] == b'\t' {
+                return Err(HeadError("folded header line"));
+            }
+            let colon = text
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or(HeadError("header line without a colon"))?;
+            if colon == 0 || !text[..colon].iter().all(|&b| is_token_byte(b)) {
+                return Err(HeadError("invalid header name"));
+            }
+        }
+    }
 }
 
 /// The status of `HTTP/1.x SP DIGIT DIGIT DIGIT [SP reason]`.
@@ -313,5 +341,151 @@ mod tests {
             String::from_utf8_lossy(&r.bytes)
                 .starts_with("HEAD /alive HTTP/1.1\r\nHost: example.com\r\n")
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::probe::fuzz::{Rng, property};
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::ReadBuf;
+
+    const VALID: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok",
+        b"HTTP/1.0 503 Service Unavailable\n\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 204\r\n\r\n",
+    ];
+
+    fn input(rng: &mut Rng) -> Vec<u8> {
+        match rng.below(3) {
+            0 => rng.bytes(300),
+            1 => {
+                let mut v = b"HTTP/1.1 200 OK\r\n".to_vec();
+                v.extend(rng.bytes(200));
+                v
+            }
+            _ => {
+                let valid = VALID[rng.below(VALID.len())];
+                rng.mutate(valid)
+            }
+        }
+    }
+
+    /// Any bytes: a typed answer, never a panic; a head found lies within the
+    /// bytes, has a valid status, and every prefix of it asks for more or is
+    /// refused, never gives another head.
+    #[test]
+    fn parse_head_takes_any_bytes() {
+        property("parse_head", |rng| {
+            let buf = input(rng);
+            match parse_head(&buf) {
+                Ok(Some(head)) => {
+                    assert!(head.len <= buf.len() && (100..=599).contains(&head.status));
+                    let cut = rng.below(head.len);
+                    assert!(
+                        matches!(parse_head(&buf[..cut]), Ok(None)),
+                        "{buf:?} at {cut}"
+                    );
+                    assert_eq!(parse_head(&buf[..head.len]), Ok(Some(head)));
+                }
+                Ok(None) => {
+                    let cut = rng.below(buf.len() + 1);
+                    assert!(!matches!(parse_head(&buf[..cut]), Ok(Some(_))), "{buf:?}");
+                }
+                Err(HeadError(_)) => {}
+            }
+        });
+    }
+
+    /// Fed in random pieces, the resumable parser gives what one call gives.
+    #[test]
+    fn feeding_in_pieces_gives_what_one_call_gives() {
+        property("HeadParser::feed", |rng| {
+            let buf = input(rng);
+            let whole = parse_head(&buf);
+            let mut parser = HeadParser::default();
+            let mut end = 0;
+            let pieces = loop {
+                end = (end + rng.below(40)).min(buf.len());
+                match parser.feed(&buf[..end]) {
+                    Ok(None) if end < buf.len() => continue,
+                    result => break result,
+                }
+            };
+            // Complete or refused early is the same answer as one call gives.
+            assert_eq!(pieces, whole, "{buf:?}");
+        });
+    }
+
+    /// Serves `data` over and over (for ever when `endless`), in chunks of
+    /// random size, counting what it served.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        served: usize,
+        endless: bool,
+        rng: Rng,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            if this.pos == this.data.len() {
+                if !this.endless || this.data.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.pos = 0;
+            }
+            let n = (1 + this.rng.below(700))
+                .min(buf.remaining())
+                .min(this.data.len() - this.pos);
+            buf.put_slice(&this.data[this.pos..this.pos + n]);
+            this.pos += n;
+            this.served += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The reading loop over any bytes, endless ones included: it ends with a
+    /// status or a failure after at most [`MAX_HEAD`] plus one read.
+    #[test]
+    fn read_status_ends_on_any_stream() {
+        property("read_status", |rng| {
+            let endless = rng.below(2) == 0;
+            let mut data = input(rng);
+            if endless && rng.below(2) == 0 {
+                // A head that never ends, or interim heads for ever.
+                data = [
+                    b"HTTP/1.1 200 OK\r\nA: b\r\n" as &[u8],
+                    b"HTTP/1.1 100 Continue\r\n\r\n",
+                ][rng.below(2)]
+                .to_vec();
+            }
+            let mut stream = Trickle {
+                data,
+                pos: 0,
+                served: 0,
+                endless,
+                rng: Rng(rng.next()),
+            };
+            // The stream is always ready, so one poll runs to the end.
+            let result = {
+                let mut fut = std::pin::pin!(read_status(&mut stream));
+                match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => panic!("read_status waited on a ready stream"),
+                }
+            };
+            if let Ok(status) = result {
+                assert!((100..=599).contains(&status));
+            }
+            assert!(stream.served <= MAX_HEAD + READ_CHUNK, "{}", stream.served);
+        });
     }
 }

@@ -11,6 +11,9 @@ mod dns;
 mod http;
 mod tls;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
