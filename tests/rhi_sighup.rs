@@ -58,7 +58,18 @@ fn sighup_changes_attributes_without_withdraw(with_local_bird: bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (w0, since0) = withdraws(&lab);
+    // BIRD stamps the session's "since" again as its channels come up just
+    // after the session: read it once it has settled.
+    let mut w0_since0 = withdraws(&lab);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let again = withdraws(&lab);
+        if again == w0_since0 {
+            break;
+        }
+        w0_since0 = again;
+    }
+    let (w0, since0) = w0_since0;
 
     // BIRD passes to an eBGP neighbour only the MED its export filter sets,
     // so through BIRD the community is what the router can see.

@@ -28,8 +28,8 @@
 //! use std::net::{IpAddr, SocketAddr};
 //! use vc5_health::*;
 //!
-//! /// The daemon's id for a check: (service, real, check index).
-//! type Id = (String, IpAddr, usize);
+//! /// The daemon's id for a check: (service, real, what the check is).
+//! type Id = (String, IpAddr, u64);
 //!
 //! # async fn daemon(address: IpAddr) -> Result<(), MonitorError> {
 //! let (monitor, mut events) = Monitor::<Id>::start();
