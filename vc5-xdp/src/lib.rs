@@ -10,6 +10,7 @@
 //!   and frame builders.
 
 pub mod dataplane;
+pub mod flowsync;
 pub mod hash;
 pub mod maps;
 pub mod netlink;
