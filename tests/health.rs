@@ -10,7 +10,7 @@ use common::{Download, fast_checks, lab, spread, wait_log, wait_ready};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use vc5::lab::Lab;
+use vc5::lab::{Lab, LabChild};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const RISE: u32 = 2;
@@ -145,6 +145,29 @@ fn a_service_below_need_makes_its_vip_unannounceable() {
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }
 
+/// vc5d on lb1 with fast checks, and six long downloads through it: the
+/// downloads and the real each landed on.
+fn six_downloads(lab: &Lab, bytes: usize) -> (LabChild, Vec<Download>, Vec<String>) {
+    lab.write_config_text(&config(lab, 1)).unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(lab, &mut vc5d);
+    let downloads: Vec<Download> = (0..6)
+        .map(|_| Download::start(lab, IpAddr::V4(lab.vip4), bytes, "1M"))
+        .collect();
+    let on = downloads.iter().map(Download::real).collect();
+    (vc5d, downloads, on)
+}
+
+/// Every download completes, and every real takes new connections.
+fn none_broke_and_every_real_serves(lab: &Lab, downloads: Vec<Download>, on: &[String]) {
+    for (d, real) in downloads.into_iter().zip(on) {
+        let bytes = d.bytes;
+        assert_eq!(d.finish(), Ok(bytes), "a download on {real} broke");
+    }
+    let s = spread(lab, IpAddr::V4(lab.vip4), 90);
+    assert_eq!(s.len(), 3, "every real serves again: {s:?}");
+}
+
 /// A 5 s carrier loss on the load balancer's own link is the load
 /// balancer's trouble, not the reals': every check fails and every MAC is
 /// lost meanwhile, yet no real leaves service, no established download is
@@ -154,14 +177,7 @@ fn a_service_below_need_makes_its_vip_unannounceable() {
 #[test]
 fn a_link_flap_on_the_load_balancer_moves_no_flow() {
     let lab = lab();
-    lab.write_config_text(&config(&lab, 1)).unwrap();
-    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
-    wait_ready(&lab, &mut vc5d);
-    let vip4 = IpAddr::V4(lab.vip4);
-    let downloads: Vec<Download> = (0..6)
-        .map(|_| Download::start(&lab, vip4, 12_000_000, "1M"))
-        .collect();
-    let on: Vec<String> = downloads.iter().map(Download::real).collect();
+    let (mut vc5d, downloads, on) = six_downloads(&lab, 12_000_000);
 
     // The switch's port of lb1 down: lb1's eth0 keeps its addresses but has
     // no carrier, as with a cable pulled or a switch port failing.
@@ -178,18 +194,13 @@ fn a_link_flap_on_the_load_balancer_moves_no_flow() {
     let back = wait_log(&vc5d, "hold released", Duration::from_secs(20));
     eprintln!("hold released {back:?} after link-up");
 
-    for (d, real) in downloads.into_iter().zip(&on) {
-        let bytes = d.bytes;
-        assert_eq!(d.finish(), Ok(bytes), "a download on {real} broke");
-    }
+    none_broke_and_every_real_serves(&lab, downloads, &on);
     let log = vc5d.log_text();
     let last = log.rsplit("=== ").next().unwrap_or_default();
     assert!(
         !last.contains("out of service") && !last.contains("VIP not announceable"),
         "the flap was blamed on the reals:\n{last}"
     );
-    let s = spread(&lab, vip4, 90);
-    assert_eq!(s.len(), 3, "every real serves again: {s:?}");
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }
 
@@ -203,14 +214,7 @@ fn a_link_flap_on_the_load_balancer_moves_no_flow() {
 #[test]
 fn every_real_failing_at_once_moves_no_flow() {
     let lab = lab();
-    lab.write_config_text(&config(&lab, 1)).unwrap();
-    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
-    wait_ready(&lab, &mut vc5d);
-    let vip4 = IpAddr::V4(lab.vip4);
-    let downloads: Vec<Download> = (0..6)
-        .map(|_| Download::start(&lab, vip4, 10_000_000, "1M"))
-        .collect();
-    let on: Vec<String> = downloads.iter().map(Download::real).collect();
+    let (mut vc5d, downloads, on) = six_downloads(&lab, 10_000_000);
 
     let addr = format!("{}/24", lab.addr4("lb1"));
     lab.run("lb1", &["ip", "addr", "del", &addr, "dev", "eth0"])
@@ -223,11 +227,6 @@ fn every_real_failing_at_once_moves_no_flow() {
     let back = wait_log(&vc5d, "hold released", Duration::from_secs(20));
     eprintln!("hold released {back:?} after the address came back");
 
-    for (d, real) in downloads.into_iter().zip(&on) {
-        let bytes = d.bytes;
-        assert_eq!(d.finish(), Ok(bytes), "a download on {real} broke");
-    }
-    let s = spread(&lab, vip4, 90);
-    assert_eq!(s.len(), 3, "every real serves again: {s:?}");
+    none_broke_and_every_real_serves(&lab, downloads, &on);
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }

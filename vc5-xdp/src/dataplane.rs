@@ -659,6 +659,11 @@ impl DataPlane {
         s.clock = now;
         // Only the clock differs from what is in the map: a packet that
         // reads the entry meanwhile sees the same slots either way.
+        self.write_settings(s)
+    }
+
+    /// Writes `settings[0]` and keeps our copy of it.
+    fn write_settings(&mut self, s: Settings) -> Result<(), Error> {
         self.maps
             .settings
             .set(0, s, 0)
@@ -1173,17 +1178,9 @@ impl DataPlane {
         // each write changes one field a packet reads, so none sees a mix.
         let mut s = self.settings;
         s.seed[idle as usize] = seed;
-        self.maps
-            .settings
-            .set(0, s, 0)
-            .map_err(map_err("settings"))?;
+        self.write_settings(s)?;
         s.active = idle;
-        self.maps
-            .settings
-            .set(0, s, 0)
-            .map_err(map_err("settings"))?;
-        self.settings = s;
-        Ok(())
+        self.write_settings(s)
     }
 
     fn backend_counters(&self, bidx: u16) -> Result<BackendStats, Error> {
