@@ -48,6 +48,24 @@
 #define VC5_FLOWS_UDP4 (1u << 18)
 #define VC5_FLOWS_UDP6 (1u << 18)
 
+/* Flow sync: the ring buffer's size (bytes, a power of two; ~300,000
+ * events), peers shown in sync_status, and the reasons a datagram is
+ * rejected (their names are in vc5-xdp/src/flowsync/status.rs). */
+#define VC5_FLOW_EVENTS (16u << 20)
+#define VC5_SYNC_PEERS 32
+#define VC5_SYNC_REASONS 16
+
+/* vc5_flow_event.kind */
+#define VC5_EVENT_NEW 1      /* inserted (a new flow, or one restored from a cache) */
+#define VC5_EVENT_REPIN 2    /* its real was unusable: pinned to the bucket's */
+#define VC5_EVENT_TAKEOVER 3 /* found in a peer's table, now local */
+#define VC5_EVENT_REFRESH 4  /* a packet in a new clock tick */
+
+/* vc5_sync_status.state of entry 0 */
+#define VC5_SYNC_STARTING 0 /* not yet listening */
+#define VC5_SYNC_RESYNCING 1 /* asked the peers for their flows */
+#define VC5_SYNC_SYNCED 2    /* every peer heard has sent its flows (or none answered) */
+
 /* vc5_backend.flags */
 #define VC5_BACKEND_USABLE 0x1 /* MAC resolved and real not failed */
 

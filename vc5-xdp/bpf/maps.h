@@ -61,6 +61,56 @@ VC5_FLOW_MAP(flows_udp4, struct vc5_flow4, VC5_FLOWS_UDP4);
 VC5_FLOW_MAP(flows_tcp6, struct vc5_flow6, VC5_FLOWS_TCP6);
 VC5_FLOW_MAP(flows_udp6, struct vc5_flow6, VC5_FLOWS_UDP6);
 
+/* Flows learned from peers by vc5-flowsync, consulted after a miss in the
+ * flows_* maps in a moved bucket. A common LRU (no BPF_F_NO_COMMON_LRU):
+ * one user-space writer fills them all (a per-CPU LRU would give it one
+ * CPU's share), and the local tables never lose a flow to a peer's. */
+#define VC5_PEER_MAP(name, keytype, size)                                     \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                           \
+		__uint(max_entries, size);                                     \
+		__type(key, keytype);                                          \
+		__type(value, struct vc5_flow);                                \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
+
+VC5_PEER_MAP(peer_tcp4, struct vc5_flow4, VC5_FLOWS_TCP4);
+VC5_PEER_MAP(peer_udp4, struct vc5_flow4, VC5_FLOWS_UDP4);
+VC5_PEER_MAP(peer_tcp6, struct vc5_flow6, VC5_FLOWS_TCP6);
+VC5_PEER_MAP(peer_udp6, struct vc5_flow6, VC5_FLOWS_UDP6);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VC5_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct vc5_peer_moved);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peer_moved SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, VC5_FLOW_EVENTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_events SEC(".maps");
+
+/* Flow events dropped because the ring was full (vc5-flowsync not
+ * reading, or a burst larger than the ring). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_events_lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 + VC5_SYNC_PEERS);
+	__type(key, __u32);
+	__type(value, struct vc5_sync_status);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sync_status SEC(".maps");
+
 /* Not pinned: a cache, rebuilt from the LRU by traffic. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -14,11 +14,15 @@
 
 /* settings[0]: which half of svc_slots is live and its hash seed, and the
  * clock user space keeps (seconds, CLOCK_BOOTTIME; 0 before vc5d set it)
- * that flows are stamped with, so that a sweep can tell dead flows. */
+ * that flows are stamped with, so that a sweep can tell dead flows.
+ * generation: bumped by vc5d after every programming that changed a
+ * service, a table or a backend, so vc5-flowsync knows when to re-read
+ * them (its copies of the tables and of the backends' addresses). */
 struct vc5_settings {
 	__u32 active;  /* 0 or 1 */
 	__u32 seed[2]; /* hash seed of each half */
 	__u32 clock;
+	__u32 generation;
 };
 
 /* A service endpoint: VIP (IPv4 as ::ffff:a.b.c.d), port and protocol as
@@ -111,6 +115,58 @@ struct vc5_cache6 {
 	__u16 backend;
 	__u16 epoch;
 	__u32 clock;
+};
+
+/* peer_moved[service]: the flow-sync twin of vc5_table.moved, owned by
+ * vc5-flowsync. Bit k set: a flow learned from a peer (peer_* maps) may be
+ * pinned to another real than bucket k's. vc5-flowsync sets the bit before
+ * it writes such a flow and clears it in its own sweep; the program treats
+ * a bucket as moved when either bitmap says so. */
+struct vc5_peer_moved {
+	__u64 bits[64]; /* VC5_TABLE_SIZE / 64 */
+};
+
+/* A record of the flow_events ring buffer: a flow this host's program
+ * inserted, re-pinned, took over from a peer's table, or refreshed (its
+ * "seen" stamp moved to a new clock tick), for vc5-flowsync to send. */
+struct vc5_flow_event {
+	__u8 kind;  /* VC5_EVENT_* */
+	__u8 v6;    /* key holds a vc5_flow6; else a vc5_flow4 in its first 12 bytes */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad;
+	__u32 backend; /* the local backend index the flow is pinned to */
+	__u8 key[36];  /* sizeof(struct vc5_flow6) */
+};
+/* A ring buffer has no value type, so this struct is not in the object's
+ * BTF for the layout test to read: its layout is pinned here instead, and
+ * by the same numbers in maps.rs. */
+_Static_assert(sizeof(struct vc5_flow_event) == 44, "vc5_flow_event size");
+_Static_assert(__builtin_offsetof(struct vc5_flow_event, backend) == 4, "backend");
+_Static_assert(__builtin_offsetof(struct vc5_flow_event, key) == 8, "key");
+
+/* sync_status[0] is this host's vc5-flowsync, sync_status[1..] its peers
+ * (one per source address, in the order first heard). Written only by
+ * vc5-flowsync, as whole entries; read by vc5d for its status, console,
+ * metrics and D-Bus, and by the program (entry 0's "on" only). */
+struct vc5_sync_status {
+	__u32 on;    /* entry 0: vc5-flowsync runs and reads flow_events */
+	__u32 state; /* entry 0: VC5_SYNC_*; a peer: 1 while it is known */
+	__u64 sender;
+	__u64 epoch;
+	__u8 addr[16];       /* the peer's source address (entry 0: ours) */
+	__u64 started_ms;    /* entry 0: when this vc5-flowsync started */
+	__u64 updated_ms;    /* entry 0: heartbeat; a peer: last heard */
+	__u64 datagrams;     /* entry 0: sent; a peer: accepted from it */
+	__u64 records;       /* entry 0: sent; a peer: received from it */
+	__u64 written;       /* records written into the peer tables */
+	__u64 gaps;          /* sequence numbers skipped by the peer's datagrams */
+	__u64 unknown_real;  /* records naming a service or real unknown here */
+	__u64 rate_limited;  /* records over the per-sender rate */
+	__u64 lost;          /* entry 0: flow events the ring had no room for */
+	__u64 delay_p50_us;  /* propagation delay (send time to write) */
+	__u64 delay_p99_us;
+	__u64 delay_max_us;
+	__u64 rejects[16];   /* VC5_SYNC_REASONS, by the reason's index */
 };
 
 /* Per-CPU counters. */

@@ -189,6 +189,69 @@ static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backe
 	}
 }
 
+#ifndef VC5_NO_FLOWSYNC
+/* A flow learned from a peer by vc5-flowsync, or NULL. Asked only after a
+ * miss in the local table in a moved bucket: in a clean bucket any peer's
+ * flow is pinned to the bucket's real, which the table gives anyway. */
+static __always_inline struct vc5_flow *vc5_peer_lookup(const struct vc5_pkt *p)
+{
+	if (p->v6) {
+		if (p->svc.proto == IPPROTO_TCP)
+			return bpf_map_lookup_elem(&peer_tcp6, &p->f6);
+		return bpf_map_lookup_elem(&peer_udp6, &p->f6);
+	}
+	if (p->svc.proto == IPPROTO_TCP)
+		return bpf_map_lookup_elem(&peer_tcp4, &p->f4);
+	return bpf_map_lookup_elem(&peer_udp4, &p->f4);
+}
+
+/* Tells vc5-flowsync about a flow, when it runs. The ring's default
+ * wake-up is adaptive: the reader is woken only when it has caught up, so
+ * a busy ring costs no wake-ups and an idle one is read at once. */
+static __always_inline void vc5_report(const struct vc5_pkt *p, __u32 backend, __u8 kind)
+{
+	struct vc5_sync_status *st;
+	struct vc5_flow_event *e;
+	__u32 zero = 0;
+
+	st = bpf_map_lookup_elem(&sync_status, &zero);
+	if (!st || !st->on)
+		return;
+	e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
+	if (!e) {
+		__u64 *lost = bpf_map_lookup_elem(&flow_events_lost, &zero);
+
+		if (lost)
+			(*lost)++;
+		return;
+	}
+	e->kind = kind;
+	e->v6 = p->v6;
+	e->proto = p->svc.proto;
+	e->_pad = 0;
+	e->backend = backend;
+	if (p->v6) {
+		__builtin_memcpy(e->key, &p->f6, sizeof(p->f6));
+	} else {
+		__builtin_memcpy(e->key, &p->f4, sizeof(p->f4));
+		__builtin_memset(e->key + sizeof(p->f4), 0, sizeof(e->key) - sizeof(p->f4));
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Is bucket k moved for the peers' flows (peer_moved[s])? */
+static __always_inline int vc5_peer_moved(__u32 s, __u32 k)
+{
+	struct vc5_peer_moved *pm = bpf_map_lookup_elem(&peer_moved, &s);
+
+	return pm && ((pm->bits[k >> 6] >> (k & 63)) & 1);
+}
+#else
+#define vc5_peer_lookup(p) ((struct vc5_flow *)0)
+#define vc5_report(p, backend, kind) do { } while (0)
+#define vc5_peer_moved(s, k) 0
+#endif
+
 /* What a CPU's cache entry says about a flow. */
 struct vc5_cached {
 	__u32 backend;
@@ -276,7 +339,7 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	struct vc5_table *t;
 	struct vc5_flow *f;
 	__u32 s, h, k, bi = 0, fresh = 0, now = 0;
-	int cached = 0;
+	int cached = 0, moved = 0;
 
 	svc = vc5_find(&p->svc, p->dfold, &now);
 
@@ -292,12 +355,15 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	/* SYN, RST, ICMP error: no state to create, and where the bucket has
 	 * not moved no flow can be pinned elsewhere, so the table decides
 	 * without a flow-table lookup (a cache miss on a big table). */
-	if (p->no_insert && !vc5_moved(t, k)) {
-		bi = t->backend[k];
-		b = bpf_map_lookup_elem(&backends, &bi);
-		if (bi && vc5_usable(b))
-			goto emit;
-		goto drop;
+	if (p->no_insert) {
+		moved = vc5_moved(t, k) || vc5_peer_moved(s, k);
+		if (!moved) {
+			bi = t->backend[k];
+			b = bpf_map_lookup_elem(&backends, &bi);
+			if (bi && vc5_usable(b))
+				goto emit;
+			goto drop;
+		}
 	}
 
 	/* Fast path: this CPU has seen the flow in the LRU recently, and
@@ -319,8 +385,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		if (vc5_usable(b)) {
 			/* Written once per tick at most: the entry's cache
 			 * line is shared by every CPU the flow reaches. */
-			if (f->seen != now && !p->icmp)
+			if (f->seen != now && !p->icmp) {
 				f->seen = now;
+				vc5_report(p, bi, VC5_EVENT_REFRESH);
+			}
 			goto cache;
 		}
 	} else if (cached && !p->no_insert && now - c.clock < VC5_CACHE_TRUST) {
@@ -332,7 +400,31 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		vc5_flow_insert(p, bi, now);
 		if (bi != t->backend[k])
 			__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
+		vc5_report(p, bi, VC5_EVENT_NEW);
 		goto emit;
+	} else if (!f && (moved || vc5_moved(t, k) || vc5_peer_moved(s, k))) {
+		/* Not ours: a peer's flow, if a peer has one, wins over the
+		 * table while its real is usable here, and becomes ours. */
+		struct vc5_flow *pf = vc5_peer_lookup(p);
+
+		if (pf) {
+			__u32 pi = pf->backend;
+			struct vc5_backend *pb = bpf_map_lookup_elem(&backends, &pi);
+
+			if (vc5_usable(pb)) {
+				bi = pi;
+				b = pb;
+				if (p->no_insert)
+					goto emit; /* SYN/RST/ICMP: follow it, keep no state */
+				vc5_flow_insert(p, bi, now);
+				if (bi != t->backend[k])
+					__sync_fetch_and_or(&t->moved[k >> 6],
+							    1ull << (k & 63));
+				vc5_report(p, bi, VC5_EVENT_TAKEOVER);
+				fresh = 1;
+				goto cache;
+			}
+		}
 	}
 
 	/* A new flow, or one whose real is no longer usable. */
@@ -345,10 +437,12 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	if (f) {
 		f->backend = bi; /* re-pin a flow whose real failed */
 		f->seen = now;
+		vc5_report(p, bi, VC5_EVENT_REPIN);
 	} else if (p->no_insert) {
 		goto emit; /* SYN/RST: no state, not even in the cache */
 	} else {
 		vc5_flow_insert(p, bi, now);
+		vc5_report(p, bi, VC5_EVENT_NEW);
 	}
 	fresh = 1;
 

@@ -273,6 +273,8 @@ struct Maps {
     flows_tcp6: BpfHashMap<MapData, Flow6, Flow>,
     flows_udp4: BpfHashMap<MapData, Flow4, Flow>,
     flows_udp6: BpfHashMap<MapData, Flow6, Flow>,
+    /// Written by vc5-flowsync; vc5d only reads it.
+    sync_status: Array<MapData, SyncStatus>,
 }
 
 #[derive(Debug, Clone)]
@@ -415,7 +417,7 @@ fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
 }
 
 /// What a pinned map must look like to be re-used by this build.
-fn expected_maps() -> [(&'static str, MapType, usize, usize); 11] {
+fn expected_maps() -> [(&'static str, MapType, usize, usize); 12] {
     use std::mem::size_of;
     [
         ("settings", MapType::Array, 4, size_of::<Settings>()),
@@ -459,6 +461,7 @@ fn expected_maps() -> [(&'static str, MapType, usize, usize); 11] {
             size_of::<Flow6>(),
             size_of::<Flow>(),
         ),
+        ("sync_status", MapType::Array, 4, size_of::<SyncStatus>()),
     ]
 }
 
@@ -559,6 +562,7 @@ impl DataPlane {
             flows_tcp6: take(&mut ebpf, "flows_tcp6")?,
             flows_udp4: take(&mut ebpf, "flows_udp4")?,
             flows_udp6: take(&mut ebpf, "flows_udp6")?,
+            sync_status: take(&mut ebpf, "sync_status")?,
         };
         // The sizes in force are those of the (possibly older) pinned maps.
         let sizes = MapSizes {
@@ -1354,6 +1358,29 @@ impl DataPlane {
             }
         }
         Ok(cleared)
+    }
+
+    /// What vc5-flowsync last published: entry 0 is this host's
+    /// vc5-flowsync (all zero when it never ran against these maps), then
+    /// the peers it heard, in the order first heard.
+    pub fn sync_status(&self) -> Result<(SyncStatus, Vec<SyncStatus>), Error> {
+        let own = self
+            .maps
+            .sync_status
+            .get(&0, 0)
+            .map_err(map_err("sync_status"))?;
+        let mut peers = Vec::new();
+        for i in 1..=SYNC_PEERS {
+            let p = self
+                .maps
+                .sync_status
+                .get(&i, 0)
+                .map_err(map_err("sync_status"))?;
+            if p.state != 0 {
+                peers.push(p);
+            }
+        }
+        Ok((own, peers))
     }
 
     /// The backend index of a real of a service, if it has one.

@@ -88,6 +88,9 @@ pub struct Settings {
     /// Seconds of CLOCK_BOOTTIME as user space last set it (0: never);
     /// flows are stamped with it ([`Flow::seen`]).
     pub clock: u32,
+    /// Bumped by vc5d after every programming that changed a service, a
+    /// table or a backend; vc5-flowsync re-reads them when it moves.
+    pub generation: u32,
 }
 
 /// A service endpoint as the program sees it.
@@ -247,6 +250,126 @@ pub struct Cache6 {
     pub clock: u32,
 }
 
+/// `peer_moved[service]`: buckets where a flow learned from a peer may be
+/// pinned to another real than the bucket's (owned by vc5-flowsync).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerMoved {
+    pub bits: [u64; MOVED_WORDS],
+}
+
+impl Default for PeerMoved {
+    fn default() -> Self {
+        PeerMoved {
+            bits: [0; MOVED_WORDS],
+        }
+    }
+}
+
+impl PeerMoved {
+    pub fn is_set(&self, bucket: usize) -> bool {
+        self.bits[bucket / 64] >> (bucket % 64) & 1 != 0
+    }
+    pub fn set(&mut self, bucket: usize) {
+        self.bits[bucket / 64] |= 1 << (bucket % 64);
+    }
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+/// `flow_event.kind`: a flow inserted (new, or restored from a CPU's cache).
+pub const EVENT_NEW: u8 = 1;
+/// A flow whose real was unusable, pinned to its bucket's real.
+pub const EVENT_REPIN: u8 = 2;
+/// A flow found in a peer's table and now in the local one.
+pub const EVENT_TAKEOVER: u8 = 3;
+/// A flow's first packet in a new clock tick (the periodic re-report).
+pub const EVENT_REFRESH: u8 = 4;
+
+/// Size in bytes of the `flow_events` ring buffer.
+pub const FLOW_EVENTS: u32 = 16 << 20;
+/// Peers `sync_status` has room for (entries 1..=SYNC_PEERS).
+pub const SYNC_PEERS: u32 = 32;
+/// Reject reasons counted per peer in [`SyncStatus::rejects`].
+pub const SYNC_REASONS: usize = 16;
+
+/// `SyncStatus::state` of entry 0: vc5-flowsync is not listening yet.
+pub const SYNC_STARTING: u32 = 0;
+/// It has asked its peers for their flows and waits for them.
+pub const SYNC_RESYNCING: u32 = 1;
+/// Every peer heard has sent its flows, or none answered.
+pub const SYNC_SYNCED: u32 = 2;
+
+/// A record of the `flow_events` ring buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub kind: u8,
+    /// 1: `key` is a [`Flow6`]; 0: a [`Flow4`] in its first 12 bytes.
+    pub v6: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    pub backend: u32,
+    pub key: [u8; 36],
+}
+
+// Pinned by _Static_assert in shared.h too: a ring buffer's records leave
+// no type in the BTF for the layout test.
+const _: () = assert!(std::mem::size_of::<FlowEvent>() == 44);
+const _: () = assert!(std::mem::offset_of!(FlowEvent, backend) == 4);
+const _: () = assert!(std::mem::offset_of!(FlowEvent, key) == 8);
+
+impl FlowEvent {
+    /// Parses a ring-buffer record (None when it is too short).
+    pub fn from_bytes(b: &[u8]) -> Option<FlowEvent> {
+        if b.len() < std::mem::size_of::<FlowEvent>() {
+            return None;
+        }
+        // SAFETY: FlowEvent is plain old data of this many bytes; the read
+        // is unaligned because ring-buffer records are only 8-byte aligned.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const FlowEvent) })
+    }
+
+    pub fn flow4(&self) -> Flow4 {
+        // SAFETY: the first 12 bytes of key are a Flow4 when v6 == 0.
+        unsafe { std::ptr::read_unaligned(self.key.as_ptr() as *const Flow4) }
+    }
+
+    pub fn flow6(&self) -> Flow6 {
+        // SAFETY: key is exactly a Flow6.
+        unsafe { std::ptr::read_unaligned(self.key.as_ptr() as *const Flow6) }
+    }
+}
+
+/// An entry of `sync_status`: 0 is this host's vc5-flowsync, 1.. its peers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Entry 0: vc5-flowsync runs and wants flow events.
+    pub on: u32,
+    /// Entry 0: `SYNC_*`; a peer: 1 while the entry is in use.
+    pub state: u32,
+    pub sender: u64,
+    pub epoch: u64,
+    /// The peer's source address (entry 0: ours), IPv4 mapped.
+    pub addr: [u8; 16],
+    pub started_ms: u64,
+    /// Entry 0: heartbeat; a peer: when it was last heard.
+    pub updated_ms: u64,
+    pub datagrams: u64,
+    pub records: u64,
+    pub written: u64,
+    pub gaps: u64,
+    pub unknown_real: u64,
+    pub rate_limited: u64,
+    pub lost: u64,
+    pub delay_p50_us: u64,
+    pub delay_p99_us: u64,
+    pub delay_max_us: u64,
+    pub rejects: [u64; SYNC_REASONS],
+}
+
 /// Per-CPU packet and byte counter (`stats`, `service_drops`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -278,6 +401,9 @@ unsafe impl aya::Pod for Counter {}
 unsafe impl aya::Pod for Cache4 {}
 unsafe impl aya::Pod for Cache6 {}
 unsafe impl aya::Pod for BackendStats {}
+unsafe impl aya::Pod for PeerMoved {}
+unsafe impl aya::Pod for FlowEvent {}
+unsafe impl aya::Pod for SyncStatus {}
 
 /// An address as the program stores it: IPv6, or IPv4 mapped.
 pub fn addr16(addr: IpAddr) -> [u8; 16] {

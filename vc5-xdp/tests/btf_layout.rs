@@ -78,7 +78,7 @@ macro_rules! layout {
 fn rust_mirrors_match_the_btf_of_the_object() {
     let btf = btf_structs();
     let mirrors: Vec<(&str, usize, Members<&str>)> = vec![
-        layout!("vc5_settings", Settings, [active, seed, clock]),
+        layout!("vc5_settings", Settings, [active, seed, clock, generation]),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),
         layout!("vc5_table", Table, [backend, moved]),
@@ -105,6 +105,31 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             "vc5_backend_stats",
             BackendStats,
             [packets, bytes, new_flows]
+        ),
+        layout!("vc5_peer_moved", PeerMoved, [bits]),
+        layout!(
+            "vc5_sync_status",
+            SyncStatus,
+            [
+                on,
+                state,
+                sender,
+                epoch,
+                addr,
+                started_ms,
+                updated_ms,
+                datagrams,
+                records,
+                written,
+                gaps,
+                unknown_real,
+                rate_limited,
+                lost,
+                delay_p50_us,
+                delay_p99_us,
+                delay_max_us,
+                rejects
+            ]
         ),
     ];
     for (name, size, fields) in mirrors {
@@ -141,4 +166,21 @@ fn mirrored_constants_match_consts_h() {
     assert_eq!(value("VC5_CACHE_TRUST"), CACHE_TRUST);
     assert_eq!(value("VC5_SLOT_BITS"), SLOT_BITS);
     assert_eq!(value("VC5_PROBES"), PROBES);
+    assert_eq!(value("VC5_SYNC_PEERS"), SYNC_PEERS);
+    assert_eq!(value("VC5_SYNC_REASONS") as usize, SYNC_REASONS);
+    for (name, v) in [
+        ("VC5_EVENT_NEW", EVENT_NEW),
+        ("VC5_EVENT_REPIN", EVENT_REPIN),
+        ("VC5_EVENT_TAKEOVER", EVENT_TAKEOVER),
+        ("VC5_EVENT_REFRESH", EVENT_REFRESH),
+    ] {
+        assert_eq!(value(name), v as u32, "{name}");
+    }
+    for (name, v) in [
+        ("VC5_SYNC_STARTING", SYNC_STARTING),
+        ("VC5_SYNC_RESYNCING", SYNC_RESYNCING),
+        ("VC5_SYNC_SYNCED", SYNC_SYNCED),
+    ] {
+        assert_eq!(value(name), v, "{name}");
+    }
 }
