@@ -10,6 +10,7 @@
 
 pub mod keys;
 pub mod replay;
+pub mod settings;
 pub mod status;
 pub mod wire;
 
