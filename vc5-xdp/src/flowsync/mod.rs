@@ -15,7 +15,8 @@ pub mod status;
 pub mod wire;
 
 pub use keys::{Key, KeyFileError, Keyring};
-pub use replay::{ReplayError, ReplayGuard};
+pub use replay::{ReplayError, ReplayGuard, START_SLACK_MS};
 pub use wire::{
-    Datagram, DecodeError, EncodeError, FlowRecord, Header, MessageType, Op, Sealer, decode,
+    Datagram, DecodeError, DumpEnd, EncodeError, FlowRecord, Header, MessageType, Op, Opener,
+    Sealer, decode,
 };

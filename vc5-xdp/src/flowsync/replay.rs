@@ -8,8 +8,10 @@
 //! numbers that fell out of the window are rejected; a higher epoch starts a
 //! new window. Because a receiver that restarts has forgotten every window,
 //! datagrams also carry their send time and are refused when it is further
-//! from the receiver's clock than a configured skew: a recorded datagram
-//! cannot be replayed to a restarted receiver after that long.
+//! from the receiver's clock than a configured skew, or earlier than the
+//! receiver's start ([`ReplayGuard::not_before`], the start less
+//! [`START_SLACK_MS`] for the hosts' clock offset): a datagram recorded
+//! before a receiver restarted is not accepted after the restart.
 //!
 //! Memory is bounded: at most `max_senders` are tracked; a new sender evicts
 //! the least recently accepted one. Only authenticated headers may be passed
@@ -18,6 +20,11 @@
 use std::collections::HashMap;
 
 use super::wire::Header;
+
+/// How far a sender's clock may lag this host's for its datagrams sent
+/// after this host's start to be accepted at once; a replay of what was
+/// sent that shortly before a restart carries flows that were current then.
+pub const START_SLACK_MS: u64 = 500;
 
 /// Width of the sequence window in datagrams.
 pub const WINDOW: u64 = 1024;
@@ -117,6 +124,7 @@ pub struct ReplayGuard {
     senders: HashMap<u64, Window>,
     max_senders: usize,
     max_skew_ms: u64,
+    not_before_ms: u64,
     clock: u64,
 }
 
@@ -128,8 +136,16 @@ impl ReplayGuard {
             senders: HashMap::new(),
             max_senders: max_senders.max(1),
             max_skew_ms,
+            not_before_ms: 0,
             clock: 0,
         }
+    }
+
+    /// Refuses datagrams sent before `ms` (wall clock): give it this
+    /// process's start less [`START_SLACK_MS`].
+    pub fn not_before(mut self, ms: u64) -> Self {
+        self.not_before_ms = ms;
+        self
     }
 
     /// Accepts or rejects an authenticated header; `now_ms` is this host's
@@ -137,7 +153,7 @@ impl ReplayGuard {
     /// header changes the state.
     pub fn accept(&mut self, h: &Header, now_ms: u64) -> Result<(), ReplayError> {
         let skew_ms = h.time_ms.abs_diff(now_ms);
-        if skew_ms > self.max_skew_ms {
+        if skew_ms > self.max_skew_ms || h.time_ms < self.not_before_ms {
             return Err(ReplayError::Stale { skew_ms });
         }
         self.clock += 1;
@@ -197,6 +213,29 @@ mod tests {
     use crate::flowsync::wire::MessageType;
 
     const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn nothing_sent_before_a_restart_is_accepted_after_it() {
+        let start = NOW;
+        let mut g = ReplayGuard::new(8, 30_000).not_before(start - START_SLACK_MS);
+        let h = |seq, time_ms| Header {
+            kind: MessageType::Flows,
+            key_id: 0,
+            sender: 1,
+            epoch: 5,
+            seq,
+            time_ms,
+        };
+        // Recorded a second before this receiver started: a replay.
+        assert!(matches!(
+            g.accept(&h(10, start - 1_000), start + 10),
+            Err(ReplayError::Stale { .. })
+        ));
+        assert!(g.is_empty());
+        // Within the slack (a sender whose clock lags a little) and after.
+        g.accept(&h(11, start - 100), start + 10).unwrap();
+        g.accept(&h(12, start + 5), start + 10).unwrap();
+    }
 
     fn h(sender: u64, epoch: u64, seq: u64) -> Header {
         Header {

@@ -14,10 +14,10 @@
 //!  |                send time, ms since 1970 (u64) |
 //!  +=======================+=======================+ 40
 //!  | record count (u16)    | records ...           |   sealed with
-//!  +-----------------------+                       |   XChaCha20-Poly1305
+//!  +-----------------------+                       |   AES-256-GCM
 //!  |                                               |
 //!  +-----------------------------------------------+
-//!  |           Poly1305 tag (16 bytes)             |
+//!  |           GCM tag (16 bytes)                  |
 //!  +-----------------------------------------------+
 //!
 //!  record:  0      1      2        3      4        6        8
@@ -29,11 +29,14 @@
 //!  An IPv4 flow with an IPv4 real is 20 bytes, an IPv6 one 56.
 //! ```
 //!
-//! `type` 1 carries flows; type 2 (hello, no records) is sent by a peer
-//! that (re)started, asking the others for their flows. The tuple is the one
-//! the data plane keys flows by: the client's address and port, the VIP and
-//! its port, the IP protocol; the real is named by its address, never by a
-//! local index, because indexes differ between hosts.
+//! Types: 1 flows (records); 2 hello (no records: a peer that (re)started
+//! asks the others for their flows); 3 alive (no records, once a second:
+//! who is in the group); 4 dump end (no records, then 24 bytes: the
+//! requester's sender id and epoch and how many records the dump held: the
+//! answer to that hello is complete). The tuple is the one the data plane
+//! keys flows by: the client's address and port, the VIP and its port, the
+//! IP protocol; the real is named by its address, never by a local index,
+//! because indexes differ between hosts.
 //!
 //! **Sender id**: a 64-bit number the host chooses once (the binary derives
 //! it from `--address`), stable across restarts, so a receiver keeps one
@@ -44,16 +47,20 @@
 //! **Epoch**: the sender's start time in nanoseconds; it moves forward with
 //! each restart (see [`super::replay`]).
 //!
-//! **Nonce**: XChaCha20's 24-byte nonce is exactly sender ‖ epoch ‖ sequence,
-//! so it is derived, not sent, and never repeats under a key as long as one
-//! sender id does not start twice within one nanosecond. XChaCha rather than
-//! ChaCha20-Poly1305 because the 12-byte nonce of the latter cannot hold
-//! those 24 bytes, and a random 96-bit nonce would need its own bookkeeping.
+//! **Keys and nonces**: AES-256-GCM through `ring`. Each (sender, epoch)
+//! seals under its own key, HKDF-SHA256 of the key file's key with salt
+//! `"vc5-flowsync v1"` and info sender ‖ epoch, and the 96-bit nonce is four
+//! zero bytes ‖ sequence. So a nonce never repeats under a key as long as a
+//! sender numbers its datagrams from 0 within one epoch and one sender id
+//! does not start twice within one nanosecond; hosts sharing the key file
+//! never share a GCM key. The receiver derives the key once per sender and
+//! epoch ([`Opener`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
 
 use super::keys::{Key, Keyring};
 
@@ -79,7 +86,21 @@ const FLAG_REAL_V6: u8 = 2;
 pub enum MessageType {
     Flows = 1,
     Hello = 2,
+    Alive = 3,
+    DumpEnd = 4,
 }
+
+/// The body of a dump-end message: the dump answering the hello of
+/// `requester` in its `epoch` is complete, after `sent` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpEnd {
+    pub requester: u64,
+    pub epoch: u64,
+    pub sent: u64,
+}
+
+const DUMP_END_LEN: usize = 24;
+const SALT: &[u8] = b"vc5-flowsync v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -123,6 +144,8 @@ impl FlowRecord {
 pub struct Datagram {
     pub header: Header,
     pub records: Vec<FlowRecord>,
+    /// Set for (and only for) a [`MessageType::DumpEnd`].
+    pub dump_end: Option<DumpEnd>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,8 +154,10 @@ pub enum EncodeError {
     MixedFamily { index: usize },
     #[error("datagram of {len} bytes exceeds the limit of {max}")]
     TooLarge { len: usize, max: usize },
-    #[error("a hello carries no records")]
-    HelloWithRecords,
+    #[error("a {0:?} message carries no records")]
+    NotFlows(MessageType),
+    #[error("a dump end needs its body, and only a dump end has one")]
+    DumpEndBody,
     #[error("AEAD seal failed")]
     Seal,
 }
@@ -196,13 +221,24 @@ impl Header {
         b
     }
 
-    fn nonce(&self) -> XNonce {
-        let mut n = [0u8; 24];
-        n[..8].copy_from_slice(&self.sender.to_be_bytes());
-        n[8..16].copy_from_slice(&self.epoch.to_be_bytes());
-        n[16..].copy_from_slice(&self.seq.to_be_bytes());
-        n.into()
+    fn nonce(&self) -> Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&self.seq.to_be_bytes());
+        Nonce::assume_unique_for_key(n)
     }
+}
+
+/// The GCM key of one sender's epoch under a key file's key.
+fn session_key(key: &Key, sender: u64, epoch: u64) -> LessSafeKey {
+    let mut info = [0u8; 16];
+    info[..8].copy_from_slice(&sender.to_be_bytes());
+    info[8..].copy_from_slice(&epoch.to_be_bytes());
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(&key.0);
+    let parts = [&info[..]];
+    let okm = prk
+        .expand(&parts, &AES_256_GCM)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    LessSafeKey::new(UnboundKey::from(okm))
 }
 
 fn be64(b: &[u8]) -> u64 {
@@ -228,6 +264,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, DecodeError> {
     let kind = match bytes[5] {
         1 => MessageType::Flows,
         2 => MessageType::Hello,
+        3 => MessageType::Alive,
+        4 => MessageType::DumpEnd,
         t => return Err(DecodeError::BadType(t)),
     };
     if bytes[7] != 0 {
@@ -246,10 +284,28 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, DecodeError> {
 /// Seals one datagram. The caller owns the sequence number; [`Sealer`]
 /// keeps it for a sending process.
 pub fn encode(header: &Header, records: &[FlowRecord], key: &Key) -> Result<Vec<u8>, EncodeError> {
-    if header.kind == MessageType::Hello && !records.is_empty() {
-        return Err(EncodeError::HelloWithRecords);
+    encode_with(
+        header,
+        records,
+        None,
+        &session_key(key, header.sender, header.epoch),
+    )
+}
+
+fn encode_with(
+    header: &Header,
+    records: &[FlowRecord],
+    dump_end: Option<&DumpEnd>,
+    key: &LessSafeKey,
+) -> Result<Vec<u8>, EncodeError> {
+    if header.kind != MessageType::Flows && !records.is_empty() {
+        return Err(EncodeError::NotFlows(header.kind));
     }
-    let body: usize = records.iter().map(FlowRecord::wire_len).sum();
+    if (header.kind == MessageType::DumpEnd) != dump_end.is_some() {
+        return Err(EncodeError::DumpEndBody);
+    }
+    let body: usize = records.iter().map(FlowRecord::wire_len).sum::<usize>()
+        + dump_end.map_or(0, |_| DUMP_END_LEN);
     let len = HEADER_LEN + COUNT_LEN + body + TAG_LEN;
     if len > MAX_DATAGRAM {
         return Err(EncodeError::TooLarge {
@@ -257,24 +313,23 @@ pub fn encode(header: &Header, records: &[FlowRecord], key: &Key) -> Result<Vec<
             max: MAX_DATAGRAM,
         });
     }
-    let mut plain = Vec::with_capacity(COUNT_LEN + body);
-    plain.extend_from_slice(&(records.len() as u16).to_be_bytes());
-    for (index, r) in records.iter().enumerate() {
-        write_record(&mut plain, r).ok_or(EncodeError::MixedFamily { index })?;
-    }
     let aad = header.to_bytes();
-    let sealed = XChaCha20Poly1305::new((&key.0).into())
-        .encrypt(
-            &header.nonce(),
-            Payload {
-                msg: &plain,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| EncodeError::Seal)?;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&aad);
-    out.extend_from_slice(&sealed);
+    out.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    for (index, r) in records.iter().enumerate() {
+        write_record(&mut out, r).ok_or(EncodeError::MixedFamily { index })?;
+    }
+    if let Some(d) = dump_end {
+        for v in [d.requester, d.epoch, d.sent] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    let (head, plain) = out.split_at_mut(HEADER_LEN);
+    let tag = key
+        .seal_in_place_separate_tag(header.nonce(), Aad::from(&*head), plain)
+        .map_err(|_| EncodeError::Seal)?;
+    out.extend_from_slice(tag.as_ref());
     debug_assert_eq!(out.len(), len);
     Ok(out)
 }
@@ -300,29 +355,109 @@ fn write_record(out: &mut Vec<u8>, r: &FlowRecord) -> Option<()> {
 }
 
 /// Checks the header, opens the datagram with the key its id names and
-/// parses its records. Replay checks are the caller's next step.
+/// parses its records. Replay checks are the caller's next step. Derives
+/// the session key every time: a receiving process uses [`Opener`].
 pub fn decode(bytes: &[u8], keyring: &Keyring) -> Result<Datagram, DecodeError> {
-    let header = parse_header(bytes)?;
-    let key = keyring
-        .get(header.key_id)
-        .ok_or(DecodeError::UnknownKey(header.key_id))?;
-    let plain = XChaCha20Poly1305::new((&key.0).into())
-        .decrypt(
-            &header.nonce(),
-            Payload {
-                msg: &bytes[HEADER_LEN..],
-                aad: &bytes[..HEADER_LEN],
-            },
-        )
-        .map_err(|_| DecodeError::Auth)?;
-    let records = parse_records(&plain)?;
-    if header.kind == MessageType::Hello && !records.is_empty() {
-        return Err(DecodeError::BadRecord {
-            index: 0,
-            what: "hello with records",
-        });
+    Opener::new(keyring).open(bytes)
+}
+
+/// Session keys cached per (key id, sender, epoch): at most this many.
+const OPENER_CACHE: usize = 1024;
+
+/// A receiver's opening state: its keyring and the session keys of the
+/// senders it has heard. Only keys that opened a datagram are cached, so
+/// forged headers cost a derivation each but evict nothing useful for long.
+pub struct Opener {
+    keyring: Keyring,
+    cache: HashMap<(u8, u64, u64), LessSafeKey>,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("keys", &self.keyring.ids().collect::<Vec<_>>())
+            .field("sessions", &self.cache.len())
+            .finish()
     }
-    Ok(Datagram { header, records })
+}
+
+impl Opener {
+    pub fn new(keyring: &Keyring) -> Self {
+        Opener {
+            keyring: keyring.clone(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Takes a re-read key file: datagrams under a key id it no longer
+    /// lists stop opening at once.
+    pub fn rekey(&mut self, keyring: &Keyring) {
+        self.keyring = keyring.clone();
+        self.cache.clear();
+    }
+
+    /// Checks the clear header, opens the datagram and parses its body.
+    pub fn open(&mut self, bytes: &[u8]) -> Result<Datagram, DecodeError> {
+        let header = parse_header(bytes)?;
+        let id = (header.key_id, header.sender, header.epoch);
+        let mut buf = bytes[HEADER_LEN..].to_vec();
+        let plain_len = {
+            let fresh;
+            let key = match self.cache.get(&id) {
+                Some(k) => k,
+                None => {
+                    let master = self
+                        .keyring
+                        .get(header.key_id)
+                        .ok_or(DecodeError::UnknownKey(header.key_id))?;
+                    fresh = session_key(master, header.sender, header.epoch);
+                    &fresh
+                }
+            };
+            key.open_in_place(header.nonce(), Aad::from(&bytes[..HEADER_LEN]), &mut buf)
+                .map_err(|_| DecodeError::Auth)?
+                .len()
+        };
+        if !self.cache.contains_key(&id) {
+            if self.cache.len() >= OPENER_CACHE {
+                self.cache.clear();
+            }
+            let master = self.keyring.get(header.key_id).expect("opened with it");
+            self.cache
+                .insert(id, session_key(master, header.sender, header.epoch));
+        }
+        let plain = &buf[..plain_len];
+        let (records, dump_end) = if header.kind == MessageType::DumpEnd {
+            let body = match plain {
+                [0, 0, body @ ..] if body.len() == DUMP_END_LEN => body,
+                _ => {
+                    return Err(DecodeError::BadRecord {
+                        index: 0,
+                        what: "dump end body",
+                    });
+                }
+            };
+            let d = DumpEnd {
+                requester: be64(&body[..8]),
+                epoch: be64(&body[8..16]),
+                sent: be64(&body[16..]),
+            };
+            (Vec::new(), Some(d))
+        } else {
+            (parse_records(plain)?, None)
+        };
+        if header.kind != MessageType::Flows && !records.is_empty() {
+            return Err(DecodeError::BadRecord {
+                index: 0,
+                what: "records in a message that carries none",
+            });
+        }
+        Ok(Datagram {
+            header,
+            records,
+            dump_end,
+        })
+    }
 }
 
 /// Parses opened plaintext: a count, then exactly that many records.
@@ -389,7 +524,7 @@ fn ip(b: &[u8]) -> IpAddr {
 #[derive(Debug)]
 pub struct Sealer {
     key_id: u8,
-    key: Key,
+    key: LessSafeKey,
     sender: u64,
     epoch: u64,
     next_seq: u64,
@@ -401,7 +536,7 @@ impl Sealer {
         let (key_id, key) = keyring.sealing();
         Sealer {
             key_id,
-            key: key.clone(),
+            key: session_key(key, sender, epoch),
             sender,
             epoch,
             next_seq: 0,
@@ -413,7 +548,7 @@ impl Sealer {
     pub fn rekey(&mut self, keyring: &Keyring) {
         let (key_id, key) = keyring.sealing();
         self.key_id = key_id;
-        self.key = key.clone();
+        self.key = session_key(key, self.sender, self.epoch);
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -433,9 +568,22 @@ impl Sealer {
         }
     }
 
+    /// "I (re)started: send me your flows."
     pub fn hello(&mut self, time_ms: u64) -> Vec<u8> {
         let h = self.header(MessageType::Hello, time_ms);
-        encode(&h, &[], &self.key).expect("an empty hello always fits")
+        encode_with(&h, &[], None, &self.key).expect("an empty hello always fits")
+    }
+
+    /// "I am here" (once a second).
+    pub fn alive(&mut self, time_ms: u64) -> Vec<u8> {
+        let h = self.header(MessageType::Alive, time_ms);
+        encode_with(&h, &[], None, &self.key).expect("an empty alive always fits")
+    }
+
+    /// "My answer to your hello is complete."
+    pub fn dump_end(&mut self, d: &DumpEnd, time_ms: u64) -> Vec<u8> {
+        let h = self.header(MessageType::DumpEnd, time_ms);
+        encode_with(&h, &[], Some(d), &self.key).expect("a dump end always fits")
     }
 
     /// Packs `records` into as few datagrams of at most `max_len` bytes as
@@ -464,7 +612,7 @@ impl Sealer {
                 });
             }
             let h = self.header(MessageType::Flows, time_ms);
-            out.push(encode(&h, &records[start..end], &self.key)?);
+            out.push(encode_with(&h, &records[start..end], None, &self.key)?);
             start = end;
         }
         Ok(out)
@@ -532,14 +680,14 @@ mod tests {
 
     /// The bytes of `header()` + `records()` sealed with `key(0)`, checked
     /// in; the same bytes came from an independent Python implementation
-    /// (HChaCha20 by hand, then the `cryptography` package's ChaCha20-Poly1305).
+    /// (the `cryptography` package's HKDF-SHA256 and AES-256-GCM).
     const VECTOR: &str = concat!(
         "564335460101070001020304050607081122334455667788000000000000002a",
-        "000001a3185c50005d3d3fd0f54a1ecdc4c12d376c2b9672e1d2fa7b2e058c3a",
-        "b93d11bc0369f93c84d4c42b391f8ce9aa9cba4ca1f6f9a9495db682ad25d145",
-        "9837ff544d54283248b0b482c7cd63b252e3c5d024f6068ca63b219de16de358",
-        "b708fde726b850812e8e35860e69f516f1171adf19cf0c32d6e947416f4d645f",
-        "983634d0b59a4f5c9a6a58633dd92c699476",
+        "000001a3185c5000b860ab0735d141f4c51760baaab28835f7d8ca85f0142837",
+        "6425ec8d764cc5f0297aead1e8e124610e01dae9247fcaf995e5450fb9b6ef7d",
+        "154e694204f16473695dd0f176a3ff6784e7ec2caa80866361f24485bb436dde",
+        "514de34d6668b6e66438b2a036b5f2126d33d8af9bb6af59fa4e340ca52f59ad",
+        "57aec5b5d52db7bceba4cd9a511184f40cac",
     );
 
     #[test]
@@ -597,9 +745,10 @@ mod tests {
                 let mut b = bytes.clone();
                 b[i] ^= mask;
                 let err = decode(&b, &keys).unwrap_err();
-                if i >= 8 || i == 6 {
-                    // Ids, epoch, sequence, time, body and tag: only the
-                    // AEAD (or the key lookup) can tell.
+                let other_type = i == 5 && (1..=4).contains(&(bytes[5] ^ mask));
+                if i >= 8 || i == 6 || other_type {
+                    // Ids, epoch, sequence, time, body, tag and another
+                    // valid type: only the AEAD (or the key lookup) can tell.
                     assert!(
                         matches!(err, DecodeError::Auth | DecodeError::UnknownKey(_)),
                         "byte {i} mask {mask:#x}: {err:?}"
@@ -711,6 +860,46 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode(&good[..cut], &ring(&[(7, 0)])).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn alive_and_dump_end() {
+        let keys = ring(&[(0, 0)]);
+        let mut s = Sealer::new(&keys, 9, 3);
+        let mut o = Opener::new(&keys);
+        let d = o.open(&s.alive(7)).unwrap();
+        assert_eq!(
+            (d.header.kind, d.header.seq, d.dump_end),
+            (MessageType::Alive, 0, None)
+        );
+        let end = DumpEnd {
+            requester: 0xaa,
+            epoch: 0xbb,
+            sent: 100_000,
+        };
+        let bytes = s.dump_end(&end, 8);
+        assert_eq!(bytes.len(), HEADER_LEN + 2 + 24 + TAG_LEN);
+        let d = o.open(&bytes).unwrap();
+        assert_eq!((d.header.kind, d.header.seq), (MessageType::DumpEnd, 1));
+        assert_eq!(d.dump_end, Some(end));
+        assert!(d.records.is_empty());
+        // Bodies belong to their types only.
+        let h = Header {
+            kind: MessageType::Alive,
+            ..header()
+        };
+        assert_eq!(
+            encode(&h, &records(), &key(0)),
+            Err(EncodeError::NotFlows(MessageType::Alive))
+        );
+        // A session key is per sender and epoch: another epoch's key does
+        // not open it, even under the same key file.
+        let mut forged = bytes.clone();
+        forged[16..24].copy_from_slice(&4u64.to_be_bytes());
+        assert_eq!(o.open(&forged), Err(DecodeError::Auth));
+        // After a rekey without that key id nothing opens, cached or not.
+        o.rekey(&ring(&[(1, 0)]));
+        assert_eq!(o.open(&bytes), Err(DecodeError::UnknownKey(0)));
     }
 
     #[test]
