@@ -13,7 +13,11 @@ const PROGRAMS: &[(&str, &str, &[&str])] = &[
     ("vc5_bench", "vc5", &["-DVC5_BENCH"]),
     // The program as it was before flow sync, for the benchmark's
     // before/after rows.
-    ("vc5_nosync_bench", "vc5", &["-DVC5_BENCH", "-DVC5_NO_FLOWSYNC"]),
+    (
+        "vc5_nosync_bench",
+        "vc5",
+        &["-DVC5_BENCH", "-DVC5_NO_FLOWSYNC"],
+    ),
     ("floor", "floor", &[]),
 ];
 
