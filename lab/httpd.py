@@ -5,17 +5,31 @@ Listens dual-stack on [::]:PORT and answers
   GET /          "real=<name> client=<peer address> vip=<local address>\n", which tells a
                  test which real answered, that it saw the client's own address (Direct
                  Server Return keeps it) and on which VIP the request arrived;
-  GET /bytes/N   N bytes, written in chunks so that a rate-limited download lasts;
+  GET /bytes/N   N bytes, written in chunks so that a rate-limited download lasts; the
+                 same N bytes from every real (16 KiB chunk k is SHA-256(k) in hex,
+                 repeated),
+                 so a checksum shows a download arrived whole and in order, whichever
+                 real served it; /bytes/N?rate=R sends at most R bytes per second
+                 (paced by the server: curl's --limit-rate averages over seconds and lets
+                 a fast link deliver megabytes at once);
   GET /health    200 "ok\n", for vc5d's health checks.
 Every answer names the real in an X-Real header, so a test can tell where a long
 download landed as soon as its headers arrive.
 Every request is logged as one line on stdout.
+
+With --udp-port P and --vip ADDR (repeated), it also answers UDP datagrams to ADDR:P with
+"real=<name> client=<peer address> vip=ADDR seq=<the datagram's text>\n" (one socket
+bound to each VIP, so that answers leave from the VIP, as Direct Server Return needs), and
+accepts TCP connections on [::]:P (closing them at once) for vc5d's tcp health checks.
 """
 
 import argparse
+import hashlib
 import socket
 import sys
+import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 16 * 1024
@@ -24,6 +38,12 @@ CHUNK = 16 * 1024
 def plain(addr):
     """An IPv4 peer of a dual-stack socket appears as ::ffff:a.b.c.d; show a.b.c.d."""
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
+
+
+def pattern(k):
+    """Chunk k of every /bytes/N answer: different for every k, the same on every real,
+    and ASCII (hex digits), so that clients reading it as text count it right."""
+    return hashlib.sha256(k.to_bytes(8, "big")).hexdigest().encode() * (CHUNK // 64)
 
 
 class Server(ThreadingHTTPServer):
@@ -56,7 +76,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/health":
             self.reply(200, "ok\n")
         elif self.path.startswith("/bytes/"):
-            self.stream(self.path[len("/bytes/"):])
+            path, _, query = self.path.partition("?")
+            rate = urllib.parse.parse_qs(query).get("rate", ["0"])[0]
+            self.stream(path[len("/bytes/"):], rate)
         else:
             self.reply(404, "not found\n")
 
@@ -69,24 +91,33 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def stream(self, count):
+    def stream(self, count, rate="0"):
         try:
             n = int(count)
-            if n < 0:
+            rate = int(rate)
+            if n < 0 or rate < 0:
                 raise ValueError
         except ValueError:
-            self.reply(400, "bad byte count\n")
+            self.reply(400, "bad byte count or rate\n")
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("X-Real", self.server.name)
         self.send_header("Content-Length", str(n))
         self.end_headers()
-        chunk = b"x" * CHUNK
+        start = time.monotonic()
         try:
+            k = 0
             while n > 0:
+                chunk = pattern(k)
                 self.wfile.write(chunk[: min(n, CHUNK)])
                 n -= CHUNK
+                k += 1
+                if rate:
+                    # Chunk k+1 may leave once (k+1) chunks' worth of time has passed.
+                    ahead = k * CHUNK / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (a test killed it); nothing to answer.
             pass
@@ -106,12 +137,40 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+def udp_echo(name, vip, port):
+    family = socket.AF_INET6 if ":" in vip else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((vip, port))
+    while True:
+        data, peer = s.recvfrom(2048)
+        text = data.decode(errors="replace").strip()
+        s.sendto(f"real={name} client={plain(peer[0])} vip={vip} seq={text}\n".encode(), peer)
+
+
+def tcp_accept(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    s.listen(64)
+    while True:
+        conn, _ = s.accept()
+        conn.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the real's name, e.g. real1")
     parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--udp-port", type=int, help="answer UDP datagrams on this port")
+    parser.add_argument("--vip", action="append", default=[], help="a VIP (repeat)")
     args = parser.parse_args()
     server = Server(args.name, args.port)
+    if args.udp_port:
+        for target, extra in [(tcp_accept, ())] + [(udp_echo, (args.name, v)) for v in args.vip]:
+            threading.Thread(
+                target=target, args=extra + (args.udp_port,), daemon=True
+            ).start()
     print(f"{args.name} listening on [::]:{args.port}", flush=True)
     try:
         server.serve_forever()

@@ -17,7 +17,13 @@
 //! # Keys
 //!
 //! Top level: `multicast` (flow-sync group, `IP:PORT`, must be a multicast address),
-//! `flow_sync_key` (path of the flow-sync key file), `rhi`, `services`, `reals`.
+//! `flow_sync_key` (path of the flow-sync key file), `flow_sync_wait` (how long vc5d
+//! holds its VIP announcements at start for vc5-flowsync's resync, a duration,
+//! default 10s, [`MIN_FLOW_SYNC_WAIT`] to [`MAX_FLOW_SYNC_WAIT`]), `flow_sync_rate`
+//! (flow records per second accepted from one peer, default 200000) and
+//! `flow_sync_resync_rate` (records per second sent when a peer asks for every flow,
+//! default 50000; both between [`MIN_FLOW_SYNC_RATE`] and [`MAX_FLOW_SYNC_RATE`]),
+//! `rhi`, `services`, `reals`.
 //!
 //! `rhi`: `as_number` (0 or absent: no BGP), `peers`, `hold_time` (seconds, 0 or
 //! 3..=65535), `communities` (`"65000:100"` strings), `med`, `local_pref`, `next_hop6`.
@@ -46,6 +52,11 @@
 //! - A real listed in several groups of one service must have the same settings in
 //!   each; it is then kept once, where it first appears.
 //! - An (address, port, protocol) belongs to one service only.
+//! - Flow sync is configured by `multicast` and `flow_sync_key` together. `multicast`
+//!   alone is the original's file and is accepted (flow sync stays off);
+//!   `flow_sync_key` alone is refused, and so are `flow_sync_wait`, `flow_sync_rate`
+//!   and `flow_sync_resync_rate` when flow sync is not configured, since they would
+//!   do nothing.
 //! - An empty file is refused: reloading a truncated file must not withdraw every
 //!   VIP. `services: []` is the way to say "no services".
 //! - A lone scalar meant as a string that YAML reads as a boolean or a float (`yes`,
@@ -81,7 +92,8 @@
 //!
 //! [`Config::to_json`] prints the model with the field names of the structs below,
 //! except that check durations are integers named `interval_ms` and `timeout_ms`, a
-//! check's kind is named `type`, and communities are `"ASN:VALUE"` strings.
+//! check's kind is named `type`, communities are `"ASN:VALUE"` strings, and
+//! `flow_sync_wait` is an integer named `flow_sync_wait_ms`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -135,6 +147,22 @@ pub const DEFAULT_DNS_QTYPE: &str = "NS";
 pub const DEFAULT_DNS_TRANSPORT: Protocol = Protocol::Udp;
 /// Response code a dns check expects when `rcode` is not given: NOERROR.
 pub const DEFAULT_DNS_RCODE: u16 = 0;
+
+/// How long vc5d holds its announcements at start for vc5-flowsync's resync when
+/// `flow_sync_wait` is not given.
+pub const DEFAULT_FLOW_SYNC_WAIT: Duration = vc5_xdp::flowsync::settings::DEFAULT_WAIT;
+/// Shortest `flow_sync_wait`: vc5-flowsync reports its resync done 1.5 s after its
+/// start at the earliest, so a shorter wait would always run out first.
+pub const MIN_FLOW_SYNC_WAIT: Duration = Duration::from_secs(2);
+/// Longest `flow_sync_wait`.
+pub const MAX_FLOW_SYNC_WAIT: Duration = vc5_xdp::flowsync::settings::MAX_WAIT;
+/// `flow_sync_rate` when not given: records per second accepted from one peer.
+pub const DEFAULT_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::DEFAULT_RATE;
+/// `flow_sync_resync_rate` when not given: records per second sent in a resync.
+pub const DEFAULT_FLOW_SYNC_RESYNC_RATE: u32 = vc5_xdp::flowsync::settings::DEFAULT_RESYNC_RATE;
+/// Bounds of `flow_sync_rate` and `flow_sync_resync_rate`.
+pub const MIN_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MIN_RATE;
+pub const MAX_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MAX_RATE;
 
 /// Largest configuration file read, in bytes (16 MiB). The README's benchmark
 /// scale, 1,000 services of 64 reals written as maps, takes about 2.6 MB, and the
@@ -251,6 +279,14 @@ pub struct Config {
     /// File holding the key that authenticates flow-sync datagrams. [`load`] makes a
     /// relative path relative to the configuration file's directory.
     pub flow_sync_key: Option<PathBuf>,
+    /// How long vc5d holds its VIP announcements at start until vc5-flowsync has
+    /// resynced (only when flow sync is configured).
+    #[serde(rename = "flow_sync_wait_ms", serialize_with = "serialize_millis")]
+    pub flow_sync_wait: Duration,
+    /// Flow records per second vc5-flowsync accepts from one peer.
+    pub flow_sync_rate: u32,
+    /// Flow records per second vc5-flowsync sends when a peer asks for all.
+    pub flow_sync_resync_rate: u32,
     /// Route health injection (BGP) settings.
     pub rhi: Rhi,
     /// The services, in file order.
@@ -260,6 +296,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether flow sync runs: `multicast` and `flow_sync_key` are both given.
+    pub fn flow_sync(&self) -> bool {
+        self.multicast.is_some() && self.flow_sync_key.is_some()
+    }
+
     /// The normalised configuration as pretty-printed JSON, as `vc5d --check` prints it.
     pub fn to_json(&self) -> String {
         // Every map in the model is keyed by strings and every value is plain data,
@@ -687,6 +728,12 @@ struct RawConfig {
     multicast: Option<Spanned<Text>>,
     #[serde(default, deserialize_with = "present")]
     flow_sync_key: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_sync_wait: Option<Spanned<RawDuration>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_sync_rate: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_sync_resync_rate: Option<Spanned<Int>>,
     #[serde(default, deserialize_with = "present")]
     rhi: Option<RawRhi>,
     #[serde(default)]
@@ -1243,10 +1290,14 @@ impl Normaliser<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let multicast = raw.multicast.map(|m| self.multicast(&m)).transpose()?;
-        let flow_sync_key = match raw.flow_sync_key {
+        let multicast = raw
+            .multicast
+            .as_ref()
+            .map(|m| self.multicast(m))
+            .transpose()?;
+        let flow_sync_key = match &raw.flow_sync_key {
             Some(key) => {
-                let path = self.text(&key, "flow_sync_key")?;
+                let path = self.text(key, "flow_sync_key")?;
                 if path.is_empty() {
                     return Err(self.err(key.referenced, "flow_sync_key is empty"));
                 }
@@ -1260,6 +1311,45 @@ impl Normaliser<'_> {
             }
             None => None,
         };
+        if let Some(key) = &raw.flow_sync_key
+            && raw.multicast.is_none()
+        {
+            return Err(self.err(
+                key.referenced,
+                "flow_sync_key needs multicast (the flow-sync group, e.g. 224.0.0.1:9999)",
+            ));
+        }
+        let flow_sync = multicast.is_some() && flow_sync_key.is_some();
+        // A setting that would do nothing is a mistake to point out, as an
+        // unknown key is.
+        let unused = |at: Location, key: &str| {
+            self.err(
+                at,
+                format!("{key} has no effect: flow sync needs both multicast and flow_sync_key"),
+            )
+        };
+        let flow_sync_wait = match &raw.flow_sync_wait {
+            None => DEFAULT_FLOW_SYNC_WAIT,
+            Some(w) if !flow_sync => return Err(unused(w.referenced, "flow_sync_wait")),
+            Some(w) => {
+                self.duration(w, "flow_sync_wait", MIN_FLOW_SYNC_WAIT, MAX_FLOW_SYNC_WAIT)?
+            }
+        };
+        let rate = |raw: &Option<Spanned<Int>>, key: &str, default: u32| match raw {
+            None => Ok(default),
+            Some(r) if !flow_sync => Err(unused(r.referenced, key)),
+            Some(r) => self.rate(r, key),
+        };
+        let flow_sync_rate = rate(
+            &raw.flow_sync_rate,
+            "flow_sync_rate",
+            DEFAULT_FLOW_SYNC_RATE,
+        )?;
+        let flow_sync_resync_rate = rate(
+            &raw.flow_sync_resync_rate,
+            "flow_sync_resync_rate",
+            DEFAULT_FLOW_SYNC_RESYNC_RATE,
+        )?;
         let rhi = raw
             .rhi
             .map(|r| self.rhi(r))
@@ -1305,6 +1395,9 @@ impl Normaliser<'_> {
         Ok(Config {
             multicast,
             flow_sync_key,
+            flow_sync_wait,
+            flow_sync_rate,
+            flow_sync_resync_rate,
             rhi,
             services,
             reals,
@@ -1556,6 +1649,20 @@ impl Normaliser<'_> {
                 format!("{key} must be between 0 and {}, not {n}", u32::MAX),
             )
         })
+    }
+
+    /// A flow-sync rate in records per second.
+    fn rate(&self, raw: &Spanned<Int>, key: &str) -> Result<u32, ConfigError> {
+        let n = self.int(raw, key)?;
+        match u32::try_from(n) {
+            Ok(n) if (MIN_FLOW_SYNC_RATE..=MAX_FLOW_SYNC_RATE).contains(&n) => Ok(n),
+            _ => Err(self.err(
+                raw.referenced,
+                format!(
+                    "{key} must be between {MIN_FLOW_SYNC_RATE} and {MAX_FLOW_SYNC_RATE} records per second, not {n}"
+                ),
+            )),
+        }
     }
 
     /// The integer, or an error naming `key` when the node was something else.
@@ -2372,6 +2479,9 @@ mod tests {
                 9999,
             ))),
             flow_sync_key: None,
+            flow_sync_wait: DEFAULT_FLOW_SYNC_WAIT,
+            flow_sync_rate: DEFAULT_FLOW_SYNC_RATE,
+            flow_sync_resync_rate: DEFAULT_FLOW_SYNC_RESYNC_RATE,
             rhi: Rhi {
                 as_number: 65000,
                 peers: vec![ip("10.10.100.3"), ip("10.10.100.4")],
@@ -2726,7 +2836,7 @@ reals:
         let e = fail("services: []\nfoo: 1\n");
         assert_eq!(
             e.to_string(),
-            "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, rhi, services, reals"
+            "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, flow_sync_wait, flow_sync_rate, flow_sync_resync_rate, rhi, services, reals"
         );
         assert!(!e.message().contains("line"));
     }
@@ -3318,6 +3428,112 @@ reals:
     }
 
     #[test]
+    fn flow_sync_settings_have_defaults_bounds_and_positions() {
+        const BOTH: &str = "multicast: 224.0.0.1:9999\nflow_sync_key: /k\n";
+        // Defaults, and what --check prints.
+        let c = ok(&format!("{BOTH}services: []\n"));
+        assert!(c.flow_sync());
+        assert_eq!(c.flow_sync_wait, Duration::from_secs(10));
+        assert_eq!(c.flow_sync_rate, 200_000);
+        assert_eq!(c.flow_sync_resync_rate, 50_000);
+        let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["flow_sync_wait_ms"], 10_000);
+        assert_eq!(v["flow_sync_rate"], 200_000);
+        assert_eq!(v["flow_sync_resync_rate"], 50_000);
+        assert_eq!(v["flow_sync_key"], "/k");
+
+        // Given, at their bounds, in every duration spelling.
+        let c = ok(&format!(
+            "{BOTH}flow_sync_wait: 2s\nflow_sync_rate: 100\nflow_sync_resync_rate: 10000000\n"
+        ));
+        assert_eq!(c.flow_sync_wait, Duration::from_secs(2));
+        assert_eq!(
+            (c.flow_sync_rate, c.flow_sync_resync_rate),
+            (100, 10_000_000)
+        );
+        assert_eq!(
+            ok(&format!("{BOTH}flow_sync_wait: 5m\n")).flow_sync_wait,
+            MAX_FLOW_SYNC_WAIT
+        );
+        assert_eq!(
+            ok(&format!("{BOTH}flow_sync_wait: 2500ms\n")).flow_sync_wait,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            ok(&format!("{BOTH}flow_sync_wait: 3\n")).flow_sync_wait,
+            Duration::from_secs(3)
+        );
+
+        // Out of bounds, wrong types, null: refused where they are written.
+        for (value, needle) in [
+            ("1s", "flow_sync_wait must be between 2s and 5m, not 1s"),
+            ("301s", "flow_sync_wait must be between 2s and 5m, not 301s"),
+            ("0", "flow_sync_wait must not be zero"),
+            ("-3", "invalid flow_sync_wait -3"),
+            ("2.0001", "finer resolution than a millisecond"),
+            ("10x", "unknown unit"),
+            ("true", "flow_sync_wait must be a number of seconds"),
+            (
+                "null",
+                "flow_sync_wait must be a number of seconds or a duration such as \"500ms\", not nothing",
+            ),
+        ] {
+            assert_err(&format!("{BOTH}flow_sync_wait: {value}\n"), "3:17", needle);
+        }
+        for key in ["flow_sync_rate", "flow_sync_resync_rate"] {
+            let col = format!("3:{}", key.len() + 3);
+            for (value, needle) in [
+                (
+                    "99",
+                    "must be between 100 and 10000000 records per second, not 99",
+                ),
+                ("10000001", "not 10000001"),
+                ("-1", "not -1"),
+                ("1.5", "must be an integer"),
+                ("'fast'", "must be an integer"),
+                ("~", "must be an integer, not nothing"),
+            ] {
+                assert_err(&format!("{BOTH}{key}: {value}\n"), &col, needle);
+            }
+        }
+
+        // One of the pair without the other.
+        assert_err(
+            "flow_sync_key: /k\nservices: []\n",
+            "1:16",
+            "flow_sync_key needs multicast",
+        );
+        // The original's file: multicast alone is accepted, flow sync is off.
+        let c = ok("multicast: 224.0.0.1:9999\nservices: []\n");
+        assert!(!c.flow_sync());
+        assert!(!ok("services: []\n").flow_sync());
+        // Settings that would do nothing.
+        for (text, pos, key) in [
+            (
+                "multicast: 224.0.0.1:9999\nflow_sync_wait: 5s\n",
+                "2:17",
+                "flow_sync_wait",
+            ),
+            (
+                "services: []\nflow_sync_rate: 1000\n",
+                "2:17",
+                "flow_sync_rate",
+            ),
+            (
+                "multicast: 224.0.0.1:9999\nflow_sync_resync_rate: 1000\n",
+                "2:24",
+                "flow_sync_resync_rate",
+            ),
+        ] {
+            assert_err(
+                text,
+                pos,
+                &format!("{key} has no effect: flow sync needs both multicast and flow_sync_key"),
+            );
+        }
+    }
+
+    #[test]
     fn durations_parse_exactly() {
         let cases = [
             ("500ms", Duration::from_millis(500)),
@@ -3351,7 +3567,11 @@ reals:
         assert_eq!(c.services[0].name, "nginx");
         assert_eq!(c.flow_sync_key, Some(dir.join("keys/flow.key")));
 
-        std::fs::write(&path, "flow_sync_key: /abs/flow.key\nservices: []\n").unwrap();
+        std::fs::write(
+            &path,
+            "multicast: 224.0.0.1:9999\nflow_sync_key: /abs/flow.key\nservices: []\n",
+        )
+        .unwrap();
         assert_eq!(
             load(&path).unwrap().flow_sync_key,
             Some(PathBuf::from("/abs/flow.key"))

@@ -224,7 +224,7 @@ fn plain(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
 
 /// `/metrics`: a `prometheus-client` collector over one [`Status`].
 pub mod metrics {
-    use crate::status::{Counter, FlowCounters, ServiceStatus, Status};
+    use crate::status::{Counter, FlowCounters, FlowSyncPeer, ServiceStatus, Status};
     use prometheus_client::collector::Collector;
     use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
     use prometheus_client::metrics::MetricType;
@@ -616,6 +616,157 @@ pub mod metrics {
                         ],
                         1u64,
                     )
+                }),
+            )?;
+
+            // Flow sync.
+            let fs = &st.flow_sync;
+            let one = |v: u64| [(Labels::new(), v)];
+            family(
+                e,
+                "vc5_flowsync_configured",
+                "1 when flow sync is configured (multicast and flow_sync_key).",
+                G,
+                one(u64::from(fs.configured)),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_holding_announcements",
+                "1 while vc5d announces no VIP because vc5-flowsync has not resynced yet.",
+                G,
+                one(u64::from(fs.holding_announcements)),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_hold_until_seconds",
+                "When the announcement hold ends at the latest (0: no hold).",
+                G,
+                [(Labels::new(), seconds(fs.holding_until_ms))],
+            )?;
+            family(
+                e,
+                "vc5_flowsync_up",
+                "1 while this host's vc5-flowsync runs (its heartbeat is fresh).",
+                G,
+                one(u64::from(fs.local.running)),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_synced",
+                "1 when this host's vc5-flowsync reports its resync done.",
+                G,
+                one(u64::from(fs.local.state == "synced")),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_info",
+                "This host's vc5-flowsync: state, sender id and epoch as labels; always 1.",
+                G,
+                [(
+                    vec![
+                        ("state", fs.local.state.clone()),
+                        ("sender", fs.local.sender.clone()),
+                        ("epoch", fs.local.epoch.to_string()),
+                    ],
+                    1u64,
+                )],
+            )?;
+            let local: [(&str, &str, u64); 3] = [
+                (
+                    "vc5_flowsync_sent_datagrams",
+                    "Flow-sync datagrams this host sent.",
+                    fs.local.sent_datagrams,
+                ),
+                (
+                    "vc5_flowsync_sent_records",
+                    "Flow records this host sent.",
+                    fs.local.sent_records,
+                ),
+                (
+                    "vc5_flowsync_lost_events",
+                    "Flow events the data plane's ring buffer had no room for.",
+                    fs.local.lost_events,
+                ),
+            ];
+            for (name, help, v) in local {
+                family(e, name, help, C, one(v))?;
+            }
+            family(
+                e,
+                "vc5_flowsync_rejects",
+                "Rejected flow-sync datagrams no peer could be told for, by reason.",
+                C,
+                fs.local
+                    .rejects
+                    .iter()
+                    .map(|(r, n)| (vec![("reason", r.clone())], *n)),
+            )?;
+            let peer = |p: &FlowSyncPeer| vec![("peer", ip(p.addr))];
+            let per_peer: [Getter<FlowSyncPeer>; 6] = [
+                (
+                    "vc5_flowsync_peer_datagrams",
+                    "Flow-sync datagrams accepted from a peer.",
+                    |p| p.datagrams,
+                ),
+                (
+                    "vc5_flowsync_peer_records",
+                    "Flow records received from a peer.",
+                    |p| p.records,
+                ),
+                (
+                    "vc5_flowsync_peer_written",
+                    "A peer's flow records written into the peer flow tables.",
+                    |p| p.written,
+                ),
+                (
+                    "vc5_flowsync_peer_gaps",
+                    "Sequence numbers a peer's datagrams skipped (lost on the way).",
+                    |p| p.gaps,
+                ),
+                (
+                    "vc5_flowsync_peer_unknown_real",
+                    "A peer's records naming a service or real unknown here.",
+                    |p| p.unknown_real,
+                ),
+                (
+                    "vc5_flowsync_peer_rate_limited",
+                    "A peer's records dropped for exceeding flow_sync_rate.",
+                    |p| p.rate_limited,
+                ),
+            ];
+            for (name, help, get) in per_peer {
+                family(e, name, help, C, fs.peers.iter().map(|p| (peer(p), get(p))))?;
+            }
+            family(
+                e,
+                "vc5_flowsync_peer_rejects",
+                "Datagrams from a peer rejected, by reason.",
+                C,
+                fs.peers.iter().flat_map(|p| {
+                    p.rejects
+                        .iter()
+                        .map(move |(r, n)| (with(peer(p), "reason", r.clone()), *n))
+                }),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_peer_last_heard_seconds",
+                "When a peer was last heard, in seconds since the Unix epoch.",
+                G,
+                fs.peers.iter().map(|p| (peer(p), seconds(p.last_heard_ms))),
+            )?;
+            family(
+                e,
+                "vc5_flowsync_peer_delay_seconds",
+                "Propagation delay of a peer's datagrams (its send time to the write here) over the last 1024: quantile 0.5, 0.99 and 1 (the maximum).",
+                G,
+                fs.peers.iter().flat_map(|p| {
+                    [
+                        ("0.5", p.delay_p50_us),
+                        ("0.99", p.delay_p99_us),
+                        ("1", p.delay_max_us),
+                    ]
+                    .map(|(q, us)| (with(peer(p), "quantile", q.to_string()), us as f64 / 1e6))
                 }),
             )?;
 

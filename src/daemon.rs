@@ -10,6 +10,13 @@
 //! it re-derives which services are up and which VIPs may be announced,
 //! and publishes a [`Status`].
 //!
+//! When flow sync is configured, a starting vc5d announces no VIP until
+//! this host's vc5-flowsync reports (in the pinned `sync_status` map) that
+//! it has learnt its peers' flows, or until `flow_sync_wait` has passed: a
+//! load balancer that attracted connections before it knew them would send
+//! established ones to the wrong real. The hold is one field of
+//! [`Control`]; what is announced is what may be announced unless it is set.
+//!
 //! Stopping leaves the program attached and the maps pinned on purpose: a
 //! restarted vc5d takes them over without breaking a connection. `rm -r`
 //! of the `--bpffs` directory detaches everything.
@@ -18,8 +25,9 @@ use crate::config::{self, Config, Protocol};
 use crate::hold::Hold;
 use crate::logbuf::LogBuffer;
 use crate::status::{
-    CheckStatus, Command, CommandError, Counter, Event, FlowCounters, InterfaceStatus, RealStatus,
-    RhiStatus, ServiceStatus, SessionStatus, Shared, Status, VipStatus,
+    CheckStatus, Command, CommandError, Counter, Event, FlowCounters, FlowSyncLocal, FlowSyncPeer,
+    FlowSyncStatus, InterfaceStatus, RealStatus, RhiStatus, ServiceStatus, SessionStatus, Shared,
+    Status, VipStatus,
 };
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -36,6 +44,8 @@ use vc5_health::{
     Admin, CheckSpec, CheckState, Event as HealthEvent, Monitor, Outcome, Quorum, RealState,
     announceable_vips, real_state, verdict,
 };
+use vc5_xdp::flowsync::status::REASONS;
+use vc5_xdp::maps::{SYNC_RESYNCING, SYNC_STARTING, SYNC_SYNCED, SyncStatus};
 use vc5_xdp::netlink::{self, Resolution, Resolved, Resolver};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};
 
@@ -56,6 +66,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often a hold (see [`crate::hold`]) looks at the links again.
 const HOLD_POLL: Duration = Duration::from_millis(250);
+
+/// How often a hold of the announcements for flow sync looks at
+/// vc5-flowsync's status again (it publishes every 250 ms).
+const SYNC_POLL: Duration = Duration::from_millis(200);
+/// vc5-flowsync counts as running while its heartbeat is at most this old.
+const HEARTBEAT_FRESH_MS: u64 = 2000;
 
 /// Reals failing together are taken for this host's trouble only where at
 /// least this many were healthy: with fewer, "most of them" means nothing.
@@ -274,6 +290,71 @@ struct Control {
     window: Option<Window>,
     /// The reals a hold for "most reals failed at once" waits for.
     together: Option<BTreeSet<(String, IpAddr)>>,
+    /// Set (to vc5d's start, from which `flow_sync_wait` counts) while no
+    /// VIP is announced because vc5-flowsync has not resynced yet.
+    sync_hold: Option<Instant>,
+    /// What vc5-flowsync last published: entry 0 (this host), its peers.
+    sync: Option<(SyncStatus, Vec<SyncStatus>)>,
+}
+
+/// Whether this host's vc5-flowsync runs: it is on and its heartbeat is
+/// fresh (a crashed one leaves its last entry behind).
+fn flowsync_running(own: &SyncStatus, now_ms: u64) -> bool {
+    own.on != 0 && own.updated_ms != 0 && now_ms.abs_diff(own.updated_ms) <= HEARTBEAT_FRESH_MS
+}
+
+/// Whether vc5-flowsync says its resync is done; if not, why, for the log.
+/// An entry claiming to have started in the future is not believed.
+fn sync_done(own: &SyncStatus, now_ms: u64) -> Result<(), String> {
+    if !flowsync_running(own, now_ms) {
+        return Err(if own.updated_ms == 0 {
+            "vc5-flowsync has not run against these maps".into()
+        } else {
+            format!(
+                "vc5-flowsync is not running (last heartbeat {} ms ago, on={})",
+                now_ms.saturating_sub(own.updated_ms),
+                own.on
+            )
+        });
+    }
+    if own.started_ms > now_ms {
+        return Err(format!(
+            "vc5-flowsync's start is {} ms in the future",
+            own.started_ms - now_ms
+        ));
+    }
+    if own.state != SYNC_SYNCED {
+        return Err(format!("vc5-flowsync is {}", sync_state(own)));
+    }
+    Ok(())
+}
+
+/// Entry 0's state in words.
+fn sync_state(own: &SyncStatus) -> String {
+    match own.state {
+        _ if own.started_ms == 0 && own.updated_ms == 0 => "none".into(),
+        SYNC_STARTING => "starting".into(),
+        SYNC_RESYNCING => "resyncing".into(),
+        SYNC_SYNCED => "synced".into(),
+        n => format!("unknown ({n})"),
+    }
+}
+
+/// A `sync_status` address (IPv4 mapped); None when unset.
+fn sync_addr(a: [u8; 16]) -> Option<IpAddr> {
+    if a == [0; 16] {
+        return None;
+    }
+    let v6 = std::net::Ipv6Addr::from(a);
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+}
+
+fn rejects(counts: &[u64]) -> std::collections::BTreeMap<String, u64> {
+    REASONS
+        .iter()
+        .zip(counts)
+        .map(|(r, n)| (r.to_string(), *n))
+        .collect()
 }
 
 /// The checks as they were when a real first left service, and what came
@@ -560,12 +641,134 @@ impl Control {
         for v in self.announceable.difference(&ann) {
             warn!(vip = %v, "VIP not announceable: a service on it is down");
         }
-        if ann != self.announceable
+        let before = self.to_announce();
+        self.announceable = ann;
+        let after = self.to_announce();
+        if after != before
             && let Some(rhi) = &self.rhi
         {
-            rhi.set_vips(ann.clone());
+            rhi.set_vips(after);
         }
-        self.announceable = ann;
+    }
+
+    /// What route health injection is told to announce: what may be, unless
+    /// flow sync holds the announcements.
+    fn to_announce(&self) -> BTreeSet<IpAddr> {
+        if self.sync_hold.is_some() {
+            BTreeSet::new()
+        } else {
+            self.announceable.clone()
+        }
+    }
+
+    /// Starts the flow-sync hold at start-up, unless flow sync is not
+    /// configured or vc5-flowsync has resynced already (it kept running
+    /// while vc5d restarted).
+    fn begin_sync_hold(&mut self, started: Instant) {
+        if !self.cfg.flow_sync() {
+            if self.cfg.multicast.is_some() {
+                info!("flow sync is off: multicast is set but flow_sync_key is not");
+            }
+            return;
+        }
+        match self.read_sync() {
+            Ok(()) => {
+                info!("flow sync: vc5-flowsync has resynced already; announcing without a hold")
+            }
+            Err(why) => {
+                info!(%why, wait = ?self.cfg.flow_sync_wait, "flow sync: holding VIP announcements until vc5-flowsync has resynced, or for flow_sync_wait at most");
+                self.sync_hold = Some(started);
+            }
+        }
+    }
+
+    /// Ends the flow-sync hold when vc5-flowsync has resynced or
+    /// `flow_sync_wait` has passed since vc5d started.
+    fn poll_sync_hold(&mut self, now: Instant) {
+        let Some(since) = self.sync_hold else { return };
+        match self.read_sync() {
+            Ok(()) => {
+                info!(held = ?since.elapsed(), "flow sync: vc5-flowsync has resynced; hold over, announcing the VIPs");
+            }
+            Err(why) if now >= since + self.cfg.flow_sync_wait => {
+                warn!(%why, wait = ?self.cfg.flow_sync_wait, "flow sync: flow_sync_wait passed without vc5-flowsync's resync; hold over, announcing the VIPs anyway");
+            }
+            Err(_) => return,
+        }
+        self.end_sync_hold();
+    }
+
+    /// Reads what vc5-flowsync published and says whether its resync is
+    /// done (if not, why).
+    fn read_sync(&mut self) -> Result<(), String> {
+        let s = self
+            .dp
+            .sync_status()
+            .map_err(|e| format!("reading sync_status: {e}"))?;
+        let done = sync_done(&s.0, unix_ms(SystemTime::now()));
+        self.sync = Some(s);
+        done
+    }
+
+    fn end_sync_hold(&mut self) {
+        self.sync_hold = None;
+        if let Some(rhi) = &self.rhi {
+            rhi.set_vips(self.to_announce());
+        }
+        self.publish();
+    }
+
+    /// Flow sync for the status.
+    fn flow_sync_status(&self, now_ms: u64) -> FlowSyncStatus {
+        let configured = self.cfg.flow_sync();
+        let (own, peers) = match (&self.sync, configured) {
+            (Some((own, peers)), true) => (*own, peers.as_slice()),
+            _ => (SyncStatus::default(), &[][..]),
+        };
+        FlowSyncStatus {
+            configured,
+            group: self.cfg.multicast.map(|m| m.to_string()),
+            wait_ms: self.cfg.flow_sync_wait.as_millis() as u64,
+            holding_announcements: self.sync_hold.is_some(),
+            holding_until_ms: if self.sync_hold.is_some() {
+                self.started_ms + self.cfg.flow_sync_wait.as_millis() as u64
+            } else {
+                0
+            },
+            local: FlowSyncLocal {
+                running: flowsync_running(&own, now_ms),
+                state: sync_state(&own),
+                sender: format!("{:x}", own.sender),
+                epoch: own.epoch,
+                addr: sync_addr(own.addr),
+                started_ms: own.started_ms,
+                heartbeat_ms: own.updated_ms,
+                sent_datagrams: own.datagrams,
+                sent_records: own.records,
+                lost_events: own.lost,
+                rejects: rejects(&own.rejects),
+            },
+            peers: peers
+                .iter()
+                .map(|p| FlowSyncPeer {
+                    addr: sync_addr(p.addr),
+                    sender: format!("{:x}", p.sender),
+                    epoch: p.epoch,
+                    datagrams: p.datagrams,
+                    records: p.records,
+                    written: p.written,
+                    gaps: p.gaps,
+                    unknown_real: p.unknown_real,
+                    rate_limited: p.rate_limited,
+                    rejects: rejects(&p.rejects),
+                    last_heard_ms: p.updated_ms,
+                    last_heard_ago_ms: now_ms.saturating_sub(p.updated_ms),
+                    delay_p50_us: p.delay_p50_us,
+                    delay_p99_us: p.delay_p99_us,
+                    delay_max_us: p.delay_max_us,
+                })
+                .collect(),
+        }
     }
 
     /// Takes route health injection's latest report: what is announced
@@ -630,6 +833,12 @@ impl Control {
         match self.dp.stats() {
             Ok(s) => self.stats = Some(s),
             Err(e) => warn!("reading counters: {e}"),
+        }
+        if self.cfg.flow_sync() {
+            match self.dp.sync_status() {
+                Ok(s) => self.sync = Some(s),
+                Err(e) => warn!("reading flow-sync status: {e}"),
+            }
         }
     }
 
@@ -766,9 +975,10 @@ impl Control {
                     .collect()
             })
             .unwrap_or_default();
+        let at_ms = unix_ms(SystemTime::now());
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            at_ms: unix_ms(SystemTime::now()),
+            at_ms,
             started_ms: self.started_ms,
             config: self.args.config.display().to_string(),
             interfaces: self.interfaces.clone(),
@@ -788,6 +998,7 @@ impl Control {
                 reason: h.reason.clone(),
                 since_ms: unix_ms(h.since),
             }),
+            flow_sync: self.flow_sync_status(at_ms),
         }
     }
 
@@ -906,7 +1117,7 @@ fn start_announcer(ctl: &mut Control) -> Result<watch::Receiver<vc5_bird_bridge:
         .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
     // Before the announcer's task first looks: it never sees an empty set
     // it was not meant to announce.
-    rhi.set_vips(ctl.announceable.clone());
+    rhi.set_vips(ctl.to_announce());
     ctl.rhi = Some(rhi);
     Ok(rx)
 }
@@ -963,6 +1174,7 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let started_ms = unix_ms(SystemTime::now());
+    let started = Instant::now();
 
     // Check everything that can be checked before touching the kernel, so
     // a bad start leaves nothing half-programmed.
@@ -1062,7 +1274,10 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
         hold: None,
         window: None,
         together: None,
+        sync_hold: None,
+        sync: None,
     };
+    ctl.begin_sync_hold(started);
 
     // Give the reals' MACs and first check results a moment, so the first
     // programming does not take every real out of service just because
@@ -1114,6 +1329,7 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     // announced until this one says otherwise, instead of seeing them
     // withdrawn and announced again (or, on a stop during start-up, the
     // empty set withdraws whatever is left).
+    ctl.poll_sync_hold(Instant::now());
     let mut rhi_rx = start_announcer(&mut ctl)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -1122,8 +1338,12 @@ async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()> {
     let (sweep_tx, mut sweep_rx) = mpsc::unbounded_channel();
     let mut sweeping = false;
     let mut hold_tick = tokio::time::interval(HOLD_POLL);
+    let mut sync_tick = tokio::time::interval(SYNC_POLL);
     while !stop {
         tokio::select! {
+            _ = sync_tick.tick(), if ctl.sync_hold.is_some() => {
+                ctl.poll_sync_hold(Instant::now());
+            }
             _ = sweep_tick.tick() => {
                 // The clock flows are stamped with, whether or not a sweep
                 // is due: the next sweep tells dead flows by it.
@@ -1378,6 +1598,10 @@ async fn reload_inner(
                 .any(|x| &x.name == s && x.reals.iter().any(|y| y.addr == *r))
     });
     let _ = to_resolver.send(ToResolver::Targets(targets(&ctl.cfg)));
+    if ctl.sync_hold.is_some() && !ctl.cfg.flow_sync() {
+        info!("flow sync no longer configured: hold over, announcing the VIPs");
+        ctl.end_sync_hold();
+    }
     info!("configuration reloaded");
     ctl.apply().map_err(|e| format!("{e:#}"))
 }
@@ -1649,5 +1873,98 @@ mod check_id_tests {
         reversed.services[0].checks.reverse();
         let ids2: BTreeSet<CheckId> = check_ids(&reversed).map(|(id, _)| id).collect();
         assert_eq!(ids, ids2);
+    }
+}
+
+#[cfg(test)]
+mod flow_sync_tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn synced() -> SyncStatus {
+        SyncStatus {
+            on: 1,
+            state: SYNC_SYNCED,
+            started_ms: NOW - 5_000,
+            updated_ms: NOW - 100,
+            ..SyncStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_hold_ends_only_on_a_fresh_synced_entry_that_started_in_the_past() {
+        assert_eq!(sync_done(&synced(), NOW), Ok(()));
+        // Never ran: all zero.
+        let e = sync_done(&SyncStatus::default(), NOW).unwrap_err();
+        assert!(e.contains("has not run"), "{e}");
+        // Still resyncing, or starting.
+        for (state, word) in [(SYNC_RESYNCING, "resyncing"), (SYNC_STARTING, "starting")] {
+            let e = sync_done(&SyncStatus { state, ..synced() }, NOW).unwrap_err();
+            assert!(e.contains(word), "{e}");
+        }
+        // A stale heartbeat: it crashed after it had synced.
+        let stale = SyncStatus {
+            updated_ms: NOW - HEARTBEAT_FRESH_MS - 1,
+            ..synced()
+        };
+        let e = sync_done(&stale, NOW).unwrap_err();
+        assert!(e.contains("not running (last heartbeat 2001 ms ago"), "{e}");
+        assert!(
+            sync_done(
+                &SyncStatus {
+                    updated_ms: NOW - HEARTBEAT_FRESH_MS,
+                    ..synced()
+                },
+                NOW
+            )
+            .is_ok()
+        );
+        // Stopped cleanly (on = 0) less than a heartbeat ago.
+        assert!(sync_done(&SyncStatus { on: 0, ..synced() }, NOW).is_err());
+        // A heartbeat or a start in the future is not believed.
+        assert!(
+            sync_done(
+                &SyncStatus {
+                    updated_ms: NOW + 60_000,
+                    ..synced()
+                },
+                NOW
+            )
+            .is_err()
+        );
+        let e = sync_done(
+            &SyncStatus {
+                started_ms: NOW + 10,
+                ..synced()
+            },
+            NOW,
+        )
+        .unwrap_err();
+        assert!(e.contains("in the future"), "{e}");
+    }
+
+    #[test]
+    fn states_addresses_and_rejects_in_words() {
+        assert_eq!(sync_state(&SyncStatus::default()), "none");
+        assert_eq!(sync_state(&synced()), "synced");
+        assert_eq!(
+            sync_state(&SyncStatus {
+                state: 7,
+                ..synced()
+            }),
+            "unknown (7)"
+        );
+        assert_eq!(sync_addr([0; 16]), None);
+        let v4 = vc5_xdp::maps::addr16("203.0.113.7".parse().unwrap());
+        assert_eq!(sync_addr(v4), Some("203.0.113.7".parse().unwrap()));
+        let v6 = vc5_xdp::maps::addr16("2001:db8::7".parse().unwrap());
+        assert_eq!(sync_addr(v6), Some("2001:db8::7".parse().unwrap()));
+        let mut counts = [0u64; vc5_xdp::maps::SYNC_REASONS];
+        counts[vc5_xdp::flowsync::status::reason_index("auth")] = 3;
+        let r = rejects(&counts);
+        assert_eq!(r.len(), REASONS.len());
+        assert_eq!(r["auth"], 3);
+        assert_eq!(r["duplicate"], 0);
     }
 }

@@ -542,6 +542,19 @@ impl Balancer {
         announced(&self.snapshot())
     }
 
+    /// FlowSync: flow sync as JSON, the flow_sync object of the console's
+    /// /status.json: configured, holding_announcements (no VIP announced
+    /// until vc5-flowsync has resynced) and holding_until_ms, local (this
+    /// host's vc5-flowsync: running, state, sender, epoch, sent counters,
+    /// lost_events) and peers (per peer: addr, sender, epoch, datagrams,
+    /// records, written, gaps, unknown_real, rate_limited, rejects by
+    /// reason, last_heard_ago_ms, delay_p50_us, delay_p99_us,
+    /// delay_max_us). Read it again for fresh values.
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn flow_sync(&self) -> String {
+        serde_json::to_string(&self.snapshot().flow_sync).unwrap_or_else(|_| "{}".to_owned())
+    }
+
     /// RealHealthChanged: a real of a configuration service became healthy
     /// or unhealthy; reason says why it failed (empty when healthy).
     #[zbus(signal)]

@@ -23,6 +23,22 @@
 //! (`LabOptions::reals`) are a matter of options; `route_vips_ecmp` spreads the VIPs over
 //! several of them the way the BIRD router will.
 //!
+//! Flow sync: [`Lab::with_flow_sync`] adds `multicast` ([`FLOW_SYNC_GROUP`]) and
+//! `flow_sync_key` ([`Lab::flow_sync_key`], a 0600 file with one random key) to a
+//! configuration, and [`Lab::start_flowsync`] runs `vc5-flowsync` on a load balancer. To
+//! make a flow's path known in advance, [`Lab::predicted_real`] computes the real vc5's
+//! table gives a 4-tuple (with the data plane's own hash and table code) and
+//! [`Lab::router_next_hop`] the load balancer the router's ECMP route picks for it; the
+//! router hashes the 5-tuple itself (multipath policy 3), never a socket's random hash.
+//! [`Lab::start_transfer`] starts a paced download from a given client port and checks it
+//! against [`Lab::reference_sha256`]; every real also answers UDP on [`UDP_PORT`]
+//! ([`Lab::config_with_udp`]).
+//!
+//! [`Lab::forward`] makes a port inside a namespace reachable on the host's loopback (a
+//! thread of this process accepts there and connects from inside the namespace), which is
+//! how `vc5-lab` shows each load balancer's console on the host
+//! ([`Lab::forward_console`]).
+//!
 //! Every name is private to one lab: the namespaces are `v5-<pid>-<n>-<node>` (so labs in
 //! parallel tests and concurrent processes never collide), and the interfaces live only
 //! inside them (`eth0`/`eth1` in a node, the node's name on the switch side), so nothing is
@@ -68,7 +84,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -108,6 +124,15 @@ char _license[] SEC("license") = "GPL";
 /// The HTTP port of the services and of the reals' servers.
 pub const HTTP_PORT: u16 = 80;
 
+/// The UDP port on which every real answers datagrams sent to a VIP (`lab/httpd.py`'s
+/// `--udp-port`: one answer per datagram, naming the real), and accepts TCP connections
+/// for health checks; the services of [`Lab::config_with_udp`].
+pub const UDP_PORT: u16 = 7;
+
+/// The lab's flow-sync group (`multicast`), on the LAN. Administratively scoped, so that
+/// the reals (which join no such group) are not members, unlike 224.0.0.1.
+pub const FLOW_SYNC_GROUP: &str = "239.5.5.5:9999";
+
 /// Where `ip netns` keeps its named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
@@ -128,6 +153,9 @@ pub struct LabOptions {
     /// The vc5d binary for [`Lab::start_vc5d`]. `None`: `$VC5D`, else the `vc5d` beside the
     /// running executable (or beside its parent directory, for test binaries in `deps/`).
     pub vc5d: Option<PathBuf>,
+    /// The vc5-flowsync binary for [`Lab::start_flowsync`]. `None`: `$VC5_FLOWSYNC`, else
+    /// the `vc5-flowsync` beside vc5d.
+    pub vc5_flowsync: Option<PathBuf>,
     /// Leave the lab directory (logs, configuration) in place on drop, for debugging.
     pub keep_dir: bool,
 }
@@ -138,6 +166,7 @@ impl Default for LabOptions {
             load_balancers: 1,
             reals: 3,
             vc5d: None,
+            vc5_flowsync: None,
             keep_dir: false,
         }
     }
@@ -402,9 +431,16 @@ impl Lab {
             Kind::Router => {
                 s += &iface("eth0", v4, v6);
                 s += &iface("eth1", client_net4(1), client_net6(1));
-                // L4 hashing, so that ECMP over several load balancers spreads flows.
+                // L4 hashing, so that ECMP over several load balancers spreads flows:
+                // policy 3 (custom fields: addresses, protocol, ports) rather than 1,
+                // because policy 1 reuses the hash a local socket gave its packets
+                // (the client's random, and on retransmission changing, txhash, which
+                // the veth keeps), while policy 3 always hashes the 5-tuple. So a flow
+                // stays on its load balancer, and `router_next_hop` predicts which.
                 s += "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
-                      net.ipv4.fib_multipath_hash_policy=1 net.ipv6.fib_multipath_hash_policy=1\n";
+                      net.ipv4.fib_multipath_hash_policy=3 net.ipv6.fib_multipath_hash_policy=3 \
+                      net.ipv4.fib_multipath_hash_fields=0x37 \
+                      net.ipv6.fib_multipath_hash_fields=0x37\n";
             }
             Kind::Lb => {
                 s += &format!(
@@ -458,6 +494,12 @@ impl Lab {
             real,
             "--port",
             &HTTP_PORT.to_string(),
+            "--udp-port",
+            &UDP_PORT.to_string(),
+            "--vip",
+            &self.vip4.to_string(),
+            "--vip",
+            &self.vip6.to_string(),
         ]);
         let child = spawn_logged(cmd, &log)?;
         self.children.insert(real.to_string(), child);
@@ -763,11 +805,13 @@ impl Lab {
     /// A vc5d configuration for this lab: one HTTP service on port 80 for each VIP, the
     /// reals (their IPv4 LAN addresses; in L2 DSR only their MACs matter) as one group.
     pub fn default_config(&self) -> String {
-        let reals: Vec<String> = self
-            .reals()
-            .iter()
-            .map(|r| self.addr4(r).to_string())
-            .collect();
+        self.config_for_reals(&self.reals())
+    }
+
+    /// [`Lab::default_config`] with only these reals in the group (e.g. three of a lab's
+    /// four, to add the fourth later with a reload).
+    pub fn config_for_reals(&self, reals: &[String]) -> String {
+        let reals: Vec<String> = reals.iter().map(|r| self.addr4(r).to_string()).collect();
         format!(
             "# vc5d configuration for lab {id}\n\
              services:\n\
@@ -796,6 +840,29 @@ impl Lab {
         )
     }
 
+    /// [`Lab::config_for_reals`] plus a UDP service on each VIP ([`UDP_PORT`], `udp4` and
+    /// `udp6`, with a tcp check on the same port).
+    pub fn config_with_udp(&self, reals: &[String]) -> String {
+        let mut udp = String::new();
+        for (name, vip) in [
+            ("udp4", self.vip4.to_string()),
+            ("udp6", self.vip6.to_string()),
+        ] {
+            udp += &format!(
+                "\x20 - name: {name}\n\
+                 \x20   desc: lab UDP answer service\n\
+                 \x20   addr: \"{vip}\"\n\
+                 \x20   port: {UDP_PORT}\n\
+                 \x20   protocol: udp\n\
+                 \x20   real: web\n\
+                 \x20   checks:\n\
+                 \x20     - {{name: tcp, type: tcp, port: {UDP_PORT}, interval: 1s, timeout: 500ms}}\n"
+            );
+        }
+        self.config_for_reals(reals)
+            .replacen("reals:\n", &format!("{udp}reals:\n"), 1)
+    }
+
     /// Where a load balancer's own configuration goes, if it has one
     /// (`start_vc5d` prefers it to the shared [`Lab::config_path`]).
     pub fn config_path_for(&self, lb: &str) -> PathBuf {
@@ -807,12 +874,27 @@ impl Lab {
     /// BIRD runs beside vc5d), IPv6 VIPs with the load balancer's IPv6
     /// address as next hop.
     pub fn rhi_config(&self, lb: &str) -> String {
+        format!("{}{}", self.default_config(), self.rhi_section(lb))
+    }
+
+    /// The `rhi:` section of [`Lab::rhi_config`], to append to a configuration of one's own.
+    pub fn rhi_section(&self, lb: &str) -> String {
         format!(
-            "{}rhi:\n  as_number: {LB_ASN}\n  peers: [{}]\n  hold_time: 9\n  next_hop6: \"{}\"\n",
-            self.default_config(),
+            "rhi:\n  as_number: {LB_ASN}\n  peers: [{}]\n  hold_time: 9\n  next_hop6: \"{}\"\n",
             self.addr4("router"),
             self.addr6(lb)
         )
+    }
+
+    /// The configuration a load balancer's vc5d and vc5-flowsync read: its own
+    /// ([`Lab::config_path_for`]) if written, else the shared [`Lab::config_path`].
+    pub fn config_of(&self, lb: &str) -> PathBuf {
+        let own = self.config_path_for(lb);
+        if own.exists() {
+            own
+        } else {
+            self.config_path()
+        }
     }
 
     /// Writes a load balancer's own configuration (see `config_path_for`).
@@ -974,13 +1056,7 @@ impl Lab {
         if !self.config_path().exists() {
             self.write_config()?;
         }
-        // A load balancer's own configuration wins over the shared one.
-        let own = self.config_path_for(lb);
-        let config = if own.exists() {
-            own
-        } else {
-            self.config_path()
-        };
+        let config = self.config_of(lb);
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut args: Vec<String> = vec![
             "--config".into(),
@@ -1022,6 +1098,268 @@ impl Lab {
         spawn_logged(cmd, &log)
     }
 
+    // ---- flow sync ------------------------------------------------------------------------
+
+    /// The lab's flow-sync key file (`flow_sync_key`): one key, ID 1, 32 random bytes in
+    /// the `ID HEX` format, mode 0600 (vc5-flowsync refuses a file others can read).
+    /// Written on the first call; every load balancer of the lab shares it.
+    pub fn flow_sync_key(&self) -> Result<PathBuf> {
+        let path = self.dir.join("flow-sync.key");
+        if path.exists() {
+            return Ok(path);
+        }
+        let mut key = [0u8; 32];
+        File::open("/dev/urandom")?.read_exact(&mut key)?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "# vc5 lab {}: flow-sync key (ID HEX)\n1 {hex}", self.id)?;
+        Ok(path)
+    }
+
+    /// A configuration with flow sync turned on: `multicast` ([`FLOW_SYNC_GROUP`], on the
+    /// LAN) and `flow_sync_key` (the lab's [`Lab::flow_sync_key`]) appended.
+    pub fn with_flow_sync(&self, yaml: &str) -> Result<String> {
+        let key = self.flow_sync_key()?;
+        Ok(format!(
+            "{yaml}multicast: {FLOW_SYNC_GROUP}\nflow_sync_key: {}\n",
+            key.display()
+        ))
+    }
+
+    /// The vc5-flowsync binary [`Lab::start_flowsync`] runs: `LabOptions::vc5_flowsync`,
+    /// else `$VC5_FLOWSYNC`, else the `vc5-flowsync` beside vc5d (cargo builds both into
+    /// `target/<profile>/`).
+    pub fn flowsync_path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.opts.vc5_flowsync {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("VC5_FLOWSYNC") {
+            return Ok(p.into());
+        }
+        let vc5d = self.vc5d_path()?;
+        let p = vc5d.with_file_name("vc5-flowsync");
+        ensure!(
+            p.is_file(),
+            "no vc5-flowsync beside {} (build it with `cargo build -p vc5-xdp --bin \
+             vc5-flowsync`, or set $VC5_FLOWSYNC)",
+            vc5d.display()
+        );
+        Ok(p)
+    }
+
+    /// Where [`Lab::start_flowsync`] sends a load balancer's vc5-flowsync output (appended
+    /// across restarts, each start preceded by a `=== ` line with its command).
+    pub fn flowsync_log(&self, lb: &str) -> PathBuf {
+        self.dir.join(format!("vc5-flowsync-{lb}.log"))
+    }
+
+    /// Starts vc5-flowsync in a load balancer's namespace: `vc5-flowsync --config
+    /// <config_of(lb)> --interface eth0 --address <lb's LAN IPv4> --bpffs <bpffs(lb)>`,
+    /// output appended to [`Lab::flowsync_log`]. It waits for vc5d's pinned maps itself,
+    /// so it may start before or after vc5d.
+    pub fn start_flowsync(&self, lb: &str) -> Result<LabChild> {
+        let bin = self.flowsync_path()?;
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let args = [
+            "--config".to_string(),
+            path(self.config_of(lb)),
+            "--interface".into(),
+            "eth0".into(),
+            "--address".into(),
+            self.addr4(lb).to_string(),
+            "--bpffs".into(),
+            path(self.bpffs(lb)),
+        ];
+        let log = self.flowsync_log(lb);
+        let mut f = OpenOptions::new().create(true).append(true).open(&log)?;
+        writeln!(f, "=== {} {}", bin.display(), args.join(" "))?;
+        let mut cmd = self.command(lb, &[]);
+        cmd.arg(&bin).args(args);
+        spawn_logged(cmd, &log)
+    }
+
+    // ---- predictions ----------------------------------------------------------------------
+
+    /// The real vc5's lookup table sends a new flow to, among `reals` (all healthy, weight
+    /// 1, as in [`Lab::config_for_reals`]): computed with the data plane's own hash
+    /// (`vc5_xdp::hash::flow_hash`) and table builder (`vc5_xdp::table`), so a test can
+    /// pick client ports whose flows move, or stay, when a real is added.
+    pub fn predicted_real(
+        &self,
+        reals: &[String],
+        client: SocketAddr,
+        vip: SocketAddr,
+        proto: u8,
+    ) -> String {
+        let weighted: Vec<(String, u32)> = reals.iter().map(|r| (r.clone(), 1)).collect();
+        self.predicted_real_weighted(&weighted, client, vip, proto)
+    }
+
+    /// [`Lab::predicted_real`] with a weight for each real.
+    pub fn predicted_real_weighted(
+        &self,
+        reals: &[(String, u32)],
+        client: SocketAddr,
+        vip: SocketAddr,
+        proto: u8,
+    ) -> String {
+        use vc5_xdp::maps::{TABLE_SIZE, addr16};
+        use vc5_xdp::table::{Candidate, build, service_seed};
+        let candidates: Vec<Candidate> = (reals.iter().enumerate())
+            .map(|(i, (r, weight))| Candidate {
+                addr: self.addr4(r).into(),
+                weight: *weight,
+                backend: i as u16,
+            })
+            .collect();
+        let table = build(service_seed(vip.ip(), vip.port(), proto), &candidates);
+        let h = vc5_xdp::hash::flow_hash(
+            &addr16(client.ip()),
+            &addr16(vip.ip()),
+            client.port().to_be(),
+            vip.port().to_be(),
+            proto,
+        );
+        let bucket = h as usize & (TABLE_SIZE - 1);
+        reals[usize::from(table.backend[bucket])].0.clone()
+    }
+
+    /// The node the router forwards a flow from the client to (its multipath route's
+    /// choice for this 5-tuple, as `ip route get` computes it), e.g. `lb1`.
+    pub fn router_next_hop(
+        &self,
+        client: SocketAddr,
+        vip: SocketAddr,
+        proto: &str,
+    ) -> Result<String> {
+        let out = self.run(
+            "router",
+            &[
+                "ip",
+                "route",
+                "get",
+                &vip.ip().to_string(),
+                "from",
+                &client.ip().to_string(),
+                "iif",
+                "eth1",
+                "ipproto",
+                proto,
+                "sport",
+                &client.port().to_string(),
+                "dport",
+                &vip.port().to_string(),
+            ],
+        )?;
+        let via = (out.split_whitespace())
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .with_context(|| format!("no next hop in {out:?}"))?;
+        let via: IpAddr = via.parse()?;
+        (self.nodes.iter())
+            .filter(|n| !matches!(n.kind, Kind::Switch | Kind::Client))
+            .find(|n| via == IpAddr::from(self.addr4(&n.name)) || via == self.addr6(&n.name))
+            .map(|n| n.name.clone())
+            .with_context(|| format!("next hop {via} is no node of the lab"))
+    }
+
+    // ---- long downloads -------------------------------------------------------------------
+
+    /// Starts a download of `/bytes/<bytes>` from the client through a VIP with curl, sent
+    /// by the real at `rate` bytes per second at most (0: as fast as it goes; the lab's
+    /// httpd paces it, since curl's `--limit-rate` averages over seconds and lets a veth
+    /// deliver megabytes at once), from client port
+    /// `local_port` when given (so that its 4-tuple, hence its load balancer and real, is
+    /// known in advance). The body goes to a file in the lab directory, the headers (with
+    /// the real's `X-Real`) to another as soon as they arrive.
+    pub fn start_transfer(
+        &self,
+        vip: IpAddr,
+        bytes: usize,
+        rate: u64,
+        local_port: Option<u16>,
+    ) -> Result<Transfer> {
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let headers = self.dir.join(format!("transfer-{n}.headers"));
+        let output = self.dir.join(format!("transfer-{n}.body"));
+        let url = Lab::url(vip, &format!("/bytes/{bytes}?rate={rate}"));
+        let (h, o) = (headers.to_string_lossy(), output.to_string_lossy());
+        let port = local_port.map(|p| p.to_string());
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "-D",
+            &h,
+            "-o",
+            &o,
+            "-w",
+            "%{size_download}",
+        ];
+        if let Some(p) = &port {
+            argv.extend(["--local-port", p]);
+        }
+        argv.push(&url);
+        let curl = self.spawn("client", &argv)?;
+        Ok(Transfer {
+            curl,
+            headers,
+            output,
+            bytes,
+            url,
+        })
+    }
+
+    /// The SHA-256 of `/bytes/<bytes>` as the reals serve it, fetched straight from
+    /// `real` (from the router, bypassing the load balancers).
+    pub fn reference_sha256(&self, real: &str, bytes: usize) -> Result<String> {
+        let out = self.dir.join(format!("reference-{bytes}.body"));
+        let url = Lab::url(self.addr4(real).into(), &format!("/bytes/{bytes}"));
+        let o = out.to_string_lossy();
+        self.curl("router", &url, &["-o", &o, "--max-time", "30"])?;
+        sha256_file(&out)
+    }
+
+    // ---- forwarding into a namespace ------------------------------------------------------
+
+    /// Makes `target` inside a node's namespace reachable from the host at `local` (e.g.
+    /// `127.0.0.1:8081`; port 0 picks a free one): a thread accepts on the host's side
+    /// and, for each connection, a thread that has entered the namespace connects to
+    /// `target` and copies both ways. Nothing is created on the host but the listening
+    /// socket; dropping the [`Forward`] closes it and ends its connections.
+    pub fn forward(&self, name: &str, target: SocketAddr, local: SocketAddr) -> Result<Forward> {
+        let listener = std::net::TcpListener::bind(local)
+            .with_context(|| format!("listening on {local} for {name}'s {target}"))?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let ns = Path::new(NETNS_DIR).join(self.ns(name));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("forward-{name}"))
+            .spawn(move || accept_loop(listener, ns, target, stopping))?;
+        Ok(Forward {
+            local,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// [`Lab::forward`] for a load balancer's vc5d console (`127.0.0.1:8080` in its
+    /// namespace, vc5d's default `--console`) to `127.0.0.1:<port>` on the host, falling
+    /// back to a free port when `port` is taken. The URL is `Forward::url`.
+    pub fn forward_console(&self, lb: &str, port: u16) -> Result<Forward> {
+        let target = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        self.forward(lb, target, at(port))
+            .or_else(|_| self.forward(lb, target, at(0)))
+    }
+
     // ---- teardown -------------------------------------------------------------------------
 
     /// Removes the labs of processes that no longer exist (killed before their `Lab` was
@@ -1047,6 +1385,200 @@ impl Lab {
             }
         }
     }
+}
+
+/// A download started by [`Lab::start_transfer`]. Killed if dropped unfinished.
+pub struct Transfer {
+    curl: LabChild,
+    /// Where curl writes the response headers.
+    pub headers: PathBuf,
+    /// Where curl writes the body.
+    pub output: PathBuf,
+    /// The size asked for.
+    pub bytes: usize,
+    pub url: String,
+}
+
+/// How a [`Transfer`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferEnd {
+    /// curl exited 0.
+    pub ok: bool,
+    /// Bytes received.
+    pub received: u64,
+    /// SHA-256 of what was received, hexadecimal.
+    pub sha256: String,
+    /// curl's stderr and `-w` output (its complaint when it failed).
+    pub curl_said: String,
+}
+
+impl Transfer {
+    /// The real serving it (the `X-Real` header), once its headers have arrived.
+    pub fn real(&self, timeout: Duration) -> Result<String> {
+        retry(timeout, || {
+            let h = fs::read_to_string(&self.headers).unwrap_or_default();
+            h.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("x-real")
+                        .then(|| v.trim().to_string())
+                })
+                .with_context(|| format!("no answer yet for {}", self.url))
+        })
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        fs::metadata(&self.output).map_or(0, |m| m.len())
+    }
+
+    /// Whether curl is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.curl.try_wait(), Ok(None))
+    }
+
+    /// Waits for curl to exit (killing it after `timeout`) and describes the result.
+    pub fn finish(mut self, timeout: Duration) -> Result<TransferEnd> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.curl.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                self.curl.kill()?;
+                break self.curl.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(TransferEnd {
+            ok: status.success(),
+            received: self.received(),
+            sha256: if self.output.exists() {
+                sha256_file(&self.output)?
+            } else {
+                String::new()
+            },
+            curl_said: self.curl.log_text().trim().to_string(),
+        })
+    }
+}
+
+/// `sha256sum FILE`'s hash.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let out = run_cmd(Command::new("sha256sum").arg(path))?;
+    Ok(out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A TCP port on the host forwarding into a lab namespace (see [`Lab::forward`]).
+pub struct Forward {
+    /// Where it listens on the host.
+    pub local: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forward {
+    /// `http://<local>/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.local)
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How often the forwarding threads look at their stop flag.
+const FORWARD_POLL: Duration = Duration::from_millis(100);
+
+fn accept_loop(
+    listener: std::net::TcpListener,
+    ns: PathBuf,
+    target: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((outer, _)) => {
+                let (ns, stop) = (ns.clone(), stop.clone());
+                let _ = std::thread::Builder::new()
+                    .name("forward-conn".into())
+                    .spawn(move || {
+                        if let Err(e) = forward_one(outer, &ns, target, &stop) {
+                            tracing::debug!("forwarding to {target}: {e:#}");
+                        }
+                    });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(FORWARD_POLL)
+            }
+            Err(_) => std::thread::sleep(FORWARD_POLL),
+        }
+    }
+}
+
+/// One forwarded connection: this thread enters the namespace (sockets belong to the
+/// namespace they are created in, so only the connect needs it), then copies in both
+/// directions until either side closes or the forward is dropped.
+fn forward_one(
+    outer: TcpStream,
+    ns: &Path,
+    target: SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    outer.set_nonblocking(false)?;
+    let f = File::open(ns).with_context(|| format!("{}", ns.display()))?;
+    // SAFETY: setns(2) on a descriptor we own; it changes only this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let inner = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    for s in [&outer, &inner] {
+        s.set_read_timeout(Some(FORWARD_POLL))?;
+        s.set_nodelay(true)?;
+    }
+    std::thread::scope(|sc| {
+        let (o2, i2) = (outer.try_clone()?, inner.try_clone()?);
+        sc.spawn(move || copy_until(i2, o2, stop));
+        copy_until(outer.try_clone()?, inner.try_clone()?, stop);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+/// Copies `from` to `to` until EOF, an error or `stop`; then shuts both down so that the
+/// other direction ends too.
+fn copy_until(mut from: TcpStream, mut to: TcpStream, stop: &std::sync::atomic::AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = from.shutdown(std::net::Shutdown::Read);
 }
 
 impl Drop for Lab {
@@ -1591,6 +2123,87 @@ char _license[] SEC("license") = "GPL";
     #[test]
     fn lab_generic_xdp_tx_reaches_a_real() {
         xdp_tx_reaches_a_real("xdpgeneric");
+    }
+
+    #[test]
+    fn lab_forwards_a_port_from_the_host_into_a_namespace() {
+        let lab = lab();
+        // real1's httpd listens on [::]:80, so on 127.0.0.1:80 inside real1 only.
+        let target = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
+        let fwd = lab
+            .forward("real1", target, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+        assert!(fwd.url().starts_with("http://127.0.0.1:"), "{}", fwd.url());
+        let body = http_get(fwd.local, "/", Duration::from_secs(5)).unwrap();
+        assert!(body.starts_with("real=real1 client=127.0.0.1 "), "{body}");
+        // Large answers arrive whole, several connections at once.
+        std::thread::scope(|s| {
+            let gets: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| http_get(fwd.local, "/bytes/3000000", Duration::from_secs(10))))
+                .collect();
+            for g in gets {
+                assert_eq!(g.join().unwrap().unwrap().len(), 3_000_000);
+            }
+        });
+        let local = fwd.local;
+        drop(fwd);
+        assert!(
+            TcpStream::connect_timeout(&local, Duration::from_secs(1)).is_err(),
+            "{local} still accepts after the forward was dropped"
+        );
+    }
+
+    #[test]
+    fn lab_flow_sync_key_is_private_and_well_formed() {
+        let lab = lab();
+        let key = lab.flow_sync_key().unwrap();
+        assert_eq!(lab.flow_sync_key().unwrap(), key, "written once");
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = fs::read_to_string(&key).unwrap();
+        let lines: Vec<&str> = (text.lines())
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let (id, hex) = lines[0].split_once(' ').unwrap();
+        assert_eq!(id, "1");
+        assert_eq!(hex.len(), 64);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{hex}");
+        let yaml = lab.with_flow_sync(&lab.default_config()).unwrap();
+        assert!(
+            yaml.contains(&format!("\nmulticast: {FLOW_SYNC_GROUP}\n")),
+            "{yaml}"
+        );
+        assert!(yaml.contains(&format!("\nflow_sync_key: {}\n", key.display())));
+    }
+
+    #[test]
+    fn lab_reals_answer_udp_from_the_vip() {
+        let lab = lab();
+        lab.route_vips_via("real3").unwrap();
+        for vip in lab.vips() {
+            let target = SocketAddr::new(vip, UDP_PORT);
+            let body = lab
+                .run_in("client", || {
+                    let any: SocketAddr = match vip {
+                        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+                        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                    };
+                    let s = std::net::UdpSocket::bind(any).unwrap();
+                    // connect(): only answers from the VIP itself are received.
+                    s.connect(target).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    s.send(b"17").unwrap();
+                    let mut buf = [0u8; 256];
+                    let n = s.recv(&mut buf).unwrap();
+                    String::from_utf8_lossy(&buf[..n]).into_owned()
+                })
+                .unwrap();
+            let f = fields(&body);
+            assert_eq!(f["real"], "real3", "{body}");
+            assert_eq!(f["vip"], vip.to_string(), "{body}");
+            assert_eq!(f["seq"], "17", "{body}");
+        }
     }
 
     #[test]

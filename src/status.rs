@@ -40,6 +40,87 @@ pub struct Status {
     /// the trouble is its own (a link without carrier, every real failing at
     /// once): what is wrong and since when.
     pub local_trouble: Option<LocalTrouble>,
+    /// Flow sync: whether it is configured, whether vc5d holds its
+    /// announcements for it, this host's vc5-flowsync and its peers.
+    pub flow_sync: FlowSyncStatus,
+}
+
+/// Flow sync as vc5d sees it: its own settings and hold, and what
+/// vc5-flowsync last published in the pinned `sync_status` map.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowSyncStatus {
+    /// `multicast` and `flow_sync_key` are both set.
+    pub configured: bool,
+    /// The flow-sync group (`multicast`), if set.
+    pub group: Option<String>,
+    /// `flow_sync_wait` in milliseconds.
+    pub wait_ms: u64,
+    /// vc5d announces no VIP until vc5-flowsync has resynced, or until
+    /// `holding_until_ms`.
+    pub holding_announcements: bool,
+    /// Unix time in milliseconds when the hold ends at the latest (0: no hold).
+    pub holding_until_ms: u64,
+    /// This host's vc5-flowsync.
+    pub local: FlowSyncLocal,
+    /// The peers it hears, in the order first heard.
+    pub peers: Vec<FlowSyncPeer>,
+}
+
+/// This host's vc5-flowsync (entry 0 of `sync_status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowSyncLocal {
+    /// Its heartbeat is fresh (at most 2 s old) and it is on.
+    pub running: bool,
+    /// `starting`, `resyncing` or `synced`; `none` when it never ran
+    /// against these maps.
+    pub state: String,
+    /// Its sender id, hexadecimal (a JavaScript number cannot hold 64 bits).
+    pub sender: String,
+    /// Its epoch: CLOCK_REALTIME in nanoseconds at its start.
+    pub epoch: u64,
+    pub addr: Option<IpAddr>,
+    /// Unix time in milliseconds when it started (0: never).
+    pub started_ms: u64,
+    /// Unix time in milliseconds of its last heartbeat (0: never).
+    pub heartbeat_ms: u64,
+    pub sent_datagrams: u64,
+    pub sent_records: u64,
+    /// Flow events the ring buffer had no room for.
+    pub lost_events: u64,
+    /// Rejected datagrams no peer slot could be found for, by reason.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+/// One peer load balancer as this host's vc5-flowsync hears it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowSyncPeer {
+    /// The source address of its datagrams.
+    pub addr: Option<IpAddr>,
+    /// Its sender id, hexadecimal.
+    pub sender: String,
+    pub epoch: u64,
+    /// Datagrams accepted from it.
+    pub datagrams: u64,
+    /// Flow records received from it.
+    pub records: u64,
+    /// Records written into the peer flow tables.
+    pub written: u64,
+    /// Sequence numbers its datagrams skipped (datagrams lost on the way).
+    pub gaps: u64,
+    /// Records naming a service or real this host does not know.
+    pub unknown_real: u64,
+    /// Records dropped for exceeding `flow_sync_rate`.
+    pub rate_limited: u64,
+    /// Rejected datagrams by reason (`auth`, `duplicate`, …).
+    pub rejects: BTreeMap<String, u64>,
+    /// Unix time in milliseconds when it was last heard.
+    pub last_heard_ms: u64,
+    /// How long ago that was, as of the snapshot, in milliseconds.
+    pub last_heard_ago_ms: u64,
+    /// Propagation delay (its send time to the write here), in microseconds.
+    pub delay_p50_us: u64,
+    pub delay_p99_us: u64,
+    pub delay_max_us: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -49,6 +49,60 @@ fn check_prints_the_original_configuration_normalised() {
 }
 
 #[test]
+fn check_prints_the_flow_sync_settings_and_refuses_half_of_them() {
+    // The original's file has `multicast` alone: flow sync off, defaults shown.
+    let f = temp_file("config.yaml", ORIGINAL);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["multicast"], "224.0.0.1:9999");
+    assert_eq!(v["flow_sync_key"], serde_json::Value::Null);
+    assert_eq!(v["flow_sync_wait_ms"], 10_000);
+
+    let text = format!(
+        "{ORIGINAL}flow_sync_key: flow.key\nflow_sync_wait: 3s\nflow_sync_rate: 1000\nflow_sync_resync_rate: 500\n"
+    );
+    let f = temp_file("config.yaml", &text);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Relative to the configuration's directory.
+    let key = f.parent().unwrap().join("flow.key");
+    assert_eq!(v["flow_sync_key"], key.to_str().unwrap());
+    assert_eq!(v["flow_sync_wait_ms"], 3000);
+    assert_eq!(v["flow_sync_rate"], 1000);
+    assert_eq!(v["flow_sync_resync_rate"], 500);
+
+    // The key without the group, and a wait out of bounds.
+    let no_group = text.replace("multicast: 224.0.0.1:9999\n", "");
+    let f = temp_file("config.yaml", &no_group);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flow_sync_key needs multicast"), "{err}");
+    let line = no_group
+        .lines()
+        .position(|l| l.starts_with("flow_sync_key"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("{}:{line}:16: ", f.display())),
+        "{err}"
+    );
+    let f = temp_file("config.yaml", &text.replace("wait: 3s", "wait: 10m"));
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flow_sync_wait must be between 2s and 5m, not 10m"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_names_file_line_and_column_of_an_error() {
     let bad = ORIGINAL.replace(
         "    desc: web server\n",

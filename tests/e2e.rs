@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Download, lab, spread, wait_ready};
+use common::{lab, spread, wait_ready};
 use std::net::IpAddr;
 use std::time::Duration;
 use vc5::lab::retry;
@@ -55,10 +55,15 @@ fn a_long_download_survives_kill_9_and_restart_of_vc5d() {
     let mut vc5d = lab.start_vc5d("lb1", "native", &[]).unwrap();
     wait_ready(&lab, &mut vc5d);
 
-    // 12 MB at 2 MB/s: about six seconds, across the crash and restart.
-    let download = Download::start(&lab, lab.vip4.into(), 12_000_000, "2M");
-    download.real();
+    // 12 MB at 2 MB/s (paced by the real): about six seconds, across the
+    // crash and restart.
+    let bytes = 12_000_000;
+    let mut download = lab
+        .start_transfer(lab.vip4.into(), bytes, 2_000_000, None)
+        .unwrap();
+    let real = download.real(Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(download.running(), "the download ended before the crash");
     vc5d.kill().unwrap();
     vc5d.wait().unwrap();
     assert_eq!(
@@ -79,7 +84,14 @@ fn a_long_download_survives_kill_9_and_restart_of_vc5d() {
         again.log_text()
     );
 
-    assert_eq!(download.finish(), Ok(12_000_000), "every byte arrived");
+    assert!(download.running(), "the download ended before the restart");
+    let end = download.finish(Duration::from_secs(60)).unwrap();
+    assert!(end.ok && end.received == bytes as u64, "{end:?}");
+    assert_eq!(
+        end.sha256,
+        lab.reference_sha256(&real, bytes).unwrap(),
+        "every byte arrived, in order"
+    );
     again.terminate(Duration::from_secs(10)).unwrap();
 }
 

@@ -384,6 +384,81 @@ async fn metrics_are_the_snapshot() {
         ),
         1.0
     );
+    // Flow sync: this host's vc5-flowsync and each peer, by address.
+    let fs = &status.flow_sync;
+    assert_eq!(get("vc5_flowsync_configured", &[]), 1.0);
+    assert_eq!(get("vc5_flowsync_holding_announcements", &[]), 1.0);
+    assert_eq!(
+        get("vc5_flowsync_hold_until_seconds", &[]),
+        fs.holding_until_ms as f64 / 1000.0
+    );
+    assert_eq!(get("vc5_flowsync_up", &[]), 1.0);
+    assert_eq!(get("vc5_flowsync_synced", &[]), 0.0);
+    assert_eq!(
+        get(
+            "vc5_flowsync_info",
+            &[
+                ("state", "resyncing"),
+                ("sender", "c0a80001"),
+                ("epoch", "1800000000000000000")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(get("vc5_flowsync_sent_datagrams_total", &[]), 77.0);
+    assert_eq!(get("vc5_flowsync_sent_records_total", &[]), 7777.0);
+    assert_eq!(get("vc5_flowsync_lost_events_total", &[]), 4.0);
+    assert_eq!(
+        get("vc5_flowsync_rejects_total", &[("reason", "auth")]),
+        1.0
+    );
+    for p in &fs.peers {
+        let addr = p.addr.unwrap().to_string();
+        let pl = [("peer", addr.as_str())];
+        for (name, v) in [
+            ("vc5_flowsync_peer_datagrams_total", p.datagrams),
+            ("vc5_flowsync_peer_records_total", p.records),
+            ("vc5_flowsync_peer_written_total", p.written),
+            ("vc5_flowsync_peer_gaps_total", p.gaps),
+            ("vc5_flowsync_peer_unknown_real_total", p.unknown_real),
+            ("vc5_flowsync_peer_rate_limited_total", p.rate_limited),
+        ] {
+            assert_eq!(get(name, &pl), v as f64, "{name} {addr}");
+        }
+        for (reason, n) in &p.rejects {
+            assert_eq!(
+                get(
+                    "vc5_flowsync_peer_rejects_total",
+                    &[("peer", &addr), ("reason", reason)]
+                ),
+                *n as f64
+            );
+        }
+        assert_eq!(
+            get("vc5_flowsync_peer_last_heard_seconds", &pl),
+            p.last_heard_ms as f64 / 1000.0
+        );
+        for (q, us) in [
+            ("0.5", p.delay_p50_us),
+            ("0.99", p.delay_p99_us),
+            ("1", p.delay_max_us),
+        ] {
+            assert_eq!(
+                get(
+                    "vc5_flowsync_peer_delay_seconds",
+                    &[("peer", &addr), ("quantile", q)]
+                ),
+                us as f64 / 1e6
+            );
+        }
+    }
+    assert_eq!(
+        m.keys()
+            .filter(|(n, _)| n == "vc5_flowsync_peer_rejects_total")
+            .count(),
+        2 * 4
+    );
+
     for (reason, c) in &status.global {
         assert_eq!(
             get("vc5_packets_total", &[("reason", reason)]),
@@ -611,6 +686,28 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             events.as_str().unwrap().contains("vc5d started"),
             "{events}"
         );
+        // Flow sync: the hold in the header and the section, each peer.
+        let hold = b.eval(&text_of("#hold"));
+        assert!(
+            hold.as_str().unwrap().contains("holding announcements"),
+            "{hold}"
+        );
+        let fs = b.eval(&text_of("#flowsync"));
+        let fs = fs.as_str().unwrap();
+        assert!(fs.contains("vc5-flowsync resyncing"), "{fs}");
+        assert!(fs.contains("holding VIP announcements"), "{fs}");
+        assert!(fs.contains("4 flow events lost"), "{fs}");
+        let peer = b.eval(&text_of(r#"tr.peer[data-peer="2001:db8::251"]"#));
+        let peer = peer.as_str().unwrap();
+        for needle in [
+            "c0a80002",
+            "10,000",
+            "auth 6",
+            "0.6s ago",
+            "0.30 / 3.00 / 18 ms",
+        ] {
+            assert!(peer.contains(needle), "{needle:?} not in {peer}");
+        }
 
         // A marker in the page's JavaScript world: a reload would lose it.
         b.eval("window.__vc5_marker = 42");
@@ -620,6 +717,8 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
                 s.reals[0].state = "drained".into();
             }
             st.vips[1].announced = true;
+            st.flow_sync.holding_announcements = false;
+            st.flow_sync.local.state = "synced".into();
             st.events.push_back(vc5::status::LogEvent {
                 at_ms: now_ms(),
                 level: "info".into(),
@@ -636,6 +735,11 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             json!("announced"),
             Duration::from_secs(5),
         );
+        b.wait_for(&text_of("#hold"), json!(""), Duration::from_secs(5));
+        let fs = b.eval(&text_of("#flowsync"));
+        let fs = fs.as_str().unwrap();
+        assert!(fs.contains("vc5-flowsync synced"), "{fs}");
+        assert!(!fs.contains("null") && !fs.contains("holding"), "{fs}");
         let events = b.eval(&text_of("#events li"));
         assert!(
             events

@@ -184,6 +184,14 @@ async fn read_only_members_work_for_root_and_nobody() {
             property_json(&s.bus, nobody, "Announced").await,
             json!(["192.0.2.1"])
         );
+        // FlowSync: JSON, the status's flow_sync object.
+        let fs = property_json(&s.bus, nobody, "FlowSync").await;
+        let fs: Value = serde_json::from_str(fs.as_str().expect("a string")).unwrap();
+        let want = serde_json::to_value(&s.standin.status.lock().unwrap().flow_sync).unwrap();
+        assert_eq!(fs, want, "nobody: {nobody}");
+        assert_eq!(fs["holding_announcements"], true);
+        assert_eq!(fs["peers"][1]["addr"], "2001:db8::251");
+        assert_eq!(fs["peers"][1]["rejects"]["auth"], 6);
         let out = busctl(&s.bus, nobody, &["introspect", NAME, PATH]).await;
         assert!(out.status.success(), "introspect: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains(".ListReals"));

@@ -1,13 +1,14 @@
 //! The operator's interfaces against a real vc5d in the lab: drain and
 //! undrain through D-Bus (a private dbus-daemon with the project's policy)
 //! while a long download runs on the drained real, the signals on the bus,
-//! and the console page in headless Chromium inside the load balancer's
-//! namespace following a real's failure.
+//! the console page in headless Chromium inside the load balancer's
+//! namespace following a real's failure, and the console forwarded to the
+//! host's loopback as `vc5-lab` does.
 
 mod common;
 mod ops_common;
 
-use common::{Download, fast_checks, lab, spread, wait_ready};
+use common::{fast_checks, lab, spread, wait_ready};
 use futures_util::StreamExt;
 use ops_common::browser::{Browser, text_of};
 use ops_common::{Policy, TestBus, text};
@@ -39,9 +40,12 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
         .unwrap();
     wait_ready(&lab, &mut vc5d);
 
+    // 8 MB at 1 MB/s (paced by the real): eight seconds, across the drain.
     let bytes = 8_000_000;
-    let download = Download::start(&lab, IpAddr::V4(lab.vip4), bytes, "1M");
-    let victim = download.real();
+    let mut download = lab
+        .start_transfer(IpAddr::V4(lab.vip4), bytes, 1_000_000, None)
+        .unwrap();
+    let victim = download.real(Duration::from_secs(10)).unwrap();
     let addr = lab.addr4(&victim).to_string();
 
     let out = busctl_call(&bus, "Drain", &["ss", "web4", &addr]);
@@ -66,7 +70,10 @@ fn drain_through_dbus_keeps_the_download_and_takes_no_new_connections() {
     assert!(!s.contains_key(&victim), "{victim} is drained: {s:?}");
     assert_eq!(s.values().sum::<usize>(), 90);
     // Its long download goes on to the end.
-    assert_eq!(download.finish(), Ok(bytes));
+    assert!(download.running(), "the download ended before the drain");
+    let end = download.finish(Duration::from_secs(60)).unwrap();
+    assert!(end.ok && end.received == bytes as u64, "{end:?}");
+    assert_eq!(end.sha256, lab.reference_sha256(&victim, bytes).unwrap());
 
     let out = busctl_call(&bus, "Undrain", &["ss", "web4", &addr]);
     assert!(out.status.success(), "Undrain: {}", text(&out.stderr));
@@ -202,5 +209,26 @@ fn the_console_in_the_lab_shows_services_and_follows_a_failure() {
     b.screenshot(&shot);
     assert!(b.errors.is_empty(), "page errors: {:?}", b.errors);
     drop(b);
+    vc5d.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn the_console_is_reachable_from_the_host() {
+    let lab = lab();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    let fwd = lab.forward_console("lb1", 0).unwrap();
+    assert!(fwd.local.ip().is_loopback(), "{}", fwd.local);
+    // From this (the host's) namespace, not lb1's.
+    let body = vc5::lab::http_get(fwd.local, "/status.json", Duration::from_secs(5)).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = (status["services"].as_array().into_iter().flatten())
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web4", "web6"], "{body}");
+    let page = vc5::lab::http_get(fwd.local, "/", Duration::from_secs(5)).unwrap();
+    assert!(page.contains("<html"), "{page}");
+    let metrics = vc5::lab::http_get(fwd.local, "/metrics", Duration::from_secs(5)).unwrap();
+    assert!(metrics.contains("# TYPE"), "{metrics}");
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }

@@ -18,6 +18,13 @@ const PROGRAMS: &[(&str, &str, &[&str])] = &[
         "vc5",
         &["-DVC5_BENCH", "-DVC5_NO_FLOWSYNC"],
     ),
+    // Flow events with the ring's adaptive wake-ups (see VC5_EVENT_WAKE in
+    // vc5.c), for the benchmark's comparison with the default.
+    (
+        "vc5_adaptive_bench",
+        "vc5",
+        &["-DVC5_BENCH", "-DVC5_EVENT_WAKE=0"],
+    ),
     ("floor", "floor", &[]),
 ];
 

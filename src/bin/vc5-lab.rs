@@ -1,11 +1,17 @@
-//! `vc5-lab`: builds the lab (see `vc5::lab`), runs vc5d on `lb1`, sends HTTP requests from
-//! the client to both VIPs and shows which real server answered each and which client
-//! address the reals saw, until Ctrl-C (or at once with `--once`). Everything it created
-//! is removed when it exits, also on SIGINT/SIGTERM.
+//! `vc5-lab`: builds the lab (see `vc5::lab`), runs vc5d and vc5-flowsync on `lb1` and
+//! `lb2` behind a BIRD router (ECMP), sends HTTP requests from the client to both VIPs and
+//! shows which real server answered each, which client address the reals saw and what flow
+//! sync exchanged, until Ctrl-C (or at once with `--once`). Each load balancer's console is
+//! forwarded to the host (`lb1 console: http://127.0.0.1:8081/`). `--failover` demonstrates
+//! a failover instead: a long download through one load balancer, a real added, that load
+//! balancer taken out of the router's ECMP group, and the download finishing through the
+//! other. Everything it created is removed when it exits, also on SIGINT/SIGTERM.
 //!
 //! ```text
+//! cargo build --release --bin vc5d -p vc5-xdp --bin vc5-flowsync  # vc5-flowsync beside vc5d
 //! cargo run --release --bin vc5-lab                       # native XDP, runs until Ctrl-C
 //! cargo run --release --bin vc5-lab -- --xdp-mode generic --once
+//! cargo run --release --bin vc5-lab -- --failover         # the failover demonstration
 //! cargo run --release --bin vc5-lab -- --direct real1     # no vc5d: VIPs routed to real1
 //! cargo run --release --bin vc5-lab -- -- --console 0.0.0.0:8080   # extra vc5d flags
 //! ```
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use vc5::lab::{HTTP_PORT, Lab, LabChild, LabOptions, http_get};
+use vc5::lab::{Forward, HTTP_PORT, Lab, LabChild, LabOptions, http_get};
 
 /// Set by SIGINT/SIGTERM; every wait polls it so that the lab is torn down by `Drop`.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -68,6 +74,31 @@ struct Args {
     /// The vc5d binary (default: $VC5D, else the vc5d beside this program).
     #[arg(long)]
     vc5d: Option<PathBuf>,
+    /// The vc5-flowsync binary (default: $VC5_FLOWSYNC, else the vc5-flowsync beside
+    /// vc5d). Without one the lab runs without flow sync.
+    #[arg(long)]
+    vc5_flowsync: Option<PathBuf>,
+    /// Run no vc5-flowsync and configure no flow sync.
+    #[arg(long)]
+    no_flow_sync: bool,
+    /// Real servers in the configuration (1-8); `--failover` adds one more.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+    reals: u8,
+    /// Host port of lb1's console on 127.0.0.1 (lb2's is the next one); a port in use
+    /// is replaced by a free one.
+    #[arg(long, default_value_t = 8081)]
+    console_port: u16,
+    /// Demonstrate a failover: a rate-limited download through lb1, a real added to
+    /// both load balancers (configuration rewritten, SIGHUP), lb1 taken out of the
+    /// router's ECMP group, the download finishing through lb2; then exit.
+    #[arg(long, conflicts_with_all = ["direct", "once"])]
+    failover: bool,
+    /// Size of the `--failover` download in bytes.
+    #[arg(long, default_value_t = 4_000_000)]
+    failover_bytes: usize,
+    /// Rate of the `--failover` download, bytes per second (the real paces it).
+    #[arg(long, default_value_t = 200_000)]
+    failover_rate: u64,
     /// Run no vc5d: route the VIPs straight to these reals (e.g. `real1`, or
     /// `real1,real2,real3` for the router's own ECMP), to see the lab itself work.
     #[arg(long, value_name = "REAL,...", value_delimiter = ',')]
@@ -112,17 +143,28 @@ fn run(args: &Args) -> Result<()> {
         Lab::cleanup_stale();
         return Ok(());
     }
+    let configured = usize::from(args.reals);
     let lab = Lab::new(LabOptions {
         vc5d: args.vc5d.clone(),
+        vc5_flowsync: args.vc5_flowsync.clone(),
         keep_dir: args.keep_dir,
         load_balancers: if args.direct.is_empty() { 2 } else { 1 },
-        ..LabOptions::default()
+        reals: configured + usize::from(args.failover),
     })?;
     describe(&lab);
+    if args.failover {
+        let extra = lab.reals().last().cloned().unwrap_or_default();
+        println!(
+            "  ({extra} is not in the configuration until the failover demonstration adds it)"
+        );
+    }
 
     // Declared after `lab`, so dropped (and stopped) before the lab is torn down.
     let mut birds: Vec<LabChild> = Vec::new();
     let mut vc5ds: Vec<(String, LabChild)> = Vec::new();
+    let mut flowsyncs: Vec<(String, LabChild)> = Vec::new();
+    let mut consoles: Vec<Forward> = Vec::new();
+    let reals = lab.reals()[..configured].to_vec();
     if !args.direct.is_empty() {
         let reals: Vec<&str> = args.direct.iter().map(String::as_str).collect();
         lab.route_vips_ecmp(&reals)?;
@@ -134,6 +176,18 @@ fn run(args: &Args) -> Result<()> {
         if !matches!(args.xdp_mode, XdpMode::Generic) {
             lab.prepare_native_xdp()?;
         }
+        let flowsync = if args.no_flow_sync {
+            println!("flow sync: off (--no-flow-sync)");
+            None
+        } else {
+            match lab.flowsync_path() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    println!("flow sync: off ({e:#})");
+                    None
+                }
+            }
+        };
         // The router learns the VIPs by BGP and spreads them over both load
         // balancers (ECMP). lb1 announces through a BIRD of its own, which
         // vc5d drives over BIRD's control socket; lb2 has no BIRD, so vc5d's
@@ -145,7 +199,7 @@ fn run(args: &Args) -> Result<()> {
         );
         let extra: Vec<&str> = args.vc5d_args.iter().map(String::as_str).collect();
         for lb in lab.load_balancers() {
-            let config = lab.write_config_for(&lb, &lab.rhi_config(&lb))?;
+            let config = write_lb_config(&lab, &lb, &reals, flowsync.is_some())?;
             let child = lab.start_vc5d(&lb, args.xdp_mode.as_str(), &extra)?;
             println!(
                 "vc5d on {lb} (XDP {}, announcing {}), configuration {}, log {}",
@@ -158,18 +212,25 @@ fn run(args: &Args) -> Result<()> {
                 config.display(),
                 lab.vc5d_log(&lb).display()
             );
-            vc5ds.push((lb, child));
+            vc5ds.push((lb.clone(), child));
+            if let Some(bin) = &flowsync {
+                let child = lab.start_flowsync(&lb)?;
+                println!(
+                    "vc5-flowsync on {lb} ({}, group {}, key {}), log {}",
+                    bin.display(),
+                    vc5::lab::FLOW_SYNC_GROUP,
+                    lab.flow_sync_key()?.display(),
+                    lab.flowsync_log(&lb).display()
+                );
+                flowsyncs.push((lb, child));
+            }
         }
         for (lb, child) in vc5ds.iter_mut() {
             wait_ready(&lab, lb, child, Duration::from_secs(args.ready_timeout))?;
         }
         // Traffic only once the router spreads the VIPs over both.
         let start = Instant::now();
-        let both = |net: String| {
-            lab.birdc("router", &format!("show route for {net}"))
-                .is_ok_and(|o| o.contains("[lb1 ") && o.contains("[lb2 "))
-        };
-        while !(both(format!("{}/32", lab.vip4)) && both(format!("{}/128", lab.vip6))) {
+        while !ecmp_over(&lab, &["lb1", "lb2"]) {
             if STOP.load(Ordering::SeqCst) {
                 bail!("interrupted");
             }
@@ -183,6 +244,22 @@ fn run(args: &Args) -> Result<()> {
             start.elapsed().as_secs_f64()
         );
         show_routes(&lab);
+        for (i, lb) in lab.load_balancers().iter().enumerate() {
+            let port = args.console_port.saturating_add(i as u16);
+            let f = lab.forward_console(lb, port)?;
+            println!(
+                "{lb} console: {} (vc5d's 127.0.0.1:8080 in {lb}'s namespace)",
+                f.url()
+            );
+            consoles.push(f);
+        }
+    }
+
+    if args.failover {
+        let synced = !flowsyncs.is_empty();
+        let r = failover(&lab, args, &mut vc5ds, synced);
+        stop_all(&mut vc5ds, &mut flowsyncs)?;
+        return r;
     }
 
     let mut tally = Tally::default();
@@ -198,6 +275,9 @@ fn run(args: &Args) -> Result<()> {
         for (lb, child) in vc5ds.iter_mut() {
             check_alive(&lab, lb, child)?;
         }
+        for (lb, child) in flowsyncs.iter_mut() {
+            check_flowsync(&lab, lb, child)?;
+        }
         if !vc5ds.is_empty() {
             // vc5d reads its counters every 2 s; let it catch up with this round.
             sleep(Duration::from_millis(2500));
@@ -205,6 +285,9 @@ fn run(args: &Args) -> Result<()> {
                 show_vc5d(&lab, lb);
             }
             show_routes(&lab);
+            for c in &consoles {
+                println!("console: {}", c.url());
+            }
         }
         if args.once {
             break;
@@ -213,33 +296,300 @@ fn run(args: &Args) -> Result<()> {
         sleep(Duration::from_secs(args.interval));
     }
 
-    for (lb, mut child) in vc5ds.drain(..) {
-        // A clean stop (VIPs withdrawn first), so that its log shows how
-        // vc5d shuts down.
-        let status = child.terminate(Duration::from_secs(10))?;
-        println!("vc5d on {lb} stopped: {status}");
-    }
+    stop_all(&mut vc5ds, &mut flowsyncs)?;
+    drop(consoles);
     drop(birds);
     println!("removing lab {}", lab.id);
     Ok(())
+}
+
+/// A load balancer's configuration: the HTTP services over `reals` with route health
+/// injection to the router, and flow sync when `flow_sync`.
+fn write_lb_config(lab: &Lab, lb: &str, reals: &[String], flow_sync: bool) -> Result<PathBuf> {
+    let mut yaml = format!("{}{}", lab.config_for_reals(reals), lab.rhi_section(lb));
+    if flow_sync {
+        yaml = lab.with_flow_sync(&yaml)?;
+    }
+    lab.write_config_for(lb, &yaml)
+}
+
+/// Stops vc5-flowsync, then vc5d (a clean stop, VIPs withdrawn first, so that the logs
+/// show how they shut down).
+fn stop_all(
+    vc5ds: &mut Vec<(String, LabChild)>,
+    flowsyncs: &mut Vec<(String, LabChild)>,
+) -> Result<()> {
+    for (lb, mut child) in flowsyncs.drain(..) {
+        let status = child.terminate(Duration::from_secs(5))?;
+        println!("vc5-flowsync on {lb} stopped: {status}");
+    }
+    for (lb, mut child) in vc5ds.drain(..) {
+        let status = child.terminate(Duration::from_secs(10))?;
+        println!("vc5d on {lb} stopped: {status}");
+    }
+    Ok(())
+}
+
+/// Whether the router's kernel routes for both VIPs go over exactly `lbs`.
+fn ecmp_over(lab: &Lab, lbs: &[&str]) -> bool {
+    [
+        (format!("{}/32", lab.vip4), "-4"),
+        (format!("{}/128", lab.vip6), "-6"),
+    ]
+    .iter()
+    .all(|(net, family)| {
+        let Ok(out) = lab.run("router", &["ip", family, "route", "show", net]) else {
+            return false;
+        };
+        lab.load_balancers().iter().all(|lb| {
+            let hop = |a: String| out.contains(&format!("via {a} "));
+            let there = hop(lab.addr4(lb).to_string()) || hop(lab.addr6(lb).to_string());
+            there == lbs.contains(&lb.as_str())
+        })
+    })
+}
+
+/// The `--failover` demonstration; prints what happens and fails if the download broke.
+fn failover(lab: &Lab, args: &Args, vc5ds: &mut [(String, LabChild)], synced: bool) -> Result<()> {
+    let all = lab.reals();
+    let (old, new) = (&all[..all.len() - 1], &all[..]);
+    let added = all.last().expect("a lab has reals").clone();
+    let vip = SocketAddr::new(lab.vip4.into(), HTTP_PORT);
+    let client = IpAddr::from(lab.addr4("client"));
+    // A client port whose flow the router sends to lb1 and whose bucket moves to the added
+    // real: only flow state (lb1's own table, then lb2's copy of it) keeps it where it is.
+    let port = (20000..40000)
+        .find(|&p| {
+            let c = SocketAddr::new(client, p);
+            lab.predicted_real(old, c, vip, 6) != lab.predicted_real(new, c, vip, 6)
+                && lab.router_next_hop(c, vip, "tcp").is_ok_and(|h| h == "lb1")
+        })
+        .context("no client port goes through lb1 and moves")?;
+    let c = SocketAddr::new(client, port);
+    let (before, after) = (
+        lab.predicted_real(old, c, vip, 6),
+        lab.predicted_real(new, c, vip, 6),
+    );
+    println!();
+    println!(
+        "failover: {} bytes at {} bytes/s from {c} to {vip}: the router sends it to lb1; \
+         vc5's table gives it {before} with {} reals and {after} with {added} added",
+        args.failover_bytes,
+        args.failover_rate,
+        old.len(),
+    );
+    println!(
+        "flow sync: {}",
+        if synced {
+            "on: lb1's vc5-flowsync sends the flow to lb2's"
+        } else {
+            "off: lb2 will know nothing of the flow, so the download should break"
+        }
+    );
+    let reference = lab.reference_sha256(&old[0], args.failover_bytes)?;
+    let t0 = Instant::now();
+    let mut download = lab.start_transfer(
+        vip.ip(),
+        args.failover_bytes,
+        args.failover_rate,
+        Some(port),
+    )?;
+    let real = download.real(Duration::from_secs(10))?;
+    println!("{:>5.1} s  the download started on {real}", secs(t0));
+    sleep(Duration::from_secs(3));
+    show_flow_sync(lab);
+
+    for lb in lab.load_balancers() {
+        write_lb_config(lab, &lb, new, synced)?;
+    }
+    for (_, child) in vc5ds.iter_mut() {
+        child.signal(libc::SIGHUP)?;
+    }
+    println!(
+        "{:>5.1} s  {added} added to both configurations, vc5d reloaded (SIGHUP) on both",
+        secs(t0)
+    );
+    let addr = lab.addr4(&added).to_string();
+    let wait = Instant::now();
+    while !lab
+        .load_balancers()
+        .iter()
+        .all(|lb| real_state(lab, lb, "web4", &addr).as_deref() == Some("serving"))
+    {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if wait.elapsed() > Duration::from_secs(30) {
+            bail!("{added} is not serving on both load balancers after 30 s");
+        }
+        sleep(Duration::from_millis(200));
+    }
+    println!(
+        "{:>5.1} s  {added} serving on both: new flows in the moved buckets go to it, \
+         {} received so far",
+        secs(t0),
+        download.received()
+    );
+
+    lab.birdc("router", "disable lb1")?;
+    let wait = Instant::now();
+    while !ecmp_over(lab, &["lb2"]) {
+        if wait.elapsed() > Duration::from_secs(10) {
+            bail!("the router still routes the VIPs to lb1");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    println!(
+        "{:>5.1} s  lb1 out of the router's ECMP group (birdc disable lb1 on the router): \
+         the VIPs go to lb2 only",
+        secs(t0)
+    );
+    show_routes(lab);
+    while download.running() {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        println!(
+            "{:>5.1} s  {} bytes received",
+            secs(t0),
+            download.received()
+        );
+        sleep(Duration::from_secs(2));
+    }
+    let end = download.finish(Duration::from_secs(5))?;
+    show_flow_sync(lab);
+    show_vc5d(lab, "lb2");
+    lab.birdc("router", "enable lb1")?;
+    let intact = end.ok && end.received == args.failover_bytes as u64 && end.sha256 == reference;
+    println!();
+    if intact {
+        println!(
+            "{:>5.1} s  the download finished through lb2, intact: {} bytes, SHA-256 {} \
+             (as the reals serve it), still from {real}",
+            secs(t0),
+            end.received,
+            end.sha256
+        );
+        Ok(())
+    } else {
+        println!(
+            "{:>5.1} s  the download broke: {} of {} bytes, SHA-256 {} (the reals serve {}); \
+             curl: {}",
+            secs(t0),
+            end.received,
+            args.failover_bytes,
+            end.sha256,
+            reference,
+            end.curl_said.replace('\n', " | ")
+        );
+        if synced {
+            bail!("the download did not survive the failover");
+        }
+        println!(
+            "as expected without flow sync: lb2 sent the flow to {after}, which knows no such \
+             connection and reset it"
+        );
+        Ok(())
+    }
+}
+
+fn secs(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64()
+}
+
+/// A load balancer's `/status.json` (its console, inside its namespace).
+fn status_of(lab: &Lab, lb: &str) -> Result<serde_json::Value> {
+    let console = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let body = lab.run_in(lb, || {
+        http_get(console, "/status.json", Duration::from_secs(2))
+    })??;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// A real's state in a service, as a load balancer's vc5d reports it.
+fn real_state(lab: &Lab, lb: &str, service: &str, addr: &str) -> Option<String> {
+    let status = status_of(lab, lb).ok()?;
+    let svc = status["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)?
+        .clone();
+    let real = svc["reals"]
+        .as_array()?
+        .iter()
+        .find(|r| r["addr"] == addr)?;
+    real["state"].as_str().map(str::to_string)
+}
+
+/// What each load balancer's vc5-flowsync reports (vc5d's status, `flow_sync`).
+fn show_flow_sync(lab: &Lab) {
+    for lb in lab.load_balancers() {
+        let st = match status_of(lab, &lb) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("  flow sync on {lb}: (vc5d's status is not available: {e:#})");
+                continue;
+            }
+        };
+        let fs = &st["flow_sync"];
+        if fs["configured"] != true {
+            println!("  flow sync on {lb}: not configured");
+            continue;
+        }
+        let l = &fs["local"];
+        println!(
+            "  flow sync on {lb}: vc5-flowsync {} ({}), sent {} datagrams / {} flow records, \
+             {} events lost{}",
+            l["state"].as_str().unwrap_or("?"),
+            if l["running"] == true {
+                "running"
+            } else {
+                "not running"
+            },
+            l["sent_datagrams"],
+            l["sent_records"],
+            l["lost_events"],
+            if fs["holding_announcements"] == true {
+                ", vc5d holding its announcements"
+            } else {
+                ""
+            }
+        );
+        for p in fs["peers"].as_array().into_iter().flatten() {
+            let rejects: u64 = (p["rejects"].as_object().into_iter().flatten())
+                .filter_map(|(_, v)| v.as_u64())
+                .sum();
+            println!(
+                "    from {:<15} {} datagrams, {} records, {} written, {} gaps, {} unknown \
+                 real, {} rate-limited, {} rejected; delay p50 {:.2} ms p99 {:.2} ms; heard \
+                 {:.1} s ago",
+                p["addr"].as_str().unwrap_or("?"),
+                p["datagrams"],
+                p["records"],
+                p["written"],
+                p["gaps"],
+                p["unknown_real"],
+                p["rate_limited"],
+                rejects,
+                p["delay_p50_us"].as_f64().unwrap_or(0.0) / 1e3,
+                p["delay_p99_us"].as_f64().unwrap_or(0.0) / 1e3,
+                p["last_heard_ago_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            );
+        }
+    }
 }
 
 /// What a vc5d itself reports (its console's /status.json, inside its
 /// namespace): per service and real, state and the packets its XDP program
 /// forwarded; whether each VIP is announced.
 fn show_vc5d(lab: &Lab, lb: &str) {
-    let console = SocketAddr::from(([127, 0, 0, 1], 8080));
-    let body = lab.run_in(lb, || {
-        http_get(console, "/status.json", Duration::from_secs(2))
-    });
-    let status: serde_json::Value =
-        match body.map(|b| b.and_then(|b| Ok(serde_json::from_str(&b)?))) {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) | Err(e) => {
-                println!("  (vc5d's status is not available: {e:#})");
-                return;
-            }
-        };
+    let status = match status_of(lab, lb) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("  (vc5d's status is not available: {e:#})");
+            return;
+        }
+    };
     println!(
         "vc5d on {lb} (its /status.json): what its XDP program forwarded; route health injection: {}",
         status["rhi"]["mode"].as_str().unwrap_or("?")
@@ -271,6 +621,9 @@ fn show_vc5d(lab: &Lab, lb: &str) {
             v["announceable"],
             v["announced"]
         );
+    }
+    if lb == "lb1" {
+        show_flow_sync(lab);
     }
 }
 
@@ -338,6 +691,17 @@ fn check_alive(lab: &Lab, lb: &str, child: &mut LabChild) -> Result<()> {
     Ok(())
 }
 
+fn check_flowsync(lab: &Lab, lb: &str, child: &mut LabChild) -> Result<()> {
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "vc5-flowsync on {lb} exited ({status}); its log {}:\n{}",
+            lab.flowsync_log(lb).display(),
+            tail(&child.log_text(), 30)
+        );
+    }
+    Ok(())
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -380,7 +744,7 @@ fn wait_ready(lab: &Lab, lb: &str, child: &mut LabChild, timeout: Duration) -> R
             bail!(
                 "the VIPs do not answer {} s after vc5d started; its log {}:\n{}",
                 timeout.as_secs(),
-                lab.vc5d_log("lb1").display(),
+                lab.vc5d_log(lb).display(),
                 tail(&child.log_text(), 30)
             );
         }

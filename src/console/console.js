@@ -166,6 +166,9 @@
     $("interfaces").textContent = st.interfaces.map((i) => i.name + " (" + i.mode + ")").join(", ") || "no interface";
     const up = st.rhi.sessions.filter((s) => s.up).length;
     $("rhi").textContent = "RHI: " + st.rhi.mode + " " + up + "/" + st.rhi.sessions.length + " up";
+    const fs = st.flow_sync;
+    $("hold").replaceChildren(fs && fs.holding_announcements
+      ? badge("pending", "holding announcements for flow sync, at most until " + clock(fs.holding_until_ms)) : "");
   }
   function tile(k, v, cls) {
     return el("div", { class: "tile" }, el("div", { class: "k" }, k), el("div", { class: "v " + (cls || "") }, v));
@@ -270,6 +273,45 @@
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, class: "dim" }, "no session (" + st.rhi.mode + ")")));
     $("sessions").tBodies[0].replaceChildren(...rows);
   }
+  const ms = (us) => (us / 1000).toFixed(us < 10000 ? 2 : 0);
+  function renderFlowSync(st) {
+    const fs = st.flow_sync;
+    const peers = $("flowsync-peers");
+    if (!fs || !fs.configured) {
+      $("flowsync").replaceChildren("Not configured (multicast and flow_sync_key).");
+      peers.hidden = true;
+      return;
+    }
+    peers.hidden = false;
+    const l = fs.local;
+    const line = [
+      "group " + fs.group + " · ",
+      badge(l.running ? "up" : "down", l.running ? "vc5-flowsync " + l.state : "vc5-flowsync not running"),
+      fs.holding_announcements ? el("span", { class: "bad" }, " · holding VIP announcements until resynced, at most until " + clock(fs.holding_until_ms)) : null,
+    ];
+    if (l.started_ms) {
+      line.push(" · sender " + l.sender + ", epoch " + new Date(l.epoch / 1e6).toISOString() +
+        " · sent " + exact(l.sent_datagrams) + " datagrams, " + exact(l.sent_records) + " records");
+      line.push(el("span", { class: l.lost_events ? "bad" : "" }, " · " + exact(l.lost_events) + " flow events lost"));
+      if (l.heartbeat_ms) line.push(el("span", { class: "dim" }, " · heartbeat " + duration(st.at_ms - l.heartbeat_ms) + " ago"));
+    }
+    $("flowsync").replaceChildren(...line.filter((x) => x !== null));
+    const rejects = (r) => Object.entries(r).filter(([, n]) => n > 0).map(([k, n]) => k + " " + exact(n)).join(", ");
+    const rows = fs.peers.map((p) => el("tr", { class: "peer", "data-peer": p.addr || "" },
+      el("td", { class: "mono" }, p.addr || "?"),
+      el("td", { class: "mono dim" }, p.sender),
+      el("td", { class: "num" }, exact(p.datagrams)),
+      el("td", { class: "num" }, exact(p.records)),
+      el("td", { class: "num" }, exact(p.written)),
+      el("td", { class: "num" + (p.gaps ? " bad" : "") }, exact(p.gaps)),
+      el("td", { class: "num" + (p.unknown_real ? " bad" : "") }, exact(p.unknown_real)),
+      el("td", { class: "num" + (p.rate_limited ? " bad" : "") }, exact(p.rate_limited)),
+      el("td", { class: "reason rejects" }, rejects(p.rejects)),
+      el("td", { class: "num" }, (p.last_heard_ago_ms < 10000 ? (p.last_heard_ago_ms / 1000).toFixed(1) + "s" : duration(p.last_heard_ago_ms)) + " ago"),
+      el("td", { class: "num" }, ms(p.delay_p50_us) + " / " + ms(p.delay_p99_us) + " / " + ms(p.delay_max_us) + " ms")));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 11, class: "dim" }, "no peer heard")));
+    peers.tBodies[0].replaceChildren(...rows);
+  }
   function renderGlobal(st) {
     const rows = Object.entries(st.global).map(([k, c]) => el("tr", {},
       el("td", { class: "mono" }, k), el("td", { class: "num" }, exact(c.packets)),
@@ -290,6 +332,7 @@
     renderVips(st);
     renderServices(st);
     renderSessions(st);
+    renderFlowSync(st);
     renderGlobal(st);
     renderEvents(st);
   }

@@ -170,6 +170,56 @@ pub fn synthetic_status() -> Status {
         global,
         events,
         local_trouble: None,
+        flow_sync: synthetic_flow_sync(),
+    }
+}
+
+/// Flow sync configured, announcements held, this host's vc5-flowsync
+/// resyncing, and two peers (one IPv4 with rejects, one IPv6).
+pub fn synthetic_flow_sync() -> FlowSyncStatus {
+    let reasons = |auth: u64| {
+        ["short", "auth", "duplicate", "old_epoch"]
+            .iter()
+            .map(|r| (r.to_string(), if *r == "auth" { auth } else { 0 }))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let peer = |addr: &str, k: u64| FlowSyncPeer {
+        addr: ip(addr),
+        sender: format!("c0a8000{k}"),
+        epoch: 1_800_000_000_000_000_000 + k,
+        datagrams: 100 * k,
+        records: 5_000 * k,
+        written: 4_900 * k,
+        gaps: k,
+        unknown_real: 10 * k,
+        rate_limited: 2 * k,
+        rejects: reasons(3 * k),
+        last_heard_ms: now_ms() - 300 * k,
+        last_heard_ago_ms: 300 * k,
+        delay_p50_us: 150 * k,
+        delay_p99_us: 1_500 * k,
+        delay_max_us: 9_000 * k,
+    };
+    FlowSyncStatus {
+        configured: true,
+        group: Some("224.0.0.1:9999".into()),
+        wait_ms: 10_000,
+        holding_announcements: true,
+        holding_until_ms: now_ms() + 7_000,
+        local: FlowSyncLocal {
+            running: true,
+            state: "resyncing".into(),
+            sender: "c0a80001".into(),
+            epoch: 1_800_000_000_000_000_000,
+            addr: ip("192.0.2.250"),
+            started_ms: now_ms() - 3_000,
+            heartbeat_ms: now_ms() - 100,
+            sent_datagrams: 77,
+            sent_records: 7_777,
+            lost_events: 4,
+            rejects: reasons(1),
+        },
+        peers: vec![peer("192.0.2.251", 1), peer("2001:db8::251", 2)],
     }
 }
 

@@ -62,7 +62,7 @@ struct vc5_backend {
 	__u8 src_mac[6]; /* the egress interface's MAC: the new source */
 	__u32 ifindex;   /* egress interface; XDP_TX when it is the ingress */
 	__u16 flags;     /* VC5_BACKEND_* */
-	__u16 service;   /* owning service; user space's bookkeeping */
+	__u16 service;   /* owning service; a peer's flow must name one of its own */
 	__u8 addr[16];   /* the real's address; user space's bookkeeping */
 	/* Bumped by user space with every change of the entry (a failure, a
 	 * recovery, a new MAC): a CPU's cache entry made under another epoch

@@ -31,6 +31,16 @@ pub static VC5_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The XDP program with the benchmark's wrapper `vc5_bench_fresh`.
 pub static VC5_BENCH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_bench.o"));
+/// [`VC5_BENCH_OBJ`] built with `-DVC5_NO_FLOWSYNC`: the program as it was
+/// before flow sync (no peer lookups, no flow events), for the benchmark's
+/// before/after rows. Same maps, so it loads like the others.
+pub static VC5_NOSYNC_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_nosync_bench.o"));
+/// [`VC5_BENCH_OBJ`] built with `-DVC5_EVENT_WAKE=0`: flow events wake
+/// their reader whenever it had caught up (the ring's adaptive default)
+/// instead of once per 256 (see vc5.c), for the benchmark's comparison.
+pub static VC5_ADAPTIVE_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_adaptive_bench.o"));
 /// The benchmark's floor program (swap MACs, XDP_TX).
 pub static FLOOR_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.o"));
 
@@ -273,8 +283,17 @@ struct Maps {
     flows_tcp6: BpfHashMap<MapData, Flow6, Flow>,
     flows_udp4: BpfHashMap<MapData, Flow4, Flow>,
     flows_udp6: BpfHashMap<MapData, Flow6, Flow>,
-    /// Written by vc5-flowsync; vc5d only reads it.
+    /// Flows learned from peers, `peer_moved` and `sync_status`: written
+    /// by vc5-flowsync alone in production. vc5d reads them (the sweep
+    /// walks the peer tables, [`DataPlane::sync_status`]); the writers
+    /// here are for tests.
+    peer_tcp4: BpfHashMap<MapData, Flow4, Flow>,
+    peer_tcp6: BpfHashMap<MapData, Flow6, Flow>,
+    peer_udp4: BpfHashMap<MapData, Flow4, Flow>,
+    peer_udp6: BpfHashMap<MapData, Flow6, Flow>,
+    peer_moved: Array<MapData, PeerMoved>,
     sync_status: Array<MapData, SyncStatus>,
+    flow_events_lost: PerCpuArray<MapData, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -416,58 +435,59 @@ fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
-/// What a pinned map must look like to be re-used by this build.
-fn expected_maps() -> [(&'static str, MapType, usize, usize); 12] {
+/// Key and value sizes of a map, in bytes.
+type KeyValue = (usize, usize);
+
+/// What a pinned map must look like to be re-used by this build: name,
+/// type and, where they mean something, key and value sizes (a ring
+/// buffer has neither).
+fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 19] {
     use std::mem::size_of;
+    let array = |v: usize| Some((4, v));
+    let flows4 = Some((size_of::<Flow4>(), size_of::<Flow>()));
+    let flows6 = Some((size_of::<Flow6>(), size_of::<Flow>()));
     [
-        ("settings", MapType::Array, 4, size_of::<Settings>()),
-        ("svc_slots", MapType::Array, 4, size_of::<SvcSlot>()),
-        ("tables", MapType::Array, 4, size_of::<Table>()),
-        ("backends", MapType::Array, 4, size_of::<Backend>()),
-        ("stats", MapType::PerCpuArray, 4, size_of::<Counter>()),
+        ("settings", MapType::Array, array(size_of::<Settings>())),
+        ("svc_slots", MapType::Array, array(size_of::<SvcSlot>())),
+        ("tables", MapType::Array, array(size_of::<Table>())),
+        ("backends", MapType::Array, array(size_of::<Backend>())),
+        ("stats", MapType::PerCpuArray, array(size_of::<Counter>())),
         (
             "backend_stats",
             MapType::PerCpuArray,
-            4,
-            size_of::<BackendStats>(),
+            array(size_of::<BackendStats>()),
         ),
         (
             "service_drops",
             MapType::PerCpuArray,
-            4,
-            size_of::<Counter>(),
+            array(size_of::<Counter>()),
+        ),
+        ("flows_tcp4", MapType::LruHash, flows4),
+        ("flows_udp4", MapType::LruHash, flows4),
+        ("flows_tcp6", MapType::LruHash, flows6),
+        ("flows_udp6", MapType::LruHash, flows6),
+        ("peer_tcp4", MapType::LruHash, flows4),
+        ("peer_udp4", MapType::LruHash, flows4),
+        ("peer_tcp6", MapType::LruHash, flows6),
+        ("peer_udp6", MapType::LruHash, flows6),
+        ("peer_moved", MapType::Array, array(size_of::<PeerMoved>())),
+        ("flow_events", MapType::RingBuf, None),
+        (
+            "flow_events_lost",
+            MapType::PerCpuArray,
+            array(size_of::<u64>()),
         ),
         (
-            "flows_tcp4",
-            MapType::LruHash,
-            size_of::<Flow4>(),
-            size_of::<Flow>(),
+            "sync_status",
+            MapType::Array,
+            array(size_of::<SyncStatus>()),
         ),
-        (
-            "flows_udp4",
-            MapType::LruHash,
-            size_of::<Flow4>(),
-            size_of::<Flow>(),
-        ),
-        (
-            "flows_tcp6",
-            MapType::LruHash,
-            size_of::<Flow6>(),
-            size_of::<Flow>(),
-        ),
-        (
-            "flows_udp6",
-            MapType::LruHash,
-            size_of::<Flow6>(),
-            size_of::<Flow>(),
-        ),
-        ("sync_status", MapType::Array, 4, size_of::<SyncStatus>()),
     ]
 }
 
 fn check_pinned(dir: &Path) -> Result<(), Error> {
     let maps = dir.join("maps");
-    for (name, ty, k, v) in expected_maps() {
+    for (name, ty, kv) in expected_maps() {
         let path = maps.join(name);
         if !path.exists() {
             continue;
@@ -478,11 +498,13 @@ fn check_pinned(dir: &Path) -> Result<(), Error> {
         if have_ty != ty {
             what.push(format!("type {have_ty:?}, expected {ty:?}"));
         }
-        if info.key_size() as usize != k {
-            what.push(format!("key size {}, expected {k}", info.key_size()));
-        }
-        if info.value_size() as usize != v {
-            what.push(format!("value size {}, expected {v}", info.value_size()));
+        if let Some((k, v)) = kv {
+            if info.key_size() as usize != k {
+                what.push(format!("key size {}, expected {k}", info.key_size()));
+            }
+            if info.value_size() as usize != v {
+                what.push(format!("value size {}, expected {v}", info.value_size()));
+            }
         }
         if name == "svc_slots" && info.max_entries() != 2 * SLOTS {
             what.push(format!(
@@ -543,6 +565,13 @@ impl DataPlane {
             .map_max_entries("flows_tcp6", sizes.flows_tcp6)
             .map_max_entries("flows_udp4", sizes.flows_udp4)
             .map_max_entries("flows_udp6", sizes.flows_udp6)
+            // Room for every peer's flows as for our own: a flow a peer
+            // holds is one this host may have to take over.
+            .map_max_entries("peer_tcp4", sizes.flows_tcp4)
+            .map_max_entries("peer_tcp6", sizes.flows_tcp6)
+            .map_max_entries("peer_udp4", sizes.flows_udp4)
+            .map_max_entries("peer_udp6", sizes.flows_udp6)
+            .map_max_entries("peer_moved", sizes.services)
             .load(object)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
@@ -562,7 +591,13 @@ impl DataPlane {
             flows_tcp6: take(&mut ebpf, "flows_tcp6")?,
             flows_udp4: take(&mut ebpf, "flows_udp4")?,
             flows_udp6: take(&mut ebpf, "flows_udp6")?,
+            peer_tcp4: take(&mut ebpf, "peer_tcp4")?,
+            peer_tcp6: take(&mut ebpf, "peer_tcp6")?,
+            peer_udp4: take(&mut ebpf, "peer_udp4")?,
+            peer_udp6: take(&mut ebpf, "peer_udp6")?,
+            peer_moved: take(&mut ebpf, "peer_moved")?,
             sync_status: take(&mut ebpf, "sync_status")?,
+            flow_events_lost: take(&mut ebpf, "flow_events_lost")?,
         };
         // The sizes in force are those of the (possibly older) pinned maps.
         let sizes = MapSizes {
@@ -813,8 +848,24 @@ impl DataPlane {
     }
 
     /// Applies the desired state: services, their reals, each real's mode
-    /// and layer-2 next hop. Only differences are written.
+    /// and layer-2 next hop. Only differences are written. When any
+    /// service slot, table or backend changed (even if a later write
+    /// failed), `settings.generation` is bumped last, so vc5-flowsync
+    /// re-reads what it caches of them once they are in place.
     pub fn program(&mut self, specs: &[ServiceSpec]) -> Result<(), Error> {
+        let mut changed = false;
+        let r = self.apply(specs, &mut changed);
+        if changed {
+            let mut s = self.settings;
+            s.generation = s.generation.wrapping_add(1);
+            self.write_settings(s)?;
+        }
+        r
+    }
+
+    /// The programming of [`DataPlane::program`]; sets `changed` with
+    /// the first write to a map.
+    fn apply(&mut self, specs: &[ServiceSpec], changed: &mut bool) -> Result<(), Error> {
         // Validate before touching any map.
         let mut want: HashMap<SvcId, &ServiceSpec> = HashMap::new();
         for s in specs {
@@ -950,6 +1001,7 @@ impl DataPlane {
                     // their flows, and the caches with them.)
                     v.epoch = old.epoch.wrapping_add(1);
                     if usable {
+                        *changed = true;
                         self.maps
                             .backends
                             .set(bidx as u32, v, 0)
@@ -1018,6 +1070,7 @@ impl DataPlane {
                 if old.backend != t.backend && old.moved != t.moved {
                     let mut marked = *old;
                     marked.moved = t.moved;
+                    *changed = true;
                     self.maps
                         .tables
                         .set(st.index as u32, marked, 0)
@@ -1025,6 +1078,7 @@ impl DataPlane {
                 }
             }
             if st.table.as_deref() != Some(&t) {
+                *changed = true;
                 self.maps
                     .tables
                     .set(st.index as u32, *t, 0)
@@ -1072,6 +1126,7 @@ impl DataPlane {
                     vip: self.vips[vip],
                 });
             }
+            *changed = true;
             self.write_slots(&entries)?;
         }
 
@@ -1087,6 +1142,7 @@ impl DataPlane {
             }
         }
         for (bidx, v) in later {
+            *changed = true;
             self.maps
                 .backends
                 .set(bidx as u32, v, 0)
@@ -1110,6 +1166,7 @@ impl DataPlane {
                 epoch: old.epoch.wrapping_add(1),
                 ..Backend::default()
             };
+            *changed = true;
             self.maps
                 .backends
                 .set(bidx as u32, freed, 0)
@@ -1268,7 +1325,7 @@ impl DataPlane {
             .sum()
     }
 
-    /// Starts a sweep of the TCP flow tables: snapshots the tables that
+    /// Starts a sweep of the flow tables (ours and the peers'): snapshots the tables that
     /// have moved buckets and opens the pinned flow maps for a walk on
     /// another thread ([`Sweep::run`]). None when nothing is marked.
     pub fn sweep_begin(&mut self) -> Result<Option<Sweep>, Error> {
@@ -1310,10 +1367,14 @@ impl DataPlane {
             snapshot,
             dead_before,
             tables: vec![
-                (TCP, v4("flows_tcp4")?),
-                (TCP, v6("flows_tcp6")?),
-                (UDP, v4("flows_udp4")?),
-                (UDP, v6("flows_udp6")?),
+                (TCP, false, v4("flows_tcp4")?),
+                (TCP, false, v6("flows_tcp6")?),
+                (UDP, false, v4("flows_udp4")?),
+                (UDP, false, v6("flows_udp6")?),
+                (TCP, true, v4("peer_tcp4")?),
+                (TCP, true, v6("peer_tcp6")?),
+                (UDP, true, v4("peer_udp4")?),
+                (UDP, true, v6("peer_udp6")?),
             ],
         }))
     }
@@ -1381,6 +1442,106 @@ impl DataPlane {
             }
         }
         Ok((own, peers))
+    }
+
+    /// Flow events the program could not write because the ring was full,
+    /// summed over CPUs (vc5-flowsync publishes the same in
+    /// `sync_status[0].lost`).
+    pub fn flow_events_lost(&self) -> Result<u64, Error> {
+        let v = self
+            .maps
+            .flow_events_lost
+            .get(&0, 0)
+            .map_err(map_err("flow_events_lost"))?;
+        Ok(v.iter().sum())
+    }
+
+    /// `settings.generation`: bumped by every [`DataPlane::program`] that
+    /// changed a service slot, a table or a backend.
+    pub fn generation(&self) -> u32 {
+        self.settings.generation
+    }
+
+    /// Sets `sync_status[0].on`, which makes the program write flow
+    /// events. In production only vc5-flowsync writes `sync_status`: this
+    /// is for tests and the benchmark.
+    pub fn set_sync_on(&mut self, on: bool) -> Result<(), Error> {
+        let mut st = self
+            .maps
+            .sync_status
+            .get(&0, 0)
+            .map_err(map_err("sync_status"))?;
+        st.on = on as u32;
+        self.maps
+            .sync_status
+            .set(0, st, 0)
+            .map_err(map_err("sync_status"))
+    }
+
+    /// Writes a peer's IPv4 flow into `peer_tcp4`/`peer_udp4`. In
+    /// production only vc5-flowsync writes the peer tables (after setting
+    /// the bucket's `peer_moved` bit when the flow's real is not the
+    /// bucket's): this is for tests.
+    pub fn insert_peer_flow4(&mut self, tcp: bool, key: &Flow4, flow: Flow) -> Result<(), Error> {
+        let m = if tcp {
+            &mut self.maps.peer_tcp4
+        } else {
+            &mut self.maps.peer_udp4
+        };
+        m.insert(key, flow, 0).map_err(map_err("peer flows"))
+    }
+
+    /// [`DataPlane::insert_peer_flow4`] for IPv6.
+    pub fn insert_peer_flow6(&mut self, tcp: bool, key: &Flow6, flow: Flow) -> Result<(), Error> {
+        let m = if tcp {
+            &mut self.maps.peer_tcp6
+        } else {
+            &mut self.maps.peer_udp6
+        };
+        m.insert(key, flow, 0).map_err(map_err("peer flows"))
+    }
+
+    /// A peer's IPv4 flow, if the peer table holds it.
+    pub fn peer_flow4(&self, tcp: bool, key: &Flow4) -> Option<Flow> {
+        let m = if tcp {
+            &self.maps.peer_tcp4
+        } else {
+            &self.maps.peer_udp4
+        };
+        m.get(key, 0).ok()
+    }
+
+    /// A peer's IPv6 flow, if the peer table holds it.
+    pub fn peer_flow6(&self, tcp: bool, key: &Flow6) -> Option<Flow> {
+        let m = if tcp {
+            &self.maps.peer_tcp6
+        } else {
+            &self.maps.peer_udp6
+        };
+        m.get(key, 0).ok()
+    }
+
+    /// `peer_moved[index]` of a service (by [`DataPlane::service_index`]).
+    pub fn peer_moved(&self, index: u16) -> Result<PeerMoved, Error> {
+        self.maps
+            .peer_moved
+            .get(&(index as u32), 0)
+            .map_err(map_err("peer_moved"))
+    }
+
+    /// Writes `peer_moved[index]`. In production only vc5-flowsync writes
+    /// it: this is for tests.
+    pub fn set_peer_moved(&mut self, index: u16, moved: PeerMoved) -> Result<(), Error> {
+        self.maps
+            .peer_moved
+            .set(index as u32, moved, 0)
+            .map_err(map_err("peer_moved"))
+    }
+
+    /// The index of a service (its `tables`, `peer_moved` and
+    /// `service_drops` entry), if it is programmed.
+    pub fn service_index(&self, vip: IpAddr, port: u16, proto: u8) -> Option<u16> {
+        self.services.get(&(vip, port, proto)).map(|s| s.index)
     }
 
     /// The backend index of a real of a service, if it has one.
@@ -1465,17 +1626,21 @@ impl DataPlane {
     }
 }
 
-/// A walk of the TCP flow tables, to find which moved buckets still have
+/// A walk of the flow tables, to find which moved buckets still have
 /// live flows pinned to another real than the bucket's; dead ones (idle
-/// past the timeout) are deleted instead. Runs without the [`DataPlane`],
-/// on its own map handles, so the control loop goes on.
+/// past the timeout) are deleted instead. The peers' flow tables are
+/// walked too: a live peer's flow pinned elsewhere keeps its bucket's mark
+/// (peer_moved may not have it: vc5-flowsync set that bitmap against the
+/// table before it changed), a dead one is ignored but left to
+/// vc5-flowsync, which owns those maps. Runs without the [`DataPlane`], on
+/// its own map handles, so the control loop goes on.
 pub struct Sweep {
     snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)>,
     dead_before: Option<u32>,
-    /// The flow tables, TCP and UDP: a UDP service's marks are as much
-    /// needed by its flows (ICMP errors skip the flow table where the bucket
-    /// is clean) as a TCP one's.
-    tables: Vec<(u8, FlowTable)>,
+    /// The flow tables, TCP and UDP (a UDP service's marks are as much
+    /// needed by its flows, since ICMP errors skip the flow table where the
+    /// bucket is clean, as a TCP one's), and whether it is a peers' table.
+    tables: Vec<(u8, bool, FlowTable)>,
 }
 
 /// One flow table of a [`Sweep`].
@@ -1488,8 +1653,10 @@ enum FlowTable {
 pub struct SweepResult {
     /// Per swept service (and its index then): the buckets still needed.
     moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])>,
-    /// Flows walked.
+    /// Local flows walked.
     pub flows: usize,
+    /// Peers' flows walked.
+    pub peer_flows: usize,
     /// Dead flows deleted because they alone kept a bucket marked.
     pub dead: usize,
 }
@@ -1503,18 +1670,24 @@ impl Sweep {
             .iter()
             .map(|(id, (index, _))| (*id, (*index, [0; MOVED_WORDS])))
             .collect();
-        let mut flows = 0;
+        let (mut flows, mut peer_flows) = (0, 0);
         let dead_before = self.dead_before;
         // Is this flow pinned elsewhere than its bucket's real? Then it
-        // keeps the bucket marked if alive, and goes if dead.
+        // keeps the bucket marked if alive, and goes if dead (a peer's:
+        // is ignored).
         let mut visit = |proto: u8,
+                         peer: bool,
                          saddr: [u8; 16],
                          daddr: [u8; 16],
                          sport: u16,
                          dport: u16,
                          f: &Flow|
          -> bool {
-            flows += 1;
+            if peer {
+                peer_flows += 1;
+            } else {
+                flows += 1;
+            }
             let id = (ip_from16(daddr), u16::from_be(dport), proto);
             let Some((_, table)) = self.snapshot.get(&id) else {
                 return false;
@@ -1525,7 +1698,7 @@ impl Sweep {
                 return false;
             }
             if dead_before.is_some_and(|t| f.seen < t) {
-                return true;
+                return !peer;
             }
             let m = &mut moved.get_mut(&id).expect("same keys").1;
             m[k / 64] |= 1 << (k % 64);
@@ -1537,13 +1710,13 @@ impl Sweep {
         let a = |x: u32| addr16(IpAddr::V4(std::net::Ipv4Addr::from(x.to_ne_bytes())));
         let mut read = Ok(());
         let mut dead = 0;
-        for (proto, table) in &self.tables {
-            let proto = *proto;
+        for (proto, peer, table) in &self.tables {
+            let (proto, peer) = (*proto, *peer);
             let r = match table {
                 FlowTable::V4(m) => {
                     let mut gone = Vec::new();
                     let r = lookup_batch::<Flow4, Flow>(m.fd_raw(), |k, v| {
-                        if visit(proto, a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
+                        if visit(proto, peer, a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
                             gone.push(*k);
                         }
                     });
@@ -1553,7 +1726,7 @@ impl Sweep {
                 FlowTable::V6(m) => {
                     let mut gone = Vec::new();
                     let r = lookup_batch::<Flow6, Flow>(m.fd_raw(), |k, v| {
-                        if visit(proto, k.saddr, k.daddr, k.sport, k.dport, v) {
+                        if visit(proto, peer, k.saddr, k.daddr, k.sport, k.dport, v) {
                             gone.push(*k);
                         }
                     });
@@ -1571,7 +1744,12 @@ impl Sweep {
                 *m = [u64::MAX; MOVED_WORDS];
             }
         }
-        SweepResult { moved, flows, dead }
+        SweepResult {
+            moved,
+            flows,
+            peer_flows,
+            dead,
+        }
     }
 }
 
@@ -1702,5 +1880,99 @@ fn lookup_batch<K: aya::Pod + Default, V: aya::Pod + Default>(
         }
         token = next;
         first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TempBpffs, require_root};
+
+    #[test]
+    fn every_pinned_map_is_checked_on_reuse() {
+        require_root();
+        let fs = TempBpffs::new().unwrap();
+        let dir = fs.path().join("vc5");
+        let _dp = DataPlane::open(&dir, MapSizes::small()).unwrap();
+        let mut pinned: Vec<String> = std::fs::read_dir(dir.join("maps"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        pinned.sort();
+        let mut checked: Vec<String> = expected_maps().iter().map(|m| m.0.to_string()).collect();
+        checked.sort();
+        assert_eq!(pinned, checked);
+    }
+
+    /// Opens, closes, then puts `from`'s pin where `to`'s was: the next
+    /// open must refuse the directory, naming the map and what differs.
+    fn refused(from: &str, to: &str) -> String {
+        require_root();
+        let fs = TempBpffs::new().unwrap();
+        let dir = fs.path().join("vc5");
+        let dp = DataPlane::open(&dir, MapSizes::small()).unwrap();
+        let sizes = dp.sizes();
+        drop(dp);
+        let maps = dir.join("maps");
+        std::fs::remove_file(maps.join(to)).unwrap();
+        std::fs::rename(maps.join(from), maps.join(to)).unwrap();
+        match DataPlane::open(&dir, sizes) {
+            Err(e @ Error::Incompatible { .. }) => e.to_string(),
+            Err(e) => panic!("{to}: another error: {e}"),
+            Ok(_) => panic!("{to}: a foreign map was accepted"),
+        }
+    }
+
+    #[test]
+    fn pinned_flow_sync_maps_of_another_layout_are_refused() {
+        let e = refused("flow_events_lost", "flow_events");
+        assert!(e.contains("flow_events") && e.contains("RingBuf"), "{e}");
+        let e = refused("sync_status", "peer_moved");
+        assert!(e.contains("peer_moved") && e.contains("value size"), "{e}");
+        let e = refused("flows_tcp6", "peer_tcp4");
+        assert!(e.contains("peer_tcp4") && e.contains("key size"), "{e}");
+        let e = refused("settings", "flow_events_lost");
+        assert!(
+            e.contains("flow_events_lost") && e.contains("PerCpuArray"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn peer_tables_are_sized_like_the_flow_tables() {
+        require_root();
+        let fs = TempBpffs::new().unwrap();
+        let dir = fs.path().join("vc5");
+        let sizes = MapSizes {
+            services: 32,
+            flows_tcp4: 8192,
+            flows_tcp6: 2048,
+            flows_udp4: 1024,
+            flows_udp6: 512,
+            ..MapSizes::small()
+        };
+        let _dp = DataPlane::open(&dir, sizes).unwrap();
+        let max = |name: &str| {
+            MapInfo::from_pin(dir.join("maps").join(name))
+                .unwrap()
+                .max_entries()
+        };
+        assert_eq!(max("peer_tcp4"), 8192);
+        assert_eq!(max("peer_tcp6"), 2048);
+        assert_eq!(max("peer_udp4"), 1024);
+        assert_eq!(max("peer_udp6"), 512);
+        assert_eq!(max("peer_moved"), 32);
+        assert_eq!(max("flow_events"), FLOW_EVENTS);
+        assert_eq!(max("sync_status"), 1 + SYNC_PEERS);
+        // The peer tables share one LRU (one writer fills them all), the
+        // local ones have one per CPU.
+        let flags = |name: &str| {
+            MapInfo::from_pin(dir.join("maps").join(name))
+                .unwrap()
+                .map_flags()
+        };
+        const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+        assert_eq!(flags("peer_tcp4") & BPF_F_NO_COMMON_LRU, 0);
+        assert_ne!(flags("flows_tcp4") & BPF_F_NO_COMMON_LRU, 0);
     }
 }

@@ -24,15 +24,21 @@
 //! flow to the table's real (counted as a new flow there), an ICMP error
 //! never writes the flow table.
 //!
+//! The run is made twice: with flow sync off (no vc5-flowsync), and on
+//! (`sync_status[0].on`, empty peer tables): the verdicts must be the same,
+//! and with sync on the flow-events ring must hold one NEW or REPIN event
+//! per flow the model counts as new (none with sync off).
+//!
 //! `VC5_FUZZ_SEED` replays a run, `VC5_FUZZ_FRAMES` changes its length
 //! (default 100 000). The seed is printed at the start and on failure.
 
+use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use vc5_xdp::dataplane::{TCP, UDP};
 use vc5_xdp::hash::flow_hash;
-use vc5_xdp::maps::{Flow4, Flow6, Reason, TABLE_SIZE};
+use vc5_xdp::maps::{EVENT_NEW, EVENT_REPIN, Flow4, Flow6, FlowEvent, Reason, TABLE_SIZE};
 use vc5_xdp::testing::{TempBpffs, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
@@ -995,12 +1001,14 @@ const COUNTERS: &str = "reason counters";
 struct Summary {
     reasons: HashMap<Reason, (u64, u64)>,
     flows: usize,
+    events: u64,
 }
 
 /// Runs `frames` frames from `seed`; the reason counters are compared
 /// every `every` frames (1 pins a mismatch to its frame).
-fn fuzz(seed: u64, frames: usize, every: usize) -> Result<Summary, String> {
+fn fuzz(seed: u64, frames: usize, every: usize, sync: bool) -> Result<Summary, String> {
     let mut env = Env::new(frames);
+    env.dp.set_sync_on(sync).expect("sync_status");
     let mut frames_gen = Gen::new(seed);
     let specs = config_a();
     env.dp.program(&specs).expect("program");
@@ -1071,9 +1079,32 @@ fn fuzz(seed: u64, frames: usize, every: usize) -> Result<Summary, String> {
             }
         }
     }
+    // Flow events: one per flow inserted or re-pinned (the model's new
+    // flows; no flow is restored from a cache, taken over or refreshed in
+    // a run whose clock stands still and whose peer tables are empty).
+    let new_flows: u64 = model.per_real.values().map(|m| m.2).sum();
+    let data = MapData::from_pin(env.dp.dir().join("maps/flow_events")).expect("ring pin");
+    let mut rb = RingBuf::try_from(Map::RingBuf(data)).expect("ring");
+    let mut events = 0u64;
+    while let Some(item) = rb.next() {
+        let e = FlowEvent::from_bytes(&item).ok_or("a short flow event")?;
+        if e.kind != EVENT_NEW && e.kind != EVENT_REPIN {
+            return Err(format!("unexpected flow event {e:?}"));
+        }
+        events += 1;
+    }
+    let lost = env.dp.flow_events_lost().expect("flow_events_lost");
+    let want = if sync { new_flows } else { 0 };
+    if events + lost != want {
+        return Err(format!(
+            "flow events with sync {}: {events} read + {lost} lost, {want} expected",
+            if sync { "on" } else { "off" }
+        ));
+    }
     Ok(Summary {
         reasons: model.reasons,
         flows: model.flows.len(),
+        events,
     })
 }
 
@@ -1136,20 +1167,36 @@ fn program_matches_the_policy_model() {
     });
     let frames = env_u64("VC5_FUZZ_FRAMES").unwrap_or(100_000) as usize;
     eprintln!("differential fuzz: VC5_FUZZ_SEED={seed:#x} VC5_FUZZ_FRAMES={frames}");
-    let summary = match fuzz(seed, frames, 1000) {
-        Ok(s) => s,
-        Err(e) if e.starts_with(COUNTERS) => {
-            // Counters are read once per batch: replay, reading them after
-            // every frame, to name the frame whose reason differs.
-            let exact = match fuzz(seed, frames, 1) {
-                Err(e) => e,
-                Ok(_) => "replay did not reproduce".into(),
-            };
-            panic!("VC5_FUZZ_SEED={seed:#x} VC5_FUZZ_FRAMES={frames}: {e}\nreplay: {exact}");
+    let run = |sync: bool| {
+        let tag = if sync { "sync on" } else { "sync off" };
+        match fuzz(seed, frames, 1000, sync) {
+            Ok(s) => s,
+            Err(e) if e.starts_with(COUNTERS) => {
+                // Counters are read once per batch: replay, reading them
+                // after every frame, to name the frame whose reason differs.
+                let exact = match fuzz(seed, frames, 1, sync) {
+                    Err(e) => e,
+                    Ok(_) => "replay did not reproduce".into(),
+                };
+                panic!(
+                    "VC5_FUZZ_SEED={seed:#x} VC5_FUZZ_FRAMES={frames} ({tag}): {e}\nreplay: {exact}"
+                );
+            }
+            Err(e) => panic!("VC5_FUZZ_SEED={seed:#x} VC5_FUZZ_FRAMES={frames} ({tag}): {e}"),
         }
-        Err(e) => panic!("VC5_FUZZ_SEED={seed:#x} VC5_FUZZ_FRAMES={frames}: {e}"),
     };
+    let summary = run(false);
     eprintln!("flows: {}, reasons: {:?}", summary.flows, summary.reasons);
+    let synced = run(true);
+    eprintln!("sync on: {} flow events", synced.events);
+    assert_eq!(
+        synced.reasons, summary.reasons,
+        "sync on changes no verdict"
+    );
+    assert!(
+        frames < 20_000 || synced.events > 0,
+        "the run with sync on reported no flow"
+    );
     // The generator must reach every verdict, or the comparison is hollow.
     for r in [
         Reason::PassNotIp,

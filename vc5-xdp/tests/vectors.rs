@@ -965,3 +965,663 @@ fn sweep_of_a_full_table_reads_in_batches() {
         iterated.as_millis()
     );
 }
+
+// ---- Flow sync: peers' flows and flow events (issue 9) ----
+//
+// In production only vc5-flowsync writes the peer tables, peer_moved and
+// sync_status; these tests write them through DataPlane's test accessors,
+// as vc5-flowsync would, and read the flow_events ring from its pin with
+// aya's RingBuf, as vc5-flowsync does.
+
+use aya::maps::{Map, MapData, RingBuf};
+use vc5_xdp::maps::{EVENT_NEW, EVENT_REFRESH, EVENT_REPIN, EVENT_TAKEOVER, Flow, FlowEvent};
+
+fn key6(f: &Frame) -> Flow6 {
+    match (f.src, f.dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => Flow6 {
+            saddr: s.octets(),
+            daddr: d.octets(),
+            sport: f.sport.to_be(),
+            dport: f.dport.to_be(),
+        },
+        _ => panic!("not IPv6"),
+    }
+}
+
+/// The lookup-table bucket of a frame's flow.
+fn bucket(f: &Frame) -> usize {
+    flow_hash(
+        &addr16(f.src),
+        &addr16(f.dst),
+        f.sport.to_be(),
+        f.dport.to_be(),
+        f.proto,
+    ) as usize
+        & (TABLE_SIZE - 1)
+}
+
+/// The service (VIP, port, protocol) a client frame is for.
+fn svc(f: &Frame) -> (IpAddr, u16, u8) {
+    (f.dst, f.dport, f.proto)
+}
+
+impl Env {
+    /// The backend index of real `i` (1-based) of the frame's service.
+    fn backend(&self, f: &Frame, i: usize) -> u32 {
+        let (vip, port, proto) = svc(f);
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| (s.vip, s.port, s.proto) == (vip, port, proto))
+            .expect("a service");
+        self.dp
+            .backend_index(vip, port, proto, spec.reals[i - 1].addr)
+            .expect("the real has a backend") as u32
+    }
+
+    /// As vc5-flowsync writes a peer's flow: pinned to real `i`, seen at
+    /// `seen`.
+    fn peer_flow(&mut self, f: &Frame, i: usize, seen: u32) {
+        let flow = Flow {
+            backend: self.backend(f, i),
+            seen,
+        };
+        let tcp = f.proto == TCP;
+        if f.src.is_ipv4() {
+            self.dp.insert_peer_flow4(tcp, &Env::key4(f), flow).unwrap();
+        } else {
+            self.dp.insert_peer_flow6(tcp, &key6(f), flow).unwrap();
+        }
+    }
+
+    fn peer_flow_of(&self, f: &Frame) -> Option<Flow> {
+        let tcp = f.proto == TCP;
+        if f.src.is_ipv4() {
+            self.dp.peer_flow4(tcp, &Env::key4(f))
+        } else {
+            self.dp.peer_flow6(tcp, &key6(f))
+        }
+    }
+
+    /// Sets (or clears) the frame's bucket in its service's peer_moved.
+    fn peer_moved(&mut self, f: &Frame, on: bool) {
+        let (vip, port, proto) = svc(f);
+        let index = self.dp.service_index(vip, port, proto).unwrap();
+        let mut m = self.dp.peer_moved(index).unwrap();
+        let k = bucket(f);
+        if on {
+            m.set(k);
+        } else {
+            m.bits[k / 64] &= !(1 << (k % 64));
+        }
+        self.dp.set_peer_moved(index, m).unwrap();
+    }
+
+    fn table_real(&self, f: &Frame) -> usize {
+        let (vip, port, proto) = svc(f);
+        self.predicted(f, vip, port, proto)
+    }
+
+    fn is_moved(&self, f: &Frame) -> bool {
+        let (vip, port, proto) = svc(f);
+        self.dp.table(vip, port, proto).unwrap().is_moved(bucket(f))
+    }
+
+    fn new_flows(&self) -> u64 {
+        let s = self.dp.stats().unwrap();
+        s.services.iter().map(|x| x.counters.new_flows).sum()
+    }
+
+    /// Every event in the flow_events ring not yet read, read as
+    /// vc5-flowsync reads them (a consumer opened from the pin; the
+    /// consumer position lives in the map, so each call goes on from the
+    /// last).
+    fn events(&self) -> Vec<FlowEvent> {
+        let data = MapData::from_pin(self.dp.dir().join("maps/flow_events")).unwrap();
+        let mut rb = RingBuf::try_from(Map::RingBuf(data)).unwrap();
+        let mut v = Vec::new();
+        while let Some(item) = rb.next() {
+            v.push(FlowEvent::from_bytes(&item).expect("a whole event"));
+        }
+        v
+    }
+}
+
+/// Finds a client port whose flow the frame's service gives to real `i`.
+fn flow_on(env: &Env, src: &str, vip: &str, port: u16, proto: u8, i: usize) -> Frame {
+    (1000..60000)
+        .map(|sport| {
+            if proto == TCP {
+                Frame::tcp(ip(src), sport, ip(vip), port, TCP_ACK)
+            } else {
+                Frame::udp(ip(src), sport, ip(vip), port)
+            }
+        })
+        .find(|f| env.table_real(f) == i)
+        .expect("some port hashes to the real")
+}
+
+/// An event must name this frame's flow, pinned to `backend`.
+fn assert_event(e: &FlowEvent, kind: u8, f: &Frame, backend: u32) {
+    assert_eq!(e.kind, kind, "event kind of {e:?}");
+    assert_eq!(e.backend, backend, "event backend of {e:?}");
+    assert_eq!(e.proto, f.proto);
+    if f.src.is_ipv4() {
+        assert_eq!(e.v6, 0);
+        assert_eq!(e.flow4(), Env::key4(f));
+        assert!(e.key[12..].iter().all(|b| *b == 0), "tail zeroed");
+    } else {
+        assert_eq!(e.v6, 1);
+        assert_eq!(e.flow6(), key6(f));
+    }
+}
+
+fn with_flags(f: &Frame, flags: u8) -> Frame {
+    let mut g = f.clone();
+    g.tcp_flags = flags;
+    g
+}
+
+/// A miss in the local table that hits a peer's flow in a moved bucket
+/// goes to the peer's real, becomes a local flow (marking the bucket when
+/// that is not the bucket's real) and is reported once as TAKEOVER.
+fn takeover(env: &mut Env, f: &Frame, peer_real: usize) {
+    let before = env.new_flows();
+    let b = env.backend(f, peer_real);
+    assert_ne!(
+        env.table_real(f),
+        peer_real,
+        "the peer's real is not the table's"
+    );
+    assert!(env.events().is_empty());
+    let (v, out) = env.run(&f.build());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(out, forwarded(&f.build(), peer_real), "to the peer's real");
+    assert_eq!(env.flow_backend(f), Some(b), "now a local flow");
+    let ev = env.events();
+    assert_eq!(ev.len(), 1, "one event: {ev:?}");
+    assert_event(&ev[0], EVENT_TAKEOVER, f, b);
+    assert_eq!(env.new_flows(), before + 1, "a new flow here");
+    // Its next packets are local: the same real, no further event.
+    for cpu in [0, 1] {
+        assert_eq!(run_on(env, cpu, f), real_mac(peer_real));
+    }
+    assert!(env.events().is_empty());
+}
+
+#[test]
+fn a_peers_flow_in_a_bucket_moved_by_peer_moved_is_taken_over() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    for f in [
+        flow_on(&env, CLIENT4, VIP4, 80, TCP, 2),
+        flow_on(&env, CLIENT6, VIP6, 80, TCP, 3),
+        flow_on(&env, CLIENT4, VIP4, 53, UDP, 1),
+    ] {
+        assert!(!env.is_moved(&f), "tables.moved is clear");
+        env.peer_flow(&f, if env.table_real(&f) == 1 { 2 } else { 1 }, now);
+        env.peer_moved(&f, true);
+        let peer_real = if env.table_real(&f) == 1 { 2 } else { 1 };
+        takeover(&mut env, &f, peer_real);
+        // The program marked the bucket itself (the flow is pinned
+        // elsewhere than the bucket's real): with peer_moved clear and
+        // the peer's entry pinned back to the table's real, a SYN of the
+        // 4-tuple still finds the local flow.
+        if f.proto == TCP {
+            env.peer_moved(&f, false);
+            let table = env.table_real(&f);
+            env.peer_flow(&f, table, now);
+            let syn = with_flags(&f, TCP_SYN);
+            assert_eq!(env.run(&syn.build()).1[0..6], real_mac(peer_real));
+        }
+    }
+}
+
+#[test]
+fn a_peers_flow_in_a_bucket_moved_by_the_table_is_taken_over() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    // Flows the peer pinned to real 1 while the buckets were real 1's.
+    let flows = [
+        flow_on(&env, CLIENT4, VIP4, 80, TCP, 1),
+        flow_on(&env, CLIENT6, VIP6, 80, TCP, 1),
+    ];
+    for f in &flows {
+        env.peer_flow(f, 1, now);
+    }
+    // Real 1 drains here: its buckets move and are marked in tables;
+    // peer_moved stays clear (vc5-flowsync wrote the flows when real 1
+    // was the buckets' real).
+    env.reprogram(|s| {
+        s[0].reals[0].mode = RealMode::Drain;
+        s[2].reals[0].mode = RealMode::Drain;
+    });
+    assert!(env.events().is_empty());
+    for f in &flows {
+        assert!(env.is_moved(f));
+        takeover(&mut env, f, 1);
+    }
+}
+
+#[test]
+fn a_peers_flow_to_an_unusable_real_falls_back_to_the_table() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    // Real 3 fails here: its backend index stays, unusable.
+    env.reprogram(|s| s[0].reals[2].mode = RealMode::Down);
+    let f = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
+    env.peer_flow(&f, 3, now);
+    env.peer_moved(&f, true);
+    let before = env.new_flows();
+    assert_eq!(
+        env.run(&f.build()).1,
+        forwarded(&f.build(), 1),
+        "the table's real"
+    );
+    let b1 = env.backend(&f, 1);
+    assert_eq!(env.flow_backend(&f), Some(b1));
+    let ev = env.events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_event(&ev[0], EVENT_NEW, &f, b1);
+    assert_eq!(env.new_flows(), before + 1);
+
+    // A peer's entry naming a usable backend of another service (an index
+    // vc5-flowsync resolved against backends vc5d has since reallocated)
+    // is not followed either.
+    let g = flow_on(&env, "198.51.100.8", VIP4, 80, TCP, 1);
+    let other = env.dp.backend_index(ip(VIP4), 53, UDP, ip(R4[1])).unwrap();
+    env.dp
+        .insert_peer_flow4(
+            true,
+            &Env::key4(&g),
+            Flow {
+                backend: other as u32,
+                seen: now,
+            },
+        )
+        .unwrap();
+    env.peer_moved(&g, true);
+    assert_eq!(env.run(&g.build()).1, forwarded(&g.build(), 1));
+    assert_eq!(env.flow_backend(&g), Some(b1));
+}
+
+#[test]
+fn a_local_flow_beats_a_peers() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    let f = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
+    assert_eq!(run_on(&mut env, 0, &f), real_mac(1));
+    let b1 = env.backend(&f, 1);
+    let ev = env.events();
+    assert_eq!(ev.len(), 1);
+    assert_event(&ev[0], EVENT_NEW, &f, b1);
+    // A peer claims the flow for real 2, in a bucket moved for it.
+    env.peer_flow(&f, 2, now);
+    env.peer_moved(&f, true);
+    // CPU 1 has no cache entry for the flow: it reads the LRU, which
+    // wins; so does a SYN of the 4-tuple and an ICMP error quoting it.
+    assert_eq!(run_on(&mut env, 1, &f), real_mac(1));
+    assert_eq!(run_on(&mut env, 0, &f), real_mac(1));
+    assert_eq!(run_on(&mut env, 1, &with_flags(&f, TCP_SYN)), real_mac(1));
+    let reply = Frame::tcp(f.dst, f.dport, f.src, f.sport, TCP_ACK).ip();
+    let icmp = icmp_too_big(ip("198.51.100.1"), f.dst, &reply);
+    assert_eq!(env.run(&icmp).1[0..6], real_mac(1));
+    assert_eq!(env.flow_backend(&f), Some(b1));
+    assert!(env.events().is_empty(), "nothing new to report");
+}
+
+#[test]
+fn a_syn_in_a_peer_moved_bucket_follows_the_peers_pin_without_state() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    let f = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
+    env.peer_flow(&f, 2, now);
+    env.peer_moved(&f, true);
+    let before = env.new_flows();
+    for flags in [TCP_SYN, TCP_RST] {
+        let g = with_flags(&f, flags);
+        let (v, out) = env.run(&g.build());
+        assert_eq!(v, XDP_TX);
+        assert_eq!(out, forwarded(&g.build(), 2), "follows the peer's pin");
+    }
+    // An ICMP error quoting the flow goes to the peer's real too.
+    let reply = Frame::tcp(f.dst, f.dport, f.src, f.sport, TCP_ACK).ip();
+    let icmp = icmp_too_big(ip("198.51.100.1"), f.dst, &reply);
+    assert_eq!(env.run(&icmp), (XDP_TX, forwarded(&icmp, 2)));
+    assert_eq!(env.flow_backend(&f), None, "no local state");
+    assert_eq!(env.new_flows(), before);
+    assert!(env.events().is_empty(), "nothing reported");
+    assert_eq!(env.dp.stats().unwrap().global[&Reason::IcmpTx].packets, 1);
+}
+
+/// Where neither tables.moved nor peer_moved marks a bucket, the program
+/// does not look in the peer tables at all. That is correct by the
+/// invariant the two writers keep: vc5-flowsync sets a bucket's peer_moved
+/// bit before it writes a peer's flow pinned elsewhere than the bucket's
+/// real, and vc5d sets the tables.moved bit before it changes the bucket's
+/// real (and its sweep keeps it while a live peer's flow is pinned to the
+/// former real). So in a clean bucket every peer's flow is pinned to the
+/// bucket's real, which is the table's answer anyway. The test breaks the
+/// invariant on purpose (a peer's flow elsewhere, no mark) to show the
+/// lookup is skipped.
+#[test]
+fn in_a_clean_bucket_the_peer_table_is_not_consulted() {
+    let mut env = Env::new();
+    env.dp.set_sync_on(true).unwrap();
+    let now = env.dp.clock();
+    let f = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
+    env.peer_flow(&f, 2, now);
+    assert!(!env.is_moved(&f));
+    assert_eq!(
+        env.run(&with_flags(&f, TCP_SYN).build()).1[0..6],
+        real_mac(1)
+    );
+    assert!(env.events().is_empty());
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    let b1 = env.backend(&f, 1);
+    assert_eq!(env.flow_backend(&f), Some(b1), "the table's real");
+    let ev = env.events();
+    assert_eq!(ev.len(), 1);
+    assert_event(&ev[0], EVENT_NEW, &f, b1);
+    assert!(env.peer_flow_of(&f).is_some(), "the peer's entry untouched");
+}
+
+/// NEW, REFRESH, REPIN for one flow; with `on`, each once, else none.
+fn event_sequence(env: &mut Env, src: &str, on: bool) {
+    pin_to_cpu(0);
+    env.dp.set_sync_on(on).unwrap();
+    let f = flow_on(env, src, VIP6, 80, TCP, 1);
+    let expect = |env: &Env, kind: u8, backend: u32| {
+        let ev = env.events();
+        if on {
+            assert_eq!(ev.len(), 1, "{ev:?}");
+            assert_event(&ev[0], kind, &f, backend);
+        } else {
+            assert!(ev.is_empty(), "sync off, yet {ev:?}");
+        }
+    };
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    let b1 = env.backend(&f, 1);
+    expect(env, EVENT_NEW, b1);
+    // Packets in the same tick: cache hits and LRU touches, no event.
+    for _ in 0..100 {
+        env.run(&f.build());
+    }
+    assert!(env.events().is_empty());
+    // A new tick: the first packet refreshes the entry, once.
+    let t = env.dp.clock();
+    env.dp.set_clock(t + 30).unwrap();
+    for _ in 0..3 {
+        assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    }
+    expect(env, EVENT_REFRESH, b1);
+    // Real 1 fails: the flow is re-pinned to the table's real, once.
+    env.reprogram(|s| s[2].reals[0].mode = RealMode::Down);
+    let want = env.table_real(&f);
+    assert_ne!(want, 1);
+    for _ in 0..3 {
+        assert_eq!(env.run(&f.build()).1[0..6], real_mac(want));
+    }
+    expect(env, EVENT_REPIN, env.backend(&f, want));
+    env.reprogram(|s| s[2].reals[0].mode = RealMode::Serve);
+}
+
+#[test]
+fn flow_events_appear_only_while_sync_is_on() {
+    let mut env = Env::new();
+    event_sequence(&mut env, "2001:db8:1::10", false);
+    event_sequence(&mut env, "2001:db8:1::11", true);
+    event_sequence(&mut env, "2001:db8:1::12", false);
+    assert_eq!(env.dp.flow_events_lost().unwrap(), 0);
+}
+
+#[test]
+fn a_full_ring_counts_lost_events_and_forwards_all_the_same() {
+    use vc5_xdp::dataplane::VC5_BENCH_OBJ;
+    use vc5_xdp::maps::FLOW_EVENTS;
+    require_root();
+    pin_to_cpu(0);
+    let fs = TempBpffs::new().unwrap();
+    let mut dp =
+        DataPlane::open_object(&fs.path().join("vc5"), MapSizes::small(), VC5_BENCH_OBJ).unwrap();
+    dp.program(&standard()).unwrap();
+    dp.set_sync_on(true).unwrap();
+    // More inserting packets (each a new flow through the benchmark's
+    // wrapper) than the ring holds events, and nobody reading it.
+    let per_event = (std::mem::size_of::<FlowEvent>() + 8).next_multiple_of(8);
+    let capacity = FLOW_EVENTS as usize / per_event;
+    let packets = capacity as u32 + 20_000;
+    let ack = Frame::tcp(ip("10.0.0.1"), 40000, ip(VIP4), 80, TCP_ACK).build();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&ack);
+    opts.repeat = packets;
+    let r = dp
+        .xdp_named("vc5_bench_fresh")
+        .unwrap()
+        .test_run(opts)
+        .unwrap();
+    assert_eq!(r.return_value, XDP_TX, "forwarded with the ring full");
+    let lost = dp.flow_events_lost().unwrap();
+    let data = MapData::from_pin(dp.dir().join("maps/flow_events")).unwrap();
+    let mut rb = RingBuf::try_from(Map::RingBuf(data)).unwrap();
+    let mut read = 0u64;
+    while let Some(item) = rb.next() {
+        assert_eq!(FlowEvent::from_bytes(&item).unwrap().kind, EVENT_NEW);
+        read += 1;
+    }
+    println!("ring of {FLOW_EVENTS} bytes: {read} events read, {lost} lost");
+    assert!(lost >= 19_000, "{lost} lost");
+    assert_eq!(read + lost, packets as u64, "every event read or counted");
+    // Once read, the ring has room again.
+    assert_eq!(
+        dp.xdp()
+            .unwrap()
+            .test_run({
+                let mut o = TestRunOptions::new();
+                o.data_in = Some(&ack);
+                o
+            })
+            .unwrap()
+            .return_value,
+        XDP_TX
+    );
+    assert_eq!(dp.flow_events_lost().unwrap(), lost);
+}
+
+#[test]
+fn a_sweep_keeps_the_marks_of_live_peer_flows_and_ignores_dead_ones() {
+    use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
+    let mut env = Env::new();
+    let t0 = env.dp.clock();
+    // Two flows a peer pinned to real 1, in two buckets of real 1.
+    let a = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
+    let b = (0..200)
+        .map(|i| flow_on(&env, &format!("198.51.100.{}", 30 + i), VIP4, 80, TCP, 1))
+        .find(|g| bucket(g) != bucket(&a))
+        .unwrap();
+    env.peer_flow(&a, 1, t0);
+    env.peer_flow(&b, 1, t0);
+    // Real 1 drains: every bucket of it is marked; no local flow at all.
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    assert!(env.dp.moved_buckets() > 2);
+    let r = env.dp.sweep_begin().unwrap().expect("marks").run();
+    assert_eq!((r.flows, r.peer_flows), (0, 2));
+    env.dp.sweep_end(r).unwrap();
+    assert_eq!(env.dp.moved_buckets(), 2, "the peer flows' buckets only");
+    assert!(env.is_moved(&a) && env.is_moved(&b));
+    for g in [&a, &b] {
+        let syn = with_flags(g, TCP_SYN);
+        assert_eq!(
+            env.run(&syn.build()).1[0..6],
+            real_mac(1),
+            "follows the peer"
+        );
+    }
+
+    // A timeout later: the peer re-reported a (vc5-flowsync rewrote it
+    // with the new clock), b went quiet. b's mark goes; its entry stays
+    // for vc5-flowsync to delete.
+    env.dp.set_clock(t0 + TCP_IDLE_TIMEOUT + 1).unwrap();
+    env.peer_flow(&a, 1, t0 + TCP_IDLE_TIMEOUT + 1);
+    let r = env.dp.sweep_begin().unwrap().expect("marks").run();
+    assert_eq!(r.dead, 0, "peer flows are not ours to delete");
+    env.dp.sweep_end(r).unwrap();
+    assert_eq!(env.dp.moved_buckets(), 1);
+    assert!(env.is_moved(&a) && !env.is_moved(&b));
+    assert!(env.peer_flow_of(&b).is_some(), "left to vc5-flowsync");
+    // b's bucket is clean: a SYN of it follows the table.
+    let syn = with_flags(&b, TCP_SYN);
+    let want = env.table_real(&syn);
+    assert_ne!(want, 1);
+    assert_eq!(env.run(&syn.build()).1[0..6], real_mac(want));
+}
+
+#[test]
+fn programming_bumps_the_generation_only_when_something_changed() {
+    let mut env = Env::new();
+    let g = env.dp.generation();
+    assert_ne!(g, 0, "the first programming changed everything");
+    let specs = env.specs.clone();
+    env.dp.program(&specs).unwrap();
+    assert_eq!(env.dp.generation(), g, "nothing changed");
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    assert_eq!(env.dp.generation(), g + 1, "a table changed");
+    env.reprogram(|s| s[0].reals[0].l2.as_mut().unwrap().mac = [2, 0xcc, 0, 0, 0, 1]);
+    assert_eq!(env.dp.generation(), g + 2, "a backend changed");
+    env.reprogram(|s| {
+        s.pop();
+    });
+    assert_eq!(env.dp.generation(), g + 3, "a service went");
+    env.dp.tick_clock().unwrap();
+    env.sweep();
+    assert_eq!(
+        env.dp.generation(),
+        g + 3,
+        "clock and sweep are not programming"
+    );
+    // The pinned value, which vc5-flowsync reads, is ours.
+    let settings = aya::maps::Array::<_, vc5_xdp::maps::Settings>::try_from(Map::Array(
+        MapData::from_pin(env.dp.dir().join("maps/settings")).unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(settings.get(&0, 0).unwrap().generation, g + 3);
+}
+
+/// An epoll instance watching the flow_events ring edge-triggered, as
+/// mio (vc5-flowsync's event loop) does: it reports the ring only when
+/// the program woke its readers.
+struct RingWatch {
+    ring: RingBuf<MapData>,
+    epoll: std::os::fd::OwnedFd,
+}
+
+impl RingWatch {
+    fn new(dp: &DataPlane) -> RingWatch {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let data = MapData::from_pin(dp.dir().join("maps/flow_events")).unwrap();
+        let ring = RingBuf::try_from(Map::RingBuf(data)).unwrap();
+        // SAFETY: plain system calls; the new fd is owned at once.
+        let epoll = unsafe {
+            let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            assert!(fd >= 0);
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 1,
+        };
+        // SAFETY: valid fds and event.
+        let r = unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                ring.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        RingWatch { ring, epoll }
+    }
+
+    /// Did a wake-up come (waiting up to `ms`)?
+    fn woken(&self, ms: i32) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: room for one event.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, ms) };
+        assert!(n >= 0, "{}", std::io::Error::last_os_error());
+        n == 1
+    }
+
+    fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while self.ring.next().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// vc5's wake-up (VC5_EVENT_WAKE=256): only the 256th unread event wakes
+/// the reader, whose own timer finds the rest. With the ring's adaptive
+/// default (the benchmark's `vc5_adaptive_bench.o`), a reader that has
+/// caught up is woken by the next event.
+#[test]
+fn flow_events_wake_the_reader_as_configured() {
+    use vc5_xdp::dataplane::{VC5_ADAPTIVE_BENCH_OBJ, VC5_BENCH_OBJ};
+    require_root();
+    pin_to_cpu(0);
+    let run = |dp: &mut DataPlane, prog: Option<&str>, frame: &[u8], repeat: u32| {
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(frame);
+        o.repeat = repeat;
+        let p = match prog {
+            Some(name) => dp.xdp_named(name).unwrap(),
+            None => dp.xdp().unwrap(),
+        };
+        assert_eq!(p.test_run(o).unwrap().return_value, XDP_TX);
+    };
+    let ack = |src: &str| Frame::tcp(ip(src), 40000, ip(VIP4), 80, TCP_ACK).build();
+
+    let fs = TempBpffs::new().unwrap();
+    let mut dp = DataPlane::open_object(
+        &fs.path().join("a"),
+        MapSizes::small(),
+        VC5_ADAPTIVE_BENCH_OBJ,
+    )
+    .unwrap();
+    dp.program(&standard()).unwrap();
+    dp.set_sync_on(true).unwrap();
+    let mut w = RingWatch::new(&dp);
+    assert!(!w.woken(0));
+    for (i, src) in ["198.51.100.50", "198.51.100.51"].iter().enumerate() {
+        run(&mut dp, None, &ack(src), 1);
+        assert!(w.woken(2000), "event {i}: the caught-up reader is woken");
+        assert_eq!(w.drain(), 1);
+    }
+
+    let mut dp = DataPlane::open_object(
+        &fs.path().join("b"),
+        MapSizes::small(),
+        VC5_BENCH_OBJ,
+    )
+    .unwrap();
+    dp.program(&standard()).unwrap();
+    dp.set_sync_on(true).unwrap();
+    let mut w = RingWatch::new(&dp);
+    // Each repetition of the wrapper inserts a new flow: one event each.
+    let fresh = ack("10.0.0.1");
+    run(&mut dp, Some("vc5_bench_fresh"), &fresh, 255);
+    assert!(!w.woken(100), "255 unread events wake nobody");
+    run(&mut dp, Some("vc5_bench_fresh"), &fresh, 1);
+    assert!(w.woken(2000), "the 256th does");
+    assert_eq!(w.drain(), 256);
+    run(&mut dp, Some("vc5_bench_fresh"), &fresh, 255);
+    assert!(!w.woken(100), "and again only the 256th after a drain");
+    assert_eq!(w.drain(), 255, "the reader's timer finds the rest");
+}

@@ -13,42 +13,73 @@
 //!   the flow table; also through the wrapper.
 //! - `new_flow_moved`: a SYN whose bucket is marked moved (after a table
 //!   change, until the sweep), which must look its flow up.
+//! - Flow sync (issue 9): `established`, `new_flow` (SYN) and `insert`
+//!   again, "before flow sync" (`vc5_nosync_bench.o`, the program built
+//!   without it) and "after, flow sync on" (`sync_status[0].on` = 1, and a
+//!   thread that drains the flow-events ring the way vc5-flowsync does,
+//!   waiting in poll(2) on its fd or a 5 ms timer, so that every
+//!   reservation succeeds);
+//!   the unmarked rows are "after, flow sync off". Each variant gets maps
+//!   of its own, loaded and filled the same way. One more inserting row
+//!   with sync on uses `vc5_adaptive_bench.o`, whose events wake the
+//!   reader whenever it had caught up (the ring's default) instead of once
+//!   per 256 events (vc5's; see VC5_EVENT_WAKE in vc5.c).
 //!
 //! `--json` prints one line for machines.
 
 use anyhow::{Context, Result};
+use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use std::net::IpAddr;
-use vc5_xdp::dataplane::{FLOOR_OBJ, TCP, VC5_BENCH_OBJ};
-use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, require_root};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use vc5_xdp::dataplane::{
+    FLOOR_OBJ, TCP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_ADAPTIVE_BENCH_OBJ,
+};
+use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 const REPEAT: u32 = 200_000;
+/// How long the ring's reader sleeps at most: the program wakes it only
+/// when 256 events are unread, so, like vc5-flowsync, it also drains on a
+/// timer.
+const DRAIN_MS: i32 = 5;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
-/// Median over RUNS runs of the kernel's mean ns per repetition.
-fn measure(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
+/// One run of REPEAT repetitions: the kernel's mean ns per repetition.
+fn once(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
     let mut out = vec![0u8; frame.len() + 256];
+    let mut o = TestRunOptions::new();
+    o.data_in = Some(frame);
+    o.data_out = Some(&mut out);
+    o.repeat = REPEAT;
+    let r = prog.test_run(o).context("BPF_PROG_TEST_RUN")?;
+    anyhow::ensure!(
+        r.return_value == expect,
+        "verdict {} where {expect} was expected",
+        r.return_value
+    );
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// Median over RUNS runs.
+fn measure(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
     let mut ns = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let mut o = TestRunOptions::new();
-        o.data_in = Some(frame);
-        o.data_out = Some(&mut out);
-        o.repeat = REPEAT;
-        let r = prog.test_run(o).context("BPF_PROG_TEST_RUN")?;
-        anyhow::ensure!(
-            r.return_value == expect,
-            "verdict {} where {expect} was expected",
-            r.return_value
-        );
-        ns.push(r.duration.as_nanos() as f64);
+        ns.push(once(prog, frame, expect)?);
     }
+    Ok(median(ns))
+}
+
+fn median(mut ns: Vec<f64>) -> f64 {
     ns.sort_by(|a, b| a.total_cmp(b));
-    Ok(ns[RUNS / 2])
+    ns[ns.len() / 2]
 }
 
 fn main() -> Result<()> {
@@ -56,12 +87,7 @@ fn main() -> Result<()> {
     require_root();
     // One CPU for every case: the per-CPU flow cache and the CPU's own
     // caches are then the same for all, and migrations add no noise.
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    pin_to_cpu(0);
     let fs = TempBpffs::new().context("mounting a private bpffs")?;
 
     let mut floor = aya::Ebpf::load(FLOOR_OBJ).context("loading the floor program")?;
@@ -110,13 +136,77 @@ fn main() -> Result<()> {
     let vip = ip("192.0.2.1");
     let frame = |dst, flags| Frame::tcp(client, 40000, dst, 80, flags).build();
 
-    let floor_ns = measure(fp, &frame(vip, TCP_ACK), 3)?;
-    let not_vip = measure(dp.xdp()?, &frame(ip("192.0.2.200"), TCP_ACK), 2)?;
+    // The flow cases in three builds, each with maps of its own: after
+    // flow sync with it off (`dp`), before flow sync, after with it on.
+    // Measured in rounds, one run of each case per round, beside the
+    // floor, so that a burst of other load on the machine falls on every
+    // case alike rather than on one; the median of the rounds is shown.
     let est_frame = frame(vip, TCP_ACK);
-    measure(dp.xdp()?, &est_frame, 3)?; // creates the flow
-    let established = measure(dp.xdp()?, &est_frame, 3)?;
-    let new_flow = measure(dp.xdp_named("vc5_bench_fresh")?, &frame(vip, TCP_SYN), 3)?;
-    let insert = measure(dp.xdp_named("vc5_bench_fresh")?, &frame(vip, TCP_ACK), 3)?;
+    let syn_frame = frame(vip, TCP_SYN);
+    let mut nosync = Variant::open(
+        &fs.path().join("nosync"),
+        sizes,
+        VC5_NOSYNC_BENCH_OBJ,
+        &services,
+        false,
+    )?;
+    let mut sync = Variant::open(
+        &fs.path().join("sync"),
+        sizes,
+        VC5_BENCH_OBJ,
+        &services,
+        true,
+    )?;
+    // Only inserting packets emit events: the wake-up policy shows there.
+    let mut wake = Variant::open(
+        &fs.path().join("adaptive"),
+        sizes,
+        VC5_ADAPTIVE_BENCH_OBJ,
+        &services,
+        true,
+    )?;
+    let mut ins_wake = Vec::new();
+    let mut floor_s = Vec::new();
+    let mut not_vip_s = Vec::new();
+    let mut est: [Vec<f64>; 3] = Default::default();
+    let mut syn: [Vec<f64>; 3] = Default::default();
+    let mut ins: [Vec<f64>; 3] = Default::default();
+    for d in [&mut dp, &mut nosync.dp, &mut sync.dp] {
+        once(d.xdp()?, &est_frame, 3)?; // creates the flow
+    }
+    once(wake.dp.xdp()?, &est_frame, 3)?;
+    for _ in 0..RUNS {
+        floor_s.push(once(fp, &est_frame, 3)?);
+        not_vip_s.push(once(dp.xdp()?, &frame(ip("192.0.2.200"), TCP_ACK), 2)?);
+        for (i, d) in [&mut dp, &mut nosync.dp, &mut sync.dp]
+            .into_iter()
+            .enumerate()
+        {
+            est[i].push(once(d.xdp()?, &est_frame, 3)?);
+            syn[i].push(once(d.xdp_named("vc5_bench_fresh")?, &syn_frame, 3)?);
+            ins[i].push(once(d.xdp_named("vc5_bench_fresh")?, &est_frame, 3)?);
+        }
+        ins_wake.push(once(wake.dp.xdp_named("vc5_bench_fresh")?, &est_frame, 3)?);
+    }
+    let insert_wake = median(ins_wake);
+    let wake = wake.close()?;
+    let [est, syn, ins] = [est, syn, ins].map(|v| v.map(median));
+    let (floor_ns, not_vip) = (median(floor_s), median(not_vip_s));
+    let (established, new_flow, insert) = (est[0], syn[0], ins[0]);
+    let nosync = nosync.close()?;
+    let sync = sync.close()?;
+    let nosync = FlowRows {
+        established: est[1],
+        syn: syn[1],
+        insert: ins[1],
+        ..nosync
+    };
+    let sync = FlowRows {
+        established: est[2],
+        syn: syn[2],
+        insert: ins[2],
+        ..sync
+    };
 
     // Every real replaced by a new one, the old ones draining: every
     // bucket has moved, so until a sweep clears the marks a SYN must look
@@ -152,13 +242,24 @@ fn main() -> Result<()> {
                 "new_flow_ns": new_flow,
                 "insert_ns": insert,
                 "new_flow_moved_ns": new_flow_moved,
+                "established_nosync_ns": nosync.established,
+                "established_sync_ns": sync.established,
+                "syn_nosync_ns": nosync.syn,
+                "syn_sync_ns": sync.syn,
+                "insert_nosync_ns": nosync.insert,
+                "insert_sync_ns": sync.insert,
+                "insert_sync_adaptive_ns": insert_wake,
+                "sync_events_read": sync.events,
+                "sync_events_lost": sync.lost + wake.lost,
                 "program_1000x64_ms": cp.0,
                 "reprogram_one_real_down_ms": cp.1,
             })
         );
         return Ok(());
     }
-    println!("vc5-bench: BPF_PROG_TEST_RUN, median of {RUNS} runs × {REPEAT} repetitions");
+    println!(
+        "vc5-bench: BPF_PROG_TEST_RUN, median of {RUNS} runs × {REPEAT} repetitions (rounds over the cases)"
+    );
     println!(
         "{:<34} {:>8} {:>8} {:>8}",
         "case", "ns/pkt", "× floor", "target"
@@ -173,10 +274,24 @@ fn main() -> Result<()> {
     };
     row("floor (swap MACs, XDP_TX)", floor_ns, None);
     row("not a VIP (XDP_PASS)", not_vip, Some(1.5));
+    let (before, on) = ("  before flow sync", "  after, flow sync on");
     row("established TCP flow (XDP_TX)", established, Some(2.5));
+    row(before, nosync.established, Some(2.5));
+    row(on, sync.established, Some(2.5));
     row("new TCP flow, SYN (XDP_TX)", new_flow, Some(4.0));
+    row(before, nosync.syn, Some(4.0));
+    row(on, sync.syn, Some(4.0));
     row("flow-inserting packet (XDP_TX)", insert, None);
+    row(before, nosync.insert, None);
+    row(on, sync.insert, None);
+    row("  after, on, adaptive wake-ups", insert_wake, None);
     row("SYN, its bucket marked moved", new_flow_moved, None);
+    println!(
+        "(unmarked rows: after flow sync, off; with it on, {} + {} flow events were read and {} lost)",
+        sync.events,
+        wake.events,
+        sync.lost + wake.lost
+    );
     println!();
     println!(
         "control plane: 1,000 services × 64 reals programmed in {:.0} ms",
@@ -187,6 +302,106 @@ fn main() -> Result<()> {
         cp.1
     );
     Ok(())
+}
+
+/// The flow cases of one build of the program, and with sync on what
+/// became of its events.
+#[derive(Default)]
+struct FlowRows {
+    established: f64,
+    syn: f64,
+    insert: f64,
+    /// Events the drain thread read, and those lost.
+    events: u64,
+    lost: u64,
+}
+
+/// One build of the program loaded against fresh maps of its own,
+/// programmed with the benchmark's services; with `sync`, as while
+/// vc5-flowsync runs: events on, and the ring drained by a thread on
+/// another CPU that sleeps in poll(2) when it has caught up.
+struct Variant {
+    dp: DataPlane,
+    dir: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    drain: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+impl Variant {
+    fn open(
+        dir: &Path,
+        sizes: MapSizes,
+        object: &[u8],
+        services: &[ServiceSpec],
+        sync: bool,
+    ) -> Result<Variant> {
+        let mut dp = DataPlane::open_object(dir, sizes, object).context("loading vc5")?;
+        dp.program(services).context("programming")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let drain = if sync {
+            dp.set_sync_on(true)?;
+            let pin = dir.join("maps/flow_events");
+            let stop = stop.clone();
+            Some(std::thread::spawn(move || drain_ring(&pin, &stop)))
+        } else {
+            None
+        };
+        Ok(Variant {
+            dp,
+            dir: dir.to_path_buf(),
+            stop,
+            drain,
+        })
+    }
+
+    /// Stops the drain, counts the events, and unpins the maps (they go
+    /// with the last file descriptor).
+    fn close(self) -> Result<FlowRows> {
+        self.stop.store(true, Ordering::Relaxed);
+        let events = match self.drain {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the drain thread panicked"))??,
+            None => 0,
+        };
+        let lost = self.dp.flow_events_lost()?;
+        drop(self.dp);
+        std::fs::remove_dir_all(&self.dir).context("removing the variant's pins")?;
+        Ok(FlowRows {
+            events,
+            lost,
+            ..FlowRows::default()
+        })
+    }
+}
+
+/// Reads the flow-events ring from its pin until `stop`, as vc5-flowsync
+/// does: drain, then wait in poll(2) for the program's wake-up or
+/// DRAIN_MS. Returns how many events it read.
+fn drain_ring(pin: &Path, stop: &AtomicBool) -> Result<u64> {
+    // Another CPU than the measured one's, as vc5-flowsync's would be.
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        pin_to_cpu(1);
+    }
+    let data = MapData::from_pin(pin).context("opening flow_events")?;
+    let mut rb = RingBuf::try_from(Map::RingBuf(data)).context("flow_events")?;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        while rb.next().is_some() {
+            n += 1;
+        }
+        let mut fd = libc::pollfd {
+            fd: rb.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut fd, 1, DRAIN_MS) };
+    }
+    while rb.next().is_some() {
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Milliseconds to program 1,000 services of 64 reals into fresh maps, and

@@ -1,15 +1,21 @@
-//! The pure part of `vc5-flowsync` (design.md §2.6): the datagram codec
-//! ([`wire`]), the key file ([`keys`]) and per-sender replay protection
-//! ([`replay`]). Nothing here touches the data plane or a socket, so all of
-//! it tests without root.
+//! `vc5-flowsync` (design.md §2.6). The pure part: the datagram codec
+//! ([`wire`]), the key file ([`keys`]), per-sender replay protection
+//! ([`replay`]) and the protocol logic ([`engine`]) test without root. The
+//! process around them: its configuration keys ([`config`]), the pinned
+//! maps ([`pinned`]), the group socket ([`net`]) and the event loop ([`run`]).
 //!
 //! A receiver runs, for every datagram: [`wire::decode`] (header checks,
 //! then AEAD open with the key named by the header, then record parsing),
 //! then [`replay::ReplayGuard::accept`] on the authenticated header. Each
 //! step fails with a typed error whose `reason()` names a drop counter.
 
+pub mod config;
+pub mod engine;
 pub mod keys;
+pub mod net;
+pub mod pinned;
 pub mod replay;
+pub mod run;
 pub mod settings;
 pub mod status;
 pub mod wire;
