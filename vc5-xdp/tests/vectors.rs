@@ -1605,12 +1605,8 @@ fn flow_events_wake_the_reader_as_configured() {
         assert_eq!(w.drain(), 1);
     }
 
-    let mut dp = DataPlane::open_object(
-        &fs.path().join("b"),
-        MapSizes::small(),
-        VC5_BENCH_OBJ,
-    )
-    .unwrap();
+    let mut dp =
+        DataPlane::open_object(&fs.path().join("b"), MapSizes::small(), VC5_BENCH_OBJ).unwrap();
     dp.program(&standard()).unwrap();
     dp.set_sync_on(true).unwrap();
     let mut w = RingWatch::new(&dp);

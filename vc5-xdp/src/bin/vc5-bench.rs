@@ -36,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use vc5_xdp::dataplane::{
-    FLOOR_OBJ, TCP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_ADAPTIVE_BENCH_OBJ,
+    FLOOR_OBJ, TCP, VC5_ADAPTIVE_BENCH_OBJ, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ,
 };
 use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
