@@ -112,8 +112,11 @@ pub fn fast_checks(lab: &Lab) -> String {
     )
 }
 
-/// A slow (1 MB/s) download from the client through a VIP; its headers,
-/// with the lab httpd's `X-Real`, land in a file as soon as they arrive.
+/// A slow download from the client through a VIP, paced by the real (the
+/// lab httpd's `?rate=`: curl's `--limit-rate` averages over seconds and
+/// lets a veth deliver megabytes at once, so the download would be over
+/// before the event it is meant to live through); its headers, with the
+/// httpd's `X-Real`, land in a file as soon as they arrive.
 pub struct Download {
     curl: LabChild,
     headers: std::path::PathBuf,
@@ -123,10 +126,18 @@ pub struct Download {
 static DOWNLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Download {
+    /// `rate` in bytes per second, with an optional `k` or `M` (10^3, 10^6).
     pub fn start(lab: &Lab, vip: IpAddr, bytes: usize, rate: &str) -> Download {
         let n = DOWNLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let headers = lab.dir().join(format!("download-{n}.headers"));
-        let url = Lab::url(vip, &format!("/bytes/{bytes}"));
+        let per_s: u64 = match rate.strip_suffix('M') {
+            Some(m) => m.parse::<u64>().unwrap() * 1_000_000,
+            None => match rate.strip_suffix('k') {
+                Some(k) => k.parse::<u64>().unwrap() * 1_000,
+                None => rate.parse().unwrap(),
+            },
+        };
+        let url = Lab::url(vip, &format!("/bytes/{bytes}?rate={per_s}"));
         let curl = lab
             .spawn(
                 "client",
@@ -134,8 +145,6 @@ impl Download {
                     "curl",
                     "-sS",
                     "--fail",
-                    "--limit-rate",
-                    rate,
                     "-D",
                     headers.to_str().unwrap(),
                     "-o",
