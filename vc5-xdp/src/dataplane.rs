@@ -851,13 +851,16 @@ impl DataPlane {
     /// and layer-2 next hop. Only differences are written. When any
     /// service slot, table or backend changed (even if a later write
     /// failed), `settings.generation` is bumped last, so vc5-flowsync
-    /// re-reads what it caches of them once they are in place.
+    /// re-reads what it caches of them once they are in place. The first
+    /// programming of new maps sets it even when it wrote nothing (no
+    /// services): 0 means "never programmed", which vc5-flowsync waits out
+    /// before it asks its peers for their flows, or it could place none.
     pub fn program(&mut self, specs: &[ServiceSpec]) -> Result<(), Error> {
         let mut changed = false;
         let r = self.apply(specs, &mut changed);
-        if changed {
+        if changed || self.settings.generation == 0 {
             let mut s = self.settings;
-            s.generation = s.generation.wrapping_add(1);
+            s.generation = s.generation.wrapping_add(1).max(1);
             self.write_settings(s)?;
         }
         r

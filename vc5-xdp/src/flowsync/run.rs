@@ -406,6 +406,18 @@ impl Loop {
                 return;
             }
         };
+        // Maps vc5d created but has not programmed yet (its start-up
+        // grace): a resync now would bring flows of services this host
+        // does not know yet, dropped as unknown. Look again shortly.
+        if pinned.settings().map(|s| s.generation).unwrap_or(0) == 0 {
+            let msg = "waiting for vc5d's first programming".to_string();
+            if self.open_error.as_deref() != Some(&msg) {
+                info!("{msg}");
+                self.open_error = Some(msg);
+            }
+            self.next_open = Instant::now() + GENERATION_EVERY;
+            return;
+        }
         let resolver = match pinned.resolver() {
             Ok(r) => r,
             Err(e) => {
