@@ -1,12 +1,12 @@
 //! vc5-flowsync between two load balancers, as processes (needs root).
 //!
-//! Each "LB" is a `DataPlane` on its own private bpffs under /tmp (`ip
-//! netns exec` remounts /sys, hiding /sys/fs/bpf) and a `vc5-flowsync`
-//! started inside its own network namespace; the two namespaces are joined
-//! by a veth pair. Flows are created in LB A by running its XDP program
-//! with BPF_PROG_TEST_RUN; what LB B learns is read from B's pinned peer
-//! tables and `sync_status`. Timings are printed, never asserted, except
-//! the resync's bound (99 % within 5 s), which is its requirement.
+//! The set-up (two namespaces joined by a veth pair, a `DataPlane` on a
+//! private bpffs and a `vc5-flowsync` per "LB") is
+//! `vc5_xdp::flowsync::testbed`, shared with `vc5-flowsync-bench`. Flows
+//! are created in LB A by running its XDP program with BPF_PROG_TEST_RUN;
+//! what LB B learns is read from B's pinned peer tables and `sync_status`.
+//! Timings are printed, never asserted, except the resync's bound (99 %
+//! within 5 s), which is its requirement.
 //!
 //! The CLI tests run the binary on bad input and need no namespace
 //! (except the unknown-interface one, run in an empty namespace).
@@ -17,430 +17,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aya::programs::{TestRun, TestRunOptions};
 use vc5_xdp::dataplane::TCP;
 use vc5_xdp::flowsync::engine::{FlowKey, FlowMap};
 use vc5_xdp::flowsync::pinned::Pinned;
 use vc5_xdp::flowsync::status::{REASONS, reason_index};
+use vc5_xdp::flowsync::testbed::*;
 use vc5_xdp::flowsync::{FlowRecord, Key, Keyring, Op, Sealer};
-use vc5_xdp::maps::{Flow4, SYNC_RESYNCING, SYNC_SYNCED, SyncStatus};
+use vc5_xdp::maps::{Flow4, SYNC_RESYNCING, SYNC_SYNCED};
 use vc5_xdp::testing::*;
-use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
+use vc5_xdp::{DataPlane, MapSizes, ServiceSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vc5-flowsync");
-const XDP_TX: u32 = 3;
-const VIP: &str = "192.0.2.80";
-const OTHER_VIP: &str = "192.0.2.90";
-const REALS: [&str; 3] = ["203.0.113.11", "203.0.113.12", "203.0.113.13"];
-/// A's fourth real, unknown to B.
-const EXTRA_REAL: &str = "203.0.113.14";
-/// B's fourth real, unknown to A: B's table differs from A's, so some of
-/// A's flows sit in buckets whose real at B is another.
-const B_REAL: &str = "203.0.113.15";
-const GROUP: &str = "239.255.70.1:9999";
-const GROUP6: &str = "[ff05::7c5]:9999";
-const VIP6: &str = "2001:db8:80::80";
-const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-/// Namespace tests run one at a time: their timings mean more on two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn keyring() -> Keyring {
-    let mut k = [0u8; 32];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&KEY_HEX[2 * i..2 * i + 2], 16).unwrap();
-    }
-    Keyring::new(vec![(0, Key::new(k))]).unwrap()
-}
-
-fn unique() -> String {
-    format!(
-        "{}{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut v = vec!["ip", "netns", "exec", &self.0];
-        v.extend_from_slice(args);
-        sh(&v);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A vc5-flowsync process, stopped (SIGTERM, then SIGKILL) on drop.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// User + system CPU seconds so far, from /proc.
-    fn cpu_seconds(&self) -> f64 {
-        let (u, s) = self.cpu_split();
-        u + s
-    }
-
-    /// User and system CPU seconds so far (fields 14 and 15 of
-    /// /proc/PID/stat, the 12th and 13th after the command's parenthesis).
-    fn cpu_split(&self) -> (f64, f64) {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks(11) / hz, ticks(12) / hz)
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn reals(addrs: &[&str]) -> Vec<RealSpec> {
-    addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| RealSpec {
-            addr: ip(a),
-            weight: 1,
-            mode: RealMode::Serve,
-            l2: Some(L2 {
-                mac: [0x02, 0xbb, 0, 0, 0, i as u8 + 1],
-                src_mac: [0x02, 0xaa, 0, 0, 0, 1],
-                ifindex: 0,
-            }),
-        })
-        .collect()
-}
-
-/// One load balancer: its data plane and (when started) its vc5-flowsync.
-struct Lb {
-    proc: Option<Proc>,
-    dp: DataPlane,
-    specs: Vec<ServiceSpec>,
-    dir: tempfile::TempDir,
-    ns: String,
-    ifname: String,
-    addr: IpAddr,
-    group: &'static str,
-    fs: TempBpffs,
-}
-
-impl Lb {
-    fn bpffs(&self) -> PathBuf {
-        self.fs.path().join("vc5")
-    }
-
-    fn pinned(&self) -> Pinned {
-        Pinned::open(&self.bpffs()).expect("open the pinned maps")
-    }
-
-    fn write_config(&self, extra: &str) -> PathBuf {
-        let key = self.dir.path().join("flowsync.key");
-        std::fs::write(&key, format!("# test key\n0 {KEY_HEX}\n")).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let cfg = self.dir.path().join("vc5.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "multicast: \"{}\"\nflow_sync_key: flowsync.key\n{extra}services: []\n",
-                self.group
-            ),
-        )
-        .unwrap();
-        cfg
-    }
-
-    fn start(&mut self, extra: &str) {
-        let cfg = self.write_config(extra);
-        let log = self.dir.path().join(format!(
-            "flowsync-{}.log",
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, BIN, "--config"])
-            .arg(&cfg)
-            .args(["--interface", &self.ifname, "--address"])
-            .arg(self.addr.to_string())
-            .arg("--bpffs")
-            .arg(self.bpffs())
-            .env(
-                "RUST_LOG",
-                std::env::var("VC5_TEST_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start vc5-flowsync");
-        self.proc = Some(Proc {
-            child: Some(child),
-            log,
-        });
-    }
-
-    fn status(&self) -> (SyncStatus, Vec<SyncStatus>) {
-        self.dp.sync_status().expect("sync_status")
-    }
-
-    /// Runs one frame through the program (XDP_TX expected).
-    fn run(&mut self, frame: &[u8]) -> u32 {
-        self.run_out(frame).0
-    }
-
-    /// Runs one frame; the verdict and the frame as it leaves.
-    fn run_out(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 64];
-        let prog = self.dp.xdp().unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    /// The MAC this LB sends a real of VIP:80 to.
-    fn mac_of(&self, real: IpAddr) -> [u8; 6] {
-        let spec = self
-            .specs
-            .iter()
-            .find(|s| s.vip == ip(VIP) && s.port == 80)
-            .unwrap();
-        spec.reals
-            .iter()
-            .find(|r| r.addr == real)
-            .unwrap()
-            .l2
-            .unwrap()
-            .mac
-    }
-
-    /// The real a flow of A's is pinned to, by its address.
-    fn real_of_flow(&self, key: &Flow4) -> Option<IpAddr> {
-        let b = self.dp.flow4(true, key)?;
-        let spec = self
-            .specs
-            .iter()
-            .find(|s| s.vip == ip(VIP) && s.port == 80)?;
-        spec.reals
-            .iter()
-            .find(|r| self.dp.backend_index(ip(VIP), 80, TCP, r.addr) == Some(b as u16))
-            .map(|r| r.addr)
-    }
-
-    fn wait_synced(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.status().0.state != SYNC_SYNCED {
-            assert!(
-                Instant::now() < deadline,
-                "not SYNCED within {within:?}: {:?}\nlog:\n{}",
-                self.status().0,
-                self.proc.as_ref().map(|p| p.log()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Two LBs in two namespaces joined by a veth pair.
-struct Pair {
-    a: Lb,
-    b: Lb,
-    _na: Netns,
-    _nb: Netns,
-    _serial: std::sync::MutexGuard<'static, ()>,
-}
-
-fn sizes() -> MapSizes {
-    MapSizes {
-        flows_tcp4: 1 << 19,
-        ..MapSizes::small()
-    }
-}
-
-impl Pair {
-    /// A serves VIP:80 with `a_reals`; B serves another service first (so
-    /// its backend indexes differ from A's) and VIP:80 with REALS reversed.
-    fn new(a_reals: &[&str]) -> Pair {
-        Pair::with(a_reals, false)
-    }
-
-    /// [`Pair::new`] over IPv6 (group, addresses; VIP6 served too) or IPv4.
-    fn with(a_reals: &[&str], v6: bool) -> Pair {
-        require_root();
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let u = unique();
-        let na = Netns::new(format!("vc5fsa{u}"));
-        let nb = Netns::new(format!("vc5fsb{u}"));
-        let (ia, ib) = (format!("vfa{u}"), format!("vfb{u}"));
-        sh(&[
-            "ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib,
-        ]);
-        sh(&["ip", "link", "set", &ia, "netns", &na.0]);
-        sh(&["ip", "link", "set", &ib, "netns", &nb.0]);
-        na.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", &ia]);
-        na.exec(&["ip", "addr", "add", "198.18.0.3/24", "dev", &ia]);
-        nb.exec(&["ip", "addr", "add", "198.18.0.2/24", "dev", &ib]);
-        // No duplicate address detection: the addresses are usable at once.
-        na.exec(&[
-            "ip",
-            "addr",
-            "add",
-            "fd00:198:18::1/64",
-            "dev",
-            &ia,
-            "nodad",
-        ]);
-        nb.exec(&[
-            "ip",
-            "addr",
-            "add",
-            "fd00:198:18::2/64",
-            "dev",
-            &ib,
-            "nodad",
-        ]);
-        na.exec(&["ip", "link", "set", &ia, "up"]);
-        nb.exec(&["ip", "link", "set", &ib, "up"]);
-        let group = if v6 { GROUP6 } else { GROUP };
-        let lb = |ns: &Netns, ifname: String, addr: &str, specs: Vec<ServiceSpec>| {
-            let fs = TempBpffs::new().expect("mount a private bpffs");
-            let mut dp = DataPlane::open(&fs.path().join("vc5"), sizes()).expect("load vc5");
-            dp.program(&specs).expect("program");
-            Lb {
-                proc: None,
-                dp,
-                specs,
-                dir: tempfile::tempdir().unwrap(),
-                ns: ns.0.clone(),
-                ifname,
-                addr: ip(addr),
-                group,
-                fs,
-            }
-        };
-        let a_specs = vec![
-            ServiceSpec {
-                vip: ip(VIP),
-                port: 80,
-                proto: TCP,
-                reals: reals(a_reals),
-            },
-            ServiceSpec {
-                vip: ip(VIP6),
-                port: 80,
-                proto: TCP,
-                reals: reals(a_reals),
-            },
-        ];
-        let mut reversed = REALS.to_vec();
-        reversed.reverse();
-        reversed.push(B_REAL);
-        let b_specs = vec![
-            ServiceSpec {
-                vip: ip(OTHER_VIP),
-                port: 443,
-                proto: TCP,
-                reals: reals(&REALS),
-            },
-            ServiceSpec {
-                vip: ip(VIP),
-                port: 80,
-                proto: TCP,
-                reals: reals(&reversed),
-            },
-            ServiceSpec {
-                vip: ip(VIP6),
-                port: 80,
-                proto: TCP,
-                reals: reals(&reversed),
-            },
-        ];
-        let (aa, ba) = if v6 {
-            ("fd00:198:18::1", "fd00:198:18::2")
-        } else {
-            ("198.18.0.1", "198.18.0.2")
-        };
-        let a = lb(&na, ia, aa, a_specs);
-        let b = lb(&nb, ib, ba, b_specs);
-        Pair {
-            a,
-            b,
-            _na: na,
-            _nb: nb,
-            _serial: serial,
-        }
-    }
-}
 
 /// The TCP/IPv4 flow of client `i`.
 fn client(i: u32) -> (IpAddr, u16) {
@@ -471,17 +62,9 @@ fn create(lb: &mut Lb, i: u32) -> Flow4 {
     key4(src, sport)
 }
 
-fn count_peer(p: &Pinned) -> usize {
-    p.all_flows(true, FlowMap::Tcp4).unwrap().len()
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 #[test]
 fn propagation() {
-    let mut pair = Pair::new(&REALS);
+    let mut pair = Pair::new(BIN, &REALS);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -619,7 +202,7 @@ fn propagation() {
 
 #[test]
 fn resync() {
-    let mut pair = Pair::new(&REALS);
+    let mut pair = Pair::new(BIN, &REALS);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -714,7 +297,7 @@ fn resync() {
 
 #[test]
 fn ipv6_group_and_flows() {
-    let mut pair = Pair::with(&REALS, true);
+    let mut pair = Pair::with(BIN, &REALS, true);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -815,13 +398,6 @@ fn rejects(lb: &Lb) -> [u64; 16] {
     r
 }
 
-fn peer_by_addr(lb: &Lb, addr: IpAddr) -> Option<SyncStatus> {
-    lb.status()
-        .1
-        .into_iter()
-        .find(|p| p.addr == vc5_xdp::maps::addr16(addr))
-}
-
 fn snapshot(p: &Pinned) -> BTreeMap<String, (u32, u32)> {
     let mut m = BTreeMap::new();
     for map in FlowMap::ALL {
@@ -832,17 +408,9 @@ fn snapshot(p: &Pinned) -> BTreeMap<String, (u32, u32)> {
     m
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn security() {
-    let mut pair = Pair::new(&REALS);
+    let mut pair = Pair::new(BIN, &REALS);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -1004,7 +572,7 @@ fn security() {
 fn unknown_real_and_rate_limit() {
     let mut a_reals = REALS.to_vec();
     a_reals.push(EXTRA_REAL);
-    let mut pair = Pair::new(&a_reals);
+    let mut pair = Pair::new(BIN, &a_reals);
     pair.a.start("");
     pair.b.start("flow_sync_rate: 100\n");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -1098,7 +666,7 @@ fn unknown_real_and_rate_limit() {
 
 #[test]
 fn sweep_deletes_idle_peer_flows() {
-    let mut pair = Pair::new(&REALS);
+    let mut pair = Pair::new(BIN, &REALS);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -1159,7 +727,7 @@ fn sweep_deletes_idle_peer_flows() {
 
 #[test]
 fn sighup_rekeys() {
-    let mut pair = Pair::new(&REALS);
+    let mut pair = Pair::new(BIN, &REALS);
     pair.a.start("");
     pair.b.start("");
     pair.a.wait_synced(Duration::from_secs(10));
@@ -1230,26 +798,19 @@ fn waits_for_and_reopens_maps() {
     ns.exec(&["ip", "link", "set", &x, "up"]);
     ns.exec(&["ip", "link", "set", &y, "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    std::fs::write(&key, format!("0 {KEY_HEX}\n")).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_key(&dir.path().join("k"));
     let cfg = dir.path().join("vc5.yaml");
     std::fs::write(&cfg, format!("multicast: {GROUP}\nflow_sync_key: k\n")).unwrap();
     let log = dir.path().join("log");
-    let mut p = Proc {
-        child: Some(
-            Command::new("ip")
-                .args(["netns", "exec", &ns.0, BIN, "--config"])
-                .arg(&cfg)
-                .args(["--interface", &x, "--address", "198.18.1.1", "--bpffs"])
-                .arg(&bpffs)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
-        ),
+    let mut p = Proc::spawn(
+        Path::new(BIN),
+        &ns.0,
+        &cfg,
+        &x,
+        ip("198.18.1.1"),
+        &bpffs,
         log,
-    };
+    );
     // No maps yet: it waits (and says so once), idle.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(p.child.as_mut().unwrap().try_wait().unwrap().is_none());
