@@ -1411,7 +1411,7 @@ impl Normaliser<'_> {
             self.err(
                 at,
                 format!(
-                    "invalid multicast address {}: expected IP:PORT, e.g. 224.0.0.1:9999 or [ff02::1234]:9999",
+                    "invalid multicast address {}: expected IP:PORT, e.g. 224.0.0.1:9999 or \"[ff02::1234]:9999\" (an IPv6 group quoted, or YAML reads a list)",
                     quoted(&text)
                 ),
             )
