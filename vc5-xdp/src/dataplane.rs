@@ -1718,22 +1718,30 @@ impl Sweep {
             let r = match table {
                 FlowTable::V4(m) => {
                     let mut gone = Vec::new();
-                    let r = lookup_batch::<Flow4, Flow>(m.fd_raw(), |k, v| {
+                    let r = crate::sys::lookup_all::<Flow4, Flow>(m.fd_raw(), |k, v| {
                         if visit(proto, peer, a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
                             gone.push(*k);
                         }
                     });
-                    dead += delete_batch(m.fd_raw(), &gone);
+                    dead += crate::sys::delete_batch(
+                        m.fd_raw(),
+                        &gone,
+                        "flow-table sweep: deleting dead flows",
+                    );
                     r
                 }
                 FlowTable::V6(m) => {
                     let mut gone = Vec::new();
-                    let r = lookup_batch::<Flow6, Flow>(m.fd_raw(), |k, v| {
+                    let r = crate::sys::lookup_all::<Flow6, Flow>(m.fd_raw(), |k, v| {
                         if visit(proto, peer, k.saddr, k.daddr, k.sport, k.dport, v) {
                             gone.push(*k);
                         }
                     });
-                    dead += delete_batch(m.fd_raw(), &gone);
+                    dead += crate::sys::delete_batch(
+                        m.fd_raw(),
+                        &gone,
+                        "flow-table sweep: deleting dead flows",
+                    );
                     r
                 }
             };
@@ -1756,7 +1764,7 @@ impl Sweep {
     }
 }
 
-/// Raw fd of a flow map, for [`lookup_batch`].
+/// Raw fd of a flow map, for the batch commands of `crate::sys`.
 trait RawMapFd {
     fn fd_raw(&self) -> std::os::fd::RawFd;
 }
@@ -1766,123 +1774,6 @@ impl<K: aya::Pod, V: aya::Pod> RawMapFd for BpfHashMap<MapData, K, V> {
         use aya::maps::IterableMap;
         use std::os::fd::{AsFd, AsRawFd};
         self.map().fd().as_fd().as_raw_fd()
-    }
-}
-
-/// `union bpf_attr` as BPF_MAP_LOOKUP_BATCH reads it.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// # Safety
-/// `attr`'s pointers must address buffers of `count` elements of the map's
-/// key (and value) size, and the batch tokens, valid for the call.
-unsafe fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
-    // SAFETY: as the caller promises.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Deletes `keys` from a hash map with BPF_MAP_DELETE_BATCH, skipping
-/// those already gone (the kernel stops at the first such); returns how
-/// many it deleted.
-fn delete_batch<K: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K]) -> usize {
-    let mut done = 0;
-    let mut at = 0;
-    while at < keys.len() {
-        let mut attr = BatchAttr {
-            keys: keys[at..].as_ptr() as u64,
-            count: (keys.len() - at).min(u32::MAX as usize) as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: keys[at..] holds at least `count` keys of type K.
-        let r = unsafe { batch_call(BPF_MAP_DELETE_BATCH, &mut attr) };
-        let n = attr.count as usize;
-        done += n;
-        at += n;
-        match r {
-            Ok(()) => {}
-            // Evicted or refreshed-and-evicted meanwhile: skip it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => at += 1,
-            Err(e) => {
-                warn!(error = %e, "flow-table sweep: deleting dead flows");
-                break;
-            }
-        }
-    }
-    done
-}
-
-/// Calls `f` for every entry of a hash map, reading them with
-/// BPF_MAP_LOOKUP_BATCH: thousands of entries per system call, where
-/// aya's iterator makes two per entry (next key, then lookup).
-fn lookup_batch<K: aya::Pod + Default, V: aya::Pod + Default>(
-    fd: std::os::fd::RawFd,
-    mut f: impl FnMut(&K, &V),
-) -> std::io::Result<()> {
-    let mut n = 4096usize;
-    let mut keys = vec![K::default(); n];
-    let mut values = vec![V::default(); n];
-    // The batch token: a bucket number for hash maps (u32); room for more.
-    let mut token = [0u64; 1];
-    let mut next = [0u64; 1];
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { token.as_ptr() as u64 },
-            out_batch: next.as_mut_ptr() as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: n as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at buffers of `count` keys and values of the
-        // map's sizes (K and V are its key and value types) and at two
-        // token words that outlive the call.
-        let err = unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
-        match err.as_ref().and_then(|e| e.raw_os_error()) {
-            // A bucket holds more entries than fit: retry it with more room.
-            Some(libc::ENOSPC) => {
-                n *= 2;
-                keys.resize(n, K::default());
-                values.resize(n, V::default());
-                continue;
-            }
-            Some(libc::ENOENT) | None => {}
-            Some(_) => return Err(err.expect("matched an error")),
-        }
-        for i in 0..(attr.count as usize).min(n) {
-            f(&keys[i], &values[i]);
-        }
-        if err.is_some() {
-            return Ok(()); // ENOENT: that was the last batch
-        }
-        token = next;
-        first = false;
     }
 }
 
