@@ -23,7 +23,9 @@
 //! (flow records per second accepted from one peer, default 200000) and
 //! `flow_sync_resync_rate` (records per second sent when a peer asks for every flow,
 //! default 50000; both between [`MIN_FLOW_SYNC_RATE`] and [`MAX_FLOW_SYNC_RATE`]),
-//! `rhi`, `services`, `reals`.
+//! `flow_insert_limit` (new flows one CPU of the data plane may insert into the flow
+//! table per second, default [`DEFAULT_FLOW_INSERT_LIMIT`], 0 for no bound, at most
+//! [`MAX_FLOW_INSERT_LIMIT`]), `rhi`, `services`, `reals`.
 //!
 //! `rhi`: `as_number` (0 or absent: no BGP), `peers`, `hold_time` (seconds, 0 or
 //! 3..=65535), `communities` (`"65000:100"` strings), `med`, `local_pref`, `next_hop6`.
@@ -164,6 +166,11 @@ pub const DEFAULT_FLOW_SYNC_RESYNC_RATE: u32 = vc5_xdp::flowsync::settings::DEFA
 pub const MIN_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MIN_RATE;
 pub const MAX_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MAX_RATE;
 
+/// `flow_insert_limit` when not given: the data plane's own default.
+pub const DEFAULT_FLOW_INSERT_LIMIT: u32 = vc5_xdp::maps::INSERT_LIMIT;
+/// Largest `flow_insert_limit` (0, no bound, is allowed too).
+pub const MAX_FLOW_INSERT_LIMIT: u32 = 100_000_000;
+
 /// Largest configuration file read, in bytes (16 MiB). The README's benchmark
 /// scale, 1,000 services of 64 reals written as maps, takes about 2.6 MB, and the
 /// most the data plane holds (65,535 service × real pairs) written out in full
@@ -287,6 +294,9 @@ pub struct Config {
     pub flow_sync_rate: u32,
     /// Flow records per second vc5-flowsync sends when a peer asks for all.
     pub flow_sync_resync_rate: u32,
+    /// New flows one CPU may insert into the flow table per second (0: no
+    /// bound); over it a flow is forwarded by the lookup table, not pinned.
+    pub flow_insert_limit: u32,
     /// Route health injection (BGP) settings.
     pub rhi: Rhi,
     /// The services, in file order.
@@ -734,6 +744,8 @@ struct RawConfig {
     flow_sync_rate: Option<Spanned<Int>>,
     #[serde(default, deserialize_with = "present")]
     flow_sync_resync_rate: Option<Spanned<Int>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_insert_limit: Option<Spanned<Int>>,
     #[serde(default, deserialize_with = "present")]
     rhi: Option<RawRhi>,
     #[serde(default)]
@@ -1350,6 +1362,23 @@ impl Normaliser<'_> {
             "flow_sync_resync_rate",
             DEFAULT_FLOW_SYNC_RESYNC_RATE,
         )?;
+        let flow_insert_limit = match &raw.flow_insert_limit {
+            None => DEFAULT_FLOW_INSERT_LIMIT,
+            Some(r) => {
+                let n = self.int(r, "flow_insert_limit")?;
+                match u32::try_from(n) {
+                    Ok(n) if n <= MAX_FLOW_INSERT_LIMIT => n,
+                    _ => {
+                        return Err(self.err(
+                            r.referenced,
+                            format!(
+                                "flow_insert_limit must be between 0 (no bound) and {MAX_FLOW_INSERT_LIMIT} flows per second, not {n}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
         let rhi = raw
             .rhi
             .map(|r| self.rhi(r))
@@ -1398,6 +1427,7 @@ impl Normaliser<'_> {
             flow_sync_wait,
             flow_sync_rate,
             flow_sync_resync_rate,
+            flow_insert_limit,
             rhi,
             services,
             reals,
@@ -2482,6 +2512,7 @@ mod tests {
             flow_sync_wait: DEFAULT_FLOW_SYNC_WAIT,
             flow_sync_rate: DEFAULT_FLOW_SYNC_RATE,
             flow_sync_resync_rate: DEFAULT_FLOW_SYNC_RESYNC_RATE,
+            flow_insert_limit: DEFAULT_FLOW_INSERT_LIMIT,
             rhi: Rhi {
                 as_number: 65000,
                 peers: vec![ip("10.10.100.3"), ip("10.10.100.4")],
@@ -2836,7 +2867,7 @@ reals:
         let e = fail("services: []\nfoo: 1\n");
         assert_eq!(
             e.to_string(),
-            "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, flow_sync_wait, flow_sync_rate, flow_sync_resync_rate, rhi, services, reals"
+            "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, flow_sync_wait, flow_sync_rate, flow_sync_resync_rate, flow_insert_limit, rhi, services, reals"
         );
         assert!(!e.message().contains("line"));
     }
@@ -3425,6 +3456,26 @@ reals:
             "peer 10.0.0.1 is listed twice",
         );
         assert_err("flow_sync_key: ''\n", "1:16", "flow_sync_key is empty");
+    }
+
+    #[test]
+    fn flow_insert_limit_has_a_default_a_bound_and_zero_for_none() {
+        assert_eq!(ok("services: []\n").flow_insert_limit, 100_000);
+        assert_eq!(
+            ok("flow_insert_limit: 0\nservices: []\n").flow_insert_limit,
+            0
+        );
+        let c = ok("flow_insert_limit: 5000\nservices: []\n");
+        assert_eq!(c.flow_insert_limit, 5000);
+        let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["flow_insert_limit"], 5000);
+        for bad in ["-1", "100000001", "'many'"] {
+            assert_err(
+                &format!("flow_insert_limit: {bad}\nservices: []\n"),
+                "1:20",
+                "flow_insert_limit must be",
+            );
+        }
     }
 
     #[test]

@@ -789,6 +789,20 @@ pub mod metrics {
                     .iter()
                     .map(|(k, c)| (vec![("reason", k.clone())], c.bytes)),
             )?;
+            family(
+                e,
+                "vc5_flow_insert_limit",
+                "New flows one CPU may insert into the flow table per second (0: no bound).",
+                G,
+                one(u64::from(st.flow_table.insert_limit)),
+            )?;
+            family(
+                e,
+                "vc5_flow_inserts_refused",
+                "New flows forwarded without a flow-table entry because a CPU was over flow_insert_limit.",
+                C,
+                one(st.flow_table.inserts_refused),
+            )?;
             Ok(())
         }
     }

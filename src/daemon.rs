@@ -588,6 +588,11 @@ impl Control {
 
     /// Reprograms the data plane and re-derives health, VIPs and events.
     fn apply(&mut self) -> Result<()> {
+        if self.dp.insert_limit() != self.cfg.flow_insert_limit {
+            self.dp
+                .set_insert_limit(self.cfg.flow_insert_limit)
+                .context("setting the flow insert limit")?;
+        }
         let specs = self.specs();
         let t = Instant::now();
         self.dp
@@ -999,6 +1004,10 @@ impl Control {
                 since_ms: unix_ms(h.since),
             }),
             flow_sync: self.flow_sync_status(at_ms),
+            flow_table: crate::status::FlowTableStatus {
+                insert_limit: self.dp.insert_limit(),
+                inserts_refused: self.stats.as_ref().map_or(0, |s| s.inserts_refused),
+            },
         }
     }
 

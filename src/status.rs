@@ -43,6 +43,18 @@ pub struct Status {
     /// Flow sync: whether it is configured, whether vc5d holds its
     /// announcements for it, this host's vc5-flowsync and its peers.
     pub flow_sync: FlowSyncStatus,
+    /// The flow table's insert bound and what it refused.
+    pub flow_table: FlowTableStatus,
+}
+
+/// The data plane's bound on new flows (`flow_insert_limit`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowTableStatus {
+    /// New flows one CPU may insert per second (0: no bound).
+    pub insert_limit: u32,
+    /// New flows forwarded without an entry because a CPU was over the
+    /// limit, since the maps were created.
+    pub inserts_refused: u64,
 }
 
 /// Flow sync as vc5d sees it: its own settings and hold, and what

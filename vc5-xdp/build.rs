@@ -25,6 +25,18 @@ const PROGRAMS: &[(&str, &str, &[&str])] = &[
         "vc5",
         &["-DVC5_BENCH", "-DVC5_EVENT_WAKE=0"],
     ),
+    // Every repetition an insert after a handshake, or a sampled packet:
+    // the benchmark's inserting rows (see VC5_BENCH_PENDING in vc5.c).
+    (
+        "vc5_pending_bench",
+        "vc5",
+        &["-DVC5_BENCH", "-DVC5_BENCH_PENDING"],
+    ),
+    (
+        "vc5_sample_bench",
+        "vc5",
+        &["-DVC5_BENCH", "-DVC5_SAMPLE_BITS=0"],
+    ),
     ("floor", "floor", &[]),
 ];
 

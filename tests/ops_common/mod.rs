@@ -171,6 +171,10 @@ pub fn synthetic_status() -> Status {
         events,
         local_trouble: None,
         flow_sync: synthetic_flow_sync(),
+        flow_table: FlowTableStatus {
+            insert_limit: 100_000,
+            inserts_refused: 7,
+        },
     }
 }
 

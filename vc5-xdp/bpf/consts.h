@@ -40,6 +40,22 @@
  * a clock tick), whose 4-tuple is free again. */
 #define VC5_CACHE_TRUST 300
 
+/* Which packets touch the flow table where a bucket is clean (see
+ * vc5_forward): one in VC5_SAMPLE per CPU (a refresh, or the insert of a
+ * flow whose handshake this host did not see), and the first packet after
+ * a SYN, which a bitmap of VC5_PENDING_BITS bits indexed by the flow hash
+ * remembers (128 KiB, shared by the CPUs: a SYN and its ACK need not come
+ * in on the same one). */
+#ifndef VC5_SAMPLE_BITS
+#define VC5_SAMPLE_BITS 6
+#endif
+#define VC5_SAMPLE (1u << VC5_SAMPLE_BITS)
+#define VC5_PENDING_BITS 20
+#define VC5_PENDING_WORDS (1u << (VC5_PENDING_BITS - 6))
+/* Flows a CPU may insert per tick of settings.clock (a second) unless user
+ * space sets settings.insert_limit otherwise; 0 there means no bound. */
+#define VC5_INSERT_LIMIT 100000
+
 /* Default map sizes; user space may shrink them at load (tests do). */
 #define VC5_MAX_SERVICES 4096
 #define VC5_MAX_BACKENDS 65536

@@ -111,6 +111,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sync_status SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vc5_cpu_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cpu_state SEC(".maps");
+
+/* Not pinned: SYNs whose flows have not had another packet yet, by the
+ * bits of their hash above the bucket's (see VC5_PENDING_BITS). A restart
+ * forgets a few handshakes in flight: their flows are then inserted by a
+ * sampled packet instead. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VC5_PENDING_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_pending SEC(".maps");
+
 /* Not pinned: a cache, rebuilt from the LRU by traffic. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -17,12 +17,16 @@
  * that flows are stamped with, so that a sweep can tell dead flows.
  * generation: bumped by vc5d after every programming that changed a
  * service, a table or a backend, so vc5-flowsync knows when to re-read
- * them (its copies of the tables and of the backends' addresses). */
+ * them (its copies of the tables and of the backends' addresses).
+ * insert_limit: flows one CPU may insert per clock tick (0: no bound); a
+ * packet over it is forwarded all the same, its flow left out (counted in
+ * vc5_cpu_state.refused). */
 struct vc5_settings {
 	__u32 active;  /* 0 or 1 */
 	__u32 seed[2]; /* hash seed of each half */
 	__u32 clock;
 	__u32 generation;
+	__u32 insert_limit;
 };
 
 /* A service endpoint: VIP (IPv4 as ::ffff:a.b.c.d), port and protocol as
@@ -167,6 +171,15 @@ struct vc5_sync_status {
 	__u64 delay_p99_us;
 	__u64 delay_max_us;
 	__u64 rejects[16];   /* VC5_SYNC_REASONS, by the reason's index */
+};
+
+/* cpu_state[0], per CPU: the program's own bookkeeping. */
+struct vc5_cpu_state {
+	__u32 clock;   /* settings.clock that "inserts" counts in */
+	__u32 inserts; /* flows this CPU inserted in that tick */
+	__u32 sample;  /* packets that may insert, for the 1-in-VC5_SAMPLE choice */
+	__u32 _pad;
+	__u64 refused; /* inserts refused by settings.insert_limit */
 };
 
 /* Per-CPU counters. */

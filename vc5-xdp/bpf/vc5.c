@@ -8,15 +8,26 @@
  * Per packet:
  *   parse Ethernet (+ one 802.1Q/802.1ad tag), IPv4/IPv6, TCP/UDP;
  *   find the service (open-addressed table in an ARRAY map: no helper call);
- *   find the flow in its LRU; if the flow's real is usable, send it there;
- *   else pick a real from the service's lookup table by the flow's hash.
+ *   where the flow's bucket is clean (no moved mark), send it to the
+ *   bucket's real: every flow of a clean bucket is pinned there;
+ *   else find the flow in its LRU; if the flow's real is usable, send it
+ *   there; else pick a real from the service's lookup table.
  *
  * Policies (README "Data plane policies"):
+ * - A clean bucket's packets do not read the flow table (at a million
+ *   flows that is a few cache and TLB misses per packet), except the one
+ *   packet in VC5_SAMPLE per CPU that refreshes its flow's entry, or
+ *   inserts a flow whose handshake this host did not see.
  * - A TCP SYN (without ACK) and an RST never create a flow entry: the real
  *   is picked from the lookup table, which gives the same answer for the
- *   handshake's later packets. The first other packet of the flow inserts
- *   it. So a flood of SYNs from spoofed sources costs no flow-table space
- *   and cannot evict established flows.
+ *   handshake's later packets. A SYN marks its flow pending (flow_pending);
+ *   the flow's next packet inserts it. Any other packet of a flow the
+ *   table does not hold inserts it only when sampled. So a flood of SYNs,
+ *   or of ACKs, from spoofed sources costs little flow-table space; and
+ *   inserts of new flows are bounded per CPU and tick by
+ *   settings.insert_limit (over it the packet is forwarded by the table
+ *   and its flow not inserted), so no flood evicts established flows
+ *   faster than that.
  * - IP fragments addressed to a VIP are dropped and counted: only the first
  *   carries ports, so no fragment can be steered consistently.
  * - IPv4 options are allowed; the L4 header is found after them.
@@ -51,7 +62,8 @@
  *   a new clock tick (REFRESH) is written to the flow_events ring; an
  *   event the ring has no room for is counted in flow_events_lost, and
  *   the packet is forwarded all the same. The established path served
- *   from a CPU's cache reports nothing and does no flow-sync work.
+ *   from a clean bucket or a CPU's cache reports nothing and does no
+ *   flow-sync work; a sampled packet's refresh reports REFRESH.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -97,6 +109,7 @@ struct vc5_pkt {
 	__u32 dfold;
 	__u8 v6;
 	__u8 no_insert; /* SYN, RST or an ICMP error: never creates a flow */
+	__u8 syn;       /* a SYN (without ACK or RST): marks its flow pending */
 	__u8 icmp;      /* an ICMP error quoting the flow */
 };
 
@@ -112,10 +125,10 @@ static __always_inline int vc5_count(__u32 reason, __u64 bytes, int verdict)
 }
 
 /* Finds the slot of a service key, or NULL. The key is 20 bytes: compared
- * as two 64-bit and one 32-bit word. *clock gets settings.clock, which the
- * caller would otherwise load again. */
+ * as two 64-bit and one 32-bit word. *now and *limit get settings.clock and
+ * settings.insert_limit, which the caller would otherwise load again. */
 static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k,
-						     __u32 fold, __u32 *clock)
+						     __u32 fold, __u32 *now, __u32 *limit)
 {
 	const __u64 *kw = (const __u64 *)k;
 	struct vc5_settings *s;
@@ -125,7 +138,8 @@ static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k
 	if (!s)
 		return NULL;
 	half = s->active & 1;
-	*clock = s->clock;
+	*now = s->clock;
+	*limit = s->insert_limit;
 	h = vc5_slot_hash(fold, k->port, k->proto, half ? s->seed[1] : s->seed[0]);
 
 #pragma unroll
@@ -149,10 +163,10 @@ static __always_inline struct vc5_svc_slot *vc5_find(const struct vc5_svc_key *k
 static __always_inline int vc5_is_vip(const struct vc5_pkt *p)
 {
 	struct vc5_svc_key k __attribute__((aligned(8))) = {};
-	__u32 clock;
+	__u32 clock, limit;
 
 	__builtin_memcpy(k.addr, p->svc.addr, 16);
-	return vc5_find(&k, p->dfold, &clock) != NULL;
+	return vc5_find(&k, p->dfold, &clock, &limit) != NULL;
 }
 
 static __always_inline int vc5_not_service(const struct vc5_pkt *p,
@@ -374,19 +388,91 @@ static __always_inline int vc5_usable(struct vc5_backend *b)
 	return b && (b->flags & VC5_BACKEND_USABLE);
 }
 
+/* The word of flow_pending that holds this flow's bit (the bits of its
+ * hash above the bucket's), and the bit. */
+static __always_inline __u64 *vc5_pending(__u32 h, __u64 *bit)
+{
+	__u32 i = h >> (32 - VC5_PENDING_BITS);
+	__u32 w = i >> 6;
+
+	*bit = 1ull << (i & 63);
+	return bpf_map_lookup_elem(&flow_pending, &w);
+}
+
+/* A SYN: its flow's next packet is to insert it. Written only when the bit
+ * is clear, so a SYN flood on one flow dirties no cache line. */
+static __always_inline void vc5_pending_mark(__u32 h)
+{
+	__u64 bit, *w = vc5_pending(h, &bit);
+
+	if (w && !(*w & bit))
+		__sync_fetch_and_or(w, bit);
+}
+
+/* Was the flow's SYN seen since its last packet? Clears the mark.
+ * VC5_BENCH_PENDING (a benchmark's build only): always, as if it was. */
+static __always_inline int vc5_pending_take(__u32 h)
+{
+	__u64 bit, *w = vc5_pending(h, &bit);
+
+#ifdef VC5_BENCH_PENDING
+	return 1;
+#endif
+	if (!w || !(*w & bit))
+		return 0;
+	__sync_fetch_and_and(w, ~bit);
+	return 1;
+}
+
+/* May this CPU insert one more flow in this tick (settings.insert_limit)?
+ * A refusal is counted; the packet is forwarded all the same. */
+static __always_inline int vc5_budget(struct vc5_cpu_state *cpu, __u32 now, __u32 limit)
+{
+	if (!cpu || !limit)
+		return 1;
+	if (cpu->clock != now) {
+		cpu->clock = now;
+		cpu->inserts = 0;
+	}
+	if (cpu->inserts >= limit) {
+		cpu->refused++;
+		return 0;
+	}
+	cpu->inserts++;
+	return 1;
+}
+
+static __always_inline void vc5_mark_moved(struct vc5_table *t, __u32 k)
+{
+	__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
+}
+
+/* Steers a packet of a service. A bucket is clean when neither its moved
+ * mark nor its peer_moved mark is set: then every flow of the bucket, ours
+ * and the peers', is pinned to the bucket's real, and the table alone
+ * decides, without a flow-table lookup (at a million flows, a few cache
+ * and TLB misses). The flow table is touched there only by the packets
+ * that must keep it right for the day the bucket moves: the first packet
+ * after a flow's SYN inserts the flow (flow_pending), and one packet in
+ * VC5_SAMPLE per CPU looks its flow up, refreshing its "seen" stamp or
+ * inserting a flow whose handshake this host did not see. In a moved
+ * bucket every packet looks its flow up; a flow it does not find is
+ * inserted by the same two kinds of packet. Every insert of a new flow
+ * counts against the CPU's settings.insert_limit per tick. */
 static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				       const struct vc5_pkt *p, __u64 bytes)
 {
+	struct vc5_cpu_state *cpu = NULL;
 	struct vc5_cached c = {};
 	struct vc5_backend *b = NULL;
 	struct vc5_backend_stats *bs;
 	struct vc5_svc_slot *svc;
 	struct vc5_table *t;
 	struct vc5_flow *f;
-	__u32 s, h, k, bi = 0, fresh = 0, now = 0;
-	int cached = 0, moved = 0;
+	__u32 s, h, k, bi = 0, fresh = 0, now = 0, limit = 0, zero = 0;
+	int cached = 0, moved, pending = 0, sampled = 0;
 
-	svc = vc5_find(&p->svc, p->dfold, &now);
+	svc = vc5_find(&p->svc, p->dfold, &now, &limit);
 
 	if (!svc || !svc->service)
 		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
@@ -396,18 +482,62 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		return vc5_count(VC5_DROP_NO_BACKEND, bytes, XDP_DROP);
 	h = vc5_hash(p);
 	k = h & VC5_TABLE_MASK;
+	moved = vc5_moved(t, k) || vc5_peer_moved(s, k);
 
-	/* SYN, RST, ICMP error: no state to create, and where the bucket has
-	 * not moved no flow can be pinned elsewhere, so the table decides
-	 * without a flow-table lookup (a cache miss on a big table). */
 	if (p->no_insert) {
-		moved = vc5_moved(t, k) || vc5_peer_moved(s, k);
+		/* SYN, RST, ICMP error: no state to create. */
+		if (p->syn)
+			vc5_pending_mark(h);
 		if (!moved) {
 			bi = t->backend[k];
 			b = bpf_map_lookup_elem(&backends, &bi);
 			if (bi && vc5_usable(b))
 				goto emit;
 			goto drop;
+		}
+	} else {
+		pending = vc5_pending_take(h);
+		cpu = bpf_map_lookup_elem(&cpu_state, &zero);
+		sampled = cpu && !(++cpu->sample & (VC5_SAMPLE - 1));
+		if (!moved) {
+			bi = t->backend[k];
+			b = bpf_map_lookup_elem(&backends, &bi);
+			if (!bi || !vc5_usable(b))
+				goto drop;
+			if (pending) {
+				/* Its SYN came this way: any entry of this
+				 * 4-tuple is pinned to this real too, so
+				 * write without looking. */
+				if (vc5_budget(cpu, now, limit)) {
+					vc5_flow_insert(p, bi, now);
+					vc5_report(p, bi, VC5_EVENT_NEW);
+					fresh = 1;
+				}
+				goto emit;
+			}
+			if (!sampled)
+				goto emit;
+			f = vc5_flow_lookup(p);
+			if (!f) {
+				if (vc5_budget(cpu, now, limit)) {
+					vc5_flow_insert(p, bi, now);
+					vc5_report(p, bi, VC5_EVENT_NEW);
+					fresh = 1;
+				}
+				goto emit;
+			}
+			if (f->backend == bi) {
+				if (f->seen != now) {
+					f->seen = now;
+					vc5_report(p, bi, VC5_EVENT_REFRESH);
+				}
+				goto emit;
+			}
+			/* Pinned elsewhere in a clean bucket: another CPU
+			 * between its insert and its mark, or a mark lost.
+			 * Mark the bucket, and follow the flow below. */
+			vc5_mark_moved(t, k);
+			moved = 1;
 		}
 	}
 
@@ -439,15 +569,16 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	} else if (cached && !p->no_insert && now - c.clock < VC5_CACHE_TRUST) {
 		/* The LRU lost a flow the cache still serves, its real has
 		 * not changed since the cache learnt it (so no CPU can have
-		 * re-pinned it) and the entry is recent: restore it with the same real rather
-		 * than letting the flow move, and mark the bucket if that is
-		 * not the bucket's real. */
-		vc5_flow_insert(p, bi, now);
+		 * re-pinned it) and the entry is recent: restore it with the
+		 * same real rather than letting the flow move, the bucket
+		 * marked first if that is not the bucket's real. Not counted
+		 * against the insert limit: the flow is not new. */
 		if (bi != t->backend[k])
-			__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
+			vc5_mark_moved(t, k);
+		vc5_flow_insert(p, bi, now);
 		vc5_report(p, bi, VC5_EVENT_NEW);
 		goto emit;
-	} else if (!f && (moved || vc5_moved(t, k) || vc5_peer_moved(s, k))) {
+	} else {
 		/* Not ours: a peer's flow, if a peer has one, wins over the
 		 * table while its real is usable here, and becomes ours. */
 		struct vc5_flow *pf = vc5_peer_lookup(p);
@@ -464,10 +595,9 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				b = pb;
 				if (p->no_insert)
 					goto emit; /* SYN/RST/ICMP: follow it, keep no state */
-				vc5_flow_insert(p, bi, now);
 				if (bi != t->backend[k])
-					__sync_fetch_and_or(&t->moved[k >> 6],
-							    1ull << (k & 63));
+					vc5_mark_moved(t, k);
+				vc5_flow_insert(p, bi, now);
 				vc5_report(p, bi, VC5_EVENT_TAKEOVER);
 				fresh = 1;
 				goto cache;
@@ -486,8 +616,11 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		f->backend = bi; /* re-pin a flow whose real failed */
 		f->seen = now;
 		vc5_report(p, bi, VC5_EVENT_REPIN);
-	} else if (p->no_insert) {
-		goto emit; /* SYN/RST: no state, not even in the cache */
+	} else if (p->no_insert || !(pending || sampled) || !vc5_budget(cpu, now, limit)) {
+		/* SYN/RST; or a packet that does not insert; or over the
+		 * limit: the table's answer, and no state, not even in the
+		 * cache (which would restore a flow the LRU never had). */
+		goto emit;
 	} else {
 		vc5_flow_insert(p, bi, now);
 		vc5_report(p, bi, VC5_EVENT_NEW);
@@ -533,6 +666,7 @@ static __always_inline int vc5_ports(struct vc5_pkt *p, void *l4, void *end,
 		if ((void *)(th + 1) > end || th->doff < 5)
 			return -1;
 		p->no_insert = (th->syn && !th->ack) || th->rst;
+		p->syn = th->syn && !th->ack && !th->rst;
 		if (p->v6) {
 			p->f6.sport = th->source;
 			p->f6.dport = th->dest;
@@ -761,10 +895,16 @@ int vc5_xdp(struct xdp_md *ctx)
 }
 
 #ifdef VC5_BENCH
-/* The benchmark's wrapper: BPF_PROG_TEST_RUN repeats one frame, so to make
- * every repetition a new flow it gives the (untagged IPv4) frame a new
- * source address each time before running the real program. Built only
- * into vc5_bench.o. */
+/* The benchmark's wrappers, built only into the *_bench.o objects.
+ * BPF_PROG_TEST_RUN repeats one frame; these give each repetition another
+ * client address before running the real program:
+ * - vc5_bench_fresh: a new one each time (10.0.0.0/8 counting up, then
+ *   round again), so every repetition is a new flow;
+ * - vc5_bench_pick: one of bench_flows[0] flows (11.0.0.0 + i, i below
+ *   that count), scattered by a multiplicative hash of a counter, so each
+ *   repetition is a random established flow among that many.
+ * The frame may be IPv4 or IPv6 (the address's last 32 bits change), with
+ * or without one VLAN tag. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -772,20 +912,73 @@ struct {
 	__type(value, __u32);
 } bench_seq SEC(".maps");
 
-SEC("xdp")
-int vc5_bench_fresh(struct xdp_md *ctx)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bench_flows SEC(".maps");
+
+/* The client address's last 32 bits in the frame, or NULL. */
+static __always_inline __u32 *vc5_bench_src(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	__u32 zero = 0, *n;
+	struct ethhdr *eth = data;
+	void *l3 = eth + 1;
+	__u16 proto;
 
-	if ((void *)(ip + 1) > end)
-		return XDP_ABORTED;
+	if ((void *)(eth + 1) > end)
+		return NULL;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		__u16 *tag = l3;
+
+		if ((void *)(tag + 2) > end)
+			return NULL;
+		proto = tag[1];
+		l3 = tag + 2;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > end)
+			return NULL;
+		return &ip->saddr;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip = l3;
+
+		if ((void *)(ip + 1) > end)
+			return NULL;
+		return &ip->saddr.in6_u.u6_addr32[3];
+	}
+	return NULL;
+}
+
+SEC("xdp")
+int vc5_bench_fresh(struct xdp_md *ctx)
+{
+	__u32 zero = 0, *n, *src = vc5_bench_src(ctx);
+
 	n = bpf_map_lookup_elem(&bench_seq, &zero);
-	if (!n)
+	if (!src || !n)
 		return XDP_ABORTED;
-	ip->saddr = bpf_htonl(0x0a000000 | (++*n & 0x00ffffff));
+	*src = bpf_htonl(0x0a000000 | (++*n & 0x00ffffff));
+	return vc5_main(ctx);
+}
+
+SEC("xdp")
+int vc5_bench_pick(struct xdp_md *ctx)
+{
+	__u32 zero = 0, *n, *flows, i, *src = vc5_bench_src(ctx);
+
+	n = bpf_map_lookup_elem(&bench_seq, &zero);
+	flows = bpf_map_lookup_elem(&bench_flows, &zero);
+	if (!src || !n || !flows)
+		return XDP_ABORTED;
+	i = (__u32)(((__u64)(++*n * 0x9e3779b1u) * *flows) >> 32);
+	*src = bpf_htonl(0x0b000000 + i);
 	return vc5_main(ctx);
 }
 #endif

@@ -42,6 +42,17 @@ pub static VC5_NOSYNC_BENCH_OBJ: &[u8] =
 pub static VC5_ADAPTIVE_BENCH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_adaptive_bench.o"));
 /// The benchmark's floor program (swap MACs, XDP_TX).
+/// [`VC5_BENCH_OBJ`] built with `-DVC5_BENCH_PENDING`: every packet that
+/// may insert its flow counts as the first after the flow's SYN, so each
+/// repetition of `vc5_bench_fresh` inserts a flow the way a handshake's
+/// last ACK does.
+pub static VC5_PENDING_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_pending_bench.o"));
+/// [`VC5_BENCH_OBJ`] built with `-DVC5_SAMPLE_BITS=0`: every packet is a
+/// sampled one, which looks its flow up (and inserts it if missing, as for
+/// a flow whose handshake this host did not see).
+pub static VC5_SAMPLE_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_sample_bench.o"));
 pub static FLOOR_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.o"));
 
 const PROGRAM: &str = "vc5_xdp";
@@ -294,6 +305,7 @@ struct Maps {
     peer_moved: Array<MapData, PeerMoved>,
     sync_status: Array<MapData, SyncStatus>,
     flow_events_lost: PerCpuArray<MapData, u64>,
+    cpu_state: PerCpuArray<MapData, CpuState>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +344,8 @@ pub struct ServiceStats {
 pub struct Stats {
     pub global: BTreeMap<Reason, Counter>,
     pub services: Vec<ServiceStats>,
+    /// New flows the insert limit kept out of the flow table.
+    pub inserts_refused: u64,
 }
 
 impl Stats {
@@ -362,6 +376,11 @@ pub struct DataPlane {
     retired: HashMap<SvcId, BackendStats>,
     /// Buckets that moved since the last sweep began, per service.
     moved_since: HashMap<SvcId, [u64; MOVED_WORDS]>,
+    /// The clock when each bucket's real last changed, per service with
+    /// marks. A flow's "seen" stamp is exact only from then on: in a
+    /// clean bucket the program stamps it on sampled packets alone, so a
+    /// live flow's stamp may be old when its bucket moves.
+    moved_at: HashMap<SvcId, Box<[u32; TABLE_SIZE]>>,
     /// Occupied slot indexes of each half, so a rewrite clears only those.
     half_used: [Option<HashSet<u32>>; 2],
     settings: Settings,
@@ -441,7 +460,7 @@ type KeyValue = (usize, usize);
 /// What a pinned map must look like to be re-used by this build: name,
 /// type and, where they mean something, key and value sizes (a ring
 /// buffer has neither).
-fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 19] {
+fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 20] {
     use std::mem::size_of;
     let array = |v: usize| Some((4, v));
     let flows4 = Some((size_of::<Flow4>(), size_of::<Flow>()));
@@ -481,6 +500,11 @@ fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 19] {
             "sync_status",
             MapType::Array,
             array(size_of::<SyncStatus>()),
+        ),
+        (
+            "cpu_state",
+            MapType::PerCpuArray,
+            array(size_of::<CpuState>()),
         ),
     ]
 }
@@ -598,6 +622,7 @@ impl DataPlane {
             peer_moved: take(&mut ebpf, "peer_moved")?,
             sync_status: take(&mut ebpf, "sync_status")?,
             flow_events_lost: take(&mut ebpf, "flow_events_lost")?,
+            cpu_state: take(&mut ebpf, "cpu_state")?,
         };
         // The sizes in force are those of the (possibly older) pinned maps.
         let sizes = MapSizes {
@@ -620,12 +645,19 @@ impl DataPlane {
             backend_ids: Ids::new(sizes.backends.min(u16::MAX as u32 + 1)),
             retired: HashMap::new(),
             moved_since: HashMap::new(),
+            moved_at: HashMap::new(),
             half_used: [None, None],
             settings: Settings::default(),
             clock_start: 0,
             idle_timeout: TCP_IDLE_TIMEOUT,
         };
         dp.recover()?;
+        if dp.settings.generation == 0 && dp.settings.insert_limit == 0 {
+            // Maps never programmed: the program's default bound.
+            let mut s = dp.settings;
+            s.insert_limit = INSERT_LIMIT;
+            dp.write_settings(s)?;
+        }
         let now = boot_seconds();
         dp.set_clock(now)?;
         dp.clock_start = now;
@@ -1057,6 +1089,7 @@ impl DataPlane {
                 .flat_map(|h| h.join().expect("table build panicked"))
                 .collect()
         });
+        let now = self.settings.clock;
         for (id, mut t) in built {
             let st = self.services.get_mut(&id).expect("allocated above");
             if let Some(old) = st.table.as_deref() {
@@ -1068,6 +1101,9 @@ impl DataPlane {
                     if old.backend[k] != t.backend[k] {
                         t.set_moved(k);
                         since[k / 64] |= 1 << (k % 64);
+                        self.moved_at
+                            .entry(id)
+                            .or_insert_with(|| Box::new([0; TABLE_SIZE]))[k] = now;
                     }
                 }
                 if old.backend != t.backend && old.moved != t.moved {
@@ -1315,7 +1351,11 @@ impl DataPlane {
                 reals,
             });
         }
-        Ok(Stats { global, services })
+        Ok(Stats {
+            global,
+            services,
+            inserts_refused: self.inserts_refused()?,
+        })
     }
 
     /// Buckets marked moved over all services; a sweep is worth running
@@ -1332,18 +1372,27 @@ impl DataPlane {
     /// have moved buckets and opens the pinned flow maps for a walk on
     /// another thread ([`Sweep::run`]). None when nothing is marked.
     pub fn sweep_begin(&mut self) -> Result<Option<Sweep>, Error> {
-        let snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)> = self
+        let snapshot: SweptTables = self
             .services
             .iter()
             .filter_map(|(id, st)| {
                 let t = st.table.as_deref()?;
-                (t.moved_count() > 0).then(|| (*id, (st.index, Box::new(t.backend))))
+                let at = self.moved_at.get(id).cloned();
+                (t.moved_count() > 0).then(|| (*id, (st.index, Box::new(t.backend), at)))
             })
             .collect();
         if snapshot.is_empty() {
             return Ok(None);
         }
         self.moved_since.clear();
+        // Services gone, or with no mark left, need no change times.
+        let services = &self.services;
+        self.moved_at.retain(|id, _| {
+            services
+                .get(id)
+                .and_then(|s| s.table.as_deref())
+                .is_some_and(|t| t.moved_count() > 0)
+        });
         let open = |name: &'static str| -> Result<aya::maps::Map, Error> {
             let data =
                 MapData::from_pin(self.dir.join("maps").join(name)).map_err(map_err(name))?;
@@ -1459,6 +1508,30 @@ impl DataPlane {
         Ok(v.iter().sum())
     }
 
+    /// Sets how many flows one CPU may insert per clock tick (0: no
+    /// bound). Over it, a packet that would insert its flow is forwarded
+    /// by the table without one ([`DataPlane::inserts_refused`]).
+    pub fn set_insert_limit(&mut self, limit: u32) -> Result<(), Error> {
+        let mut s = self.settings;
+        s.insert_limit = limit;
+        self.write_settings(s)
+    }
+
+    /// The bound in force ([`DataPlane::set_insert_limit`]).
+    pub fn insert_limit(&self) -> u32 {
+        self.settings.insert_limit
+    }
+
+    /// Inserts the bound refused, summed over the CPUs.
+    pub fn inserts_refused(&self) -> Result<u64, Error> {
+        let v = self
+            .maps
+            .cpu_state
+            .get(&0, 0)
+            .map_err(map_err("cpu_state"))?;
+        Ok(v.iter().map(|c| c.refused).sum())
+    }
+
     /// `settings.generation`: bumped by every [`DataPlane::program`] that
     /// changed a service slot, a table or a backend.
     pub fn generation(&self) -> u32 {
@@ -1558,6 +1631,13 @@ impl DataPlane {
         self.services.get(&(vip, port, proto))?.table.as_deref()
     }
 
+    /// A service's table as the map holds it now, with the marks the
+    /// program set itself since (for tests).
+    pub fn live_table(&self, vip: IpAddr, port: u16, proto: u8) -> Option<Table> {
+        let index = self.services.get(&(vip, port, proto))?.index;
+        self.maps.tables.get(&(index as u32), 0).ok()
+    }
+
     /// Number of entries in each flow table (walks the maps: for tests and
     /// occasional status, not for a hot loop).
     pub fn flow_counts(&self) -> [(&'static str, usize); 4] {
@@ -1571,12 +1651,27 @@ impl DataPlane {
 
     /// The backend index a TCP/IPv4 flow is pinned to, if any.
     pub fn flow4(&self, tcp: bool, key: &Flow4) -> Option<u32> {
+        self.flow_entry4(tcp, key).map(|f| f.backend)
+    }
+
+    /// A TCP/IPv4 flow's entry (its backend and "seen" stamp), if any.
+    pub fn flow_entry4(&self, tcp: bool, key: &Flow4) -> Option<Flow> {
         let m = if tcp {
             &self.maps.flows_tcp4
         } else {
             &self.maps.flows_udp4
         };
-        m.get(key, 0).ok().map(|f| f.backend)
+        m.get(key, 0).ok()
+    }
+
+    /// Writes an IPv4 flow entry, as the program would (for tests).
+    pub fn insert_flow4(&mut self, tcp: bool, key: &Flow4, flow: Flow) -> Result<(), Error> {
+        let m = if tcp {
+            &mut self.maps.flows_tcp4
+        } else {
+            &mut self.maps.flows_udp4
+        };
+        m.insert(key, flow, 0).map_err(map_err("flows"))
     }
 
     /// The backend index an IPv6 flow is pinned to, if any.
@@ -1629,6 +1724,10 @@ impl DataPlane {
     }
 }
 
+/// Per swept service: its index, its table's reals, and when each bucket's
+/// real last changed (None: not in this process).
+type SweptTables = HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>, Option<Box<[u32; TABLE_SIZE]>>)>;
+
 /// A walk of the flow tables, to find which moved buckets still have
 /// live flows pinned to another real than the bucket's; dead ones (idle
 /// past the timeout) are deleted instead. The peers' flow tables are
@@ -1638,7 +1737,7 @@ impl DataPlane {
 /// vc5-flowsync, which owns those maps. Runs without the [`DataPlane`], on
 /// its own map handles, so the control loop goes on.
 pub struct Sweep {
-    snapshot: HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>)>,
+    snapshot: SweptTables,
     dead_before: Option<u32>,
     /// The flow tables, TCP and UDP (a UDP service's marks are as much
     /// needed by its flows, since ICMP errors skip the flow table where the
@@ -1671,7 +1770,7 @@ impl Sweep {
         let mut moved: HashMap<SvcId, (u16, [u64; MOVED_WORDS])> = self
             .snapshot
             .iter()
-            .map(|(id, (index, _))| (*id, (*index, [0; MOVED_WORDS])))
+            .map(|(id, (index, _, _))| (*id, (*index, [0; MOVED_WORDS])))
             .collect();
         let (mut flows, mut peer_flows) = (0, 0);
         let dead_before = self.dead_before;
@@ -1692,7 +1791,7 @@ impl Sweep {
                 flows += 1;
             }
             let id = (ip_from16(daddr), u16::from_be(dport), proto);
-            let Some((_, table)) = self.snapshot.get(&id) else {
+            let Some((_, table, moved_at)) = self.snapshot.get(&id) else {
                 return false;
             };
             let k = crate::hash::flow_hash(&saddr, &daddr, sport, dport, proto) as usize
@@ -1700,7 +1799,10 @@ impl Sweep {
             if table[k] as u32 == f.backend {
                 return false;
             }
-            if dead_before.is_some_and(|t| f.seen < t) {
+            // Dead: no packet stamped it for a timeout, and its bucket has
+            // been moved (so every packet stamps) for a timeout too.
+            let stamped_since = moved_at.as_ref().map_or(0, |m| m[k]);
+            if dead_before.is_some_and(|t| f.seen < t && stamped_since < t) {
                 return !peer;
             }
             let m = &mut moved.get_mut(&id).expect("same keys").1;

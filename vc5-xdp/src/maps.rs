@@ -26,6 +26,17 @@ pub const MAX_BACKENDS: u32 = 65536;
 /// less a clock tick, or a deleted dead flow comes back from a cache.
 pub const CACHE_TRUST: u32 = 300;
 
+/// One packet in this many (per CPU) of those that may insert a flow looks
+/// its flow up where the bucket is clean (`VC5_SAMPLE`).
+pub const SAMPLE: u32 = 64;
+/// Bits of the shared map of SYNs whose flows are still to be inserted
+/// (`VC5_PENDING_BITS`): indexed by the flow hash's top bits.
+pub const PENDING_BITS: u32 = 20;
+/// The program's insert bound per CPU and clock tick where user space
+/// sets none (`VC5_INSERT_LIMIT`); [`crate::DataPlane`] writes it into
+/// fresh maps.
+pub const INSERT_LIMIT: u32 = 100_000;
+
 /// `Backend::flags`: MAC resolved and the real not failed.
 pub const BACKEND_USABLE: u16 = 0x1;
 
@@ -91,6 +102,9 @@ pub struct Settings {
     /// Bumped by vc5d after every programming that changed a service, a
     /// table or a backend; vc5-flowsync re-reads them when it moves.
     pub generation: u32,
+    /// Flows one CPU may insert per tick of `clock` (0: no bound); a
+    /// packet over it is forwarded all the same, its flow not inserted.
+    pub insert_limit: u32,
 }
 
 /// A service endpoint as the program sees it.
@@ -370,6 +384,18 @@ pub struct SyncStatus {
     pub rejects: [u64; SYNC_REASONS],
 }
 
+/// `cpu_state[0]`, per CPU: the program's insert budget, its sampling
+/// counter and the inserts the budget refused.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuState {
+    pub clock: u32,
+    pub inserts: u32,
+    pub sample: u32,
+    pub _pad: u32,
+    pub refused: u64,
+}
+
 /// Per-CPU packet and byte counter (`stats`, `service_drops`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -390,6 +416,7 @@ pub struct BackendStats {
 // SAFETY: all of these are plain old data: integers and byte arrays with
 // explicit padding, valid for every bit pattern.
 unsafe impl aya::Pod for Settings {}
+unsafe impl aya::Pod for CpuState {}
 unsafe impl aya::Pod for SvcKey {}
 unsafe impl aya::Pod for SvcSlot {}
 unsafe impl aya::Pod for Table {}

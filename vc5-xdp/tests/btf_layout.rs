@@ -78,7 +78,16 @@ macro_rules! layout {
 fn rust_mirrors_match_the_btf_of_the_object() {
     let btf = btf_structs();
     let mirrors: Vec<(&str, usize, Members<&str>)> = vec![
-        layout!("vc5_settings", Settings, [active, seed, clock, generation]),
+        layout!(
+            "vc5_settings",
+            Settings,
+            [active, seed, clock, generation, insert_limit]
+        ),
+        layout!(
+            "vc5_cpu_state",
+            CpuState,
+            [clock, inserts, sample, _pad, refused]
+        ),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),
         layout!("vc5_table", Table, [backend, moved]),
@@ -167,6 +176,9 @@ fn mirrored_constants_match_consts_h() {
     assert_eq!(value("VC5_SLOT_BITS"), SLOT_BITS);
     assert_eq!(value("VC5_PROBES"), PROBES);
     assert_eq!(value("VC5_SYNC_PEERS"), SYNC_PEERS);
+    assert_eq!(1 << value("VC5_SAMPLE_BITS"), SAMPLE);
+    assert_eq!(value("VC5_PENDING_BITS"), PENDING_BITS);
+    assert_eq!(value("VC5_INSERT_LIMIT"), INSERT_LIMIT);
     assert_eq!(value("VC5_SYNC_REASONS") as usize, SYNC_REASONS);
     for (name, v) in [
         ("VC5_EVENT_NEW", EVENT_NEW),

@@ -24,6 +24,23 @@
 //! flow to the table's real (counted as a new flow there), an ICMP error
 //! never writes the flow table.
 //!
+//! Which flows the program keeps (issue 10) is modelled exactly, since a
+//! flow it lacks or has too many shows later as another real: a TCP SYN
+//! (without ACK or RST) to a service sets its flow's bit in the shared
+//! pending bitmap (2^20 bits, by the hash's top 20 bits); every other
+//! packet to a service but an RST or ICMP error takes that bit and counts
+//! on its CPU's sample counter (the test runs on CPU 0, in fresh maps),
+//! sampled every 64th. A flow the model does not know is inserted iff its
+//! bit was pending or the packet sampled (no insert limit); one pinned to
+//! a real no longer usable is re-pinned by any packet but an ICMP error;
+//! one pinned to a usable real keeps it, but in a clean bucket the packet
+//! after a SYN writes it again without looking, a new flow for the
+//! counters. The model derives the buckets' moved marks from the policy
+//! (set where a reprogramming changes a bucket's real, kept by a sweep
+//! only where a flow is pinned elsewhere) and checks them against the
+//! program's after each reprogramming and sweep; in a clean bucket every
+//! known flow must be pinned to the bucket's real.
+//!
 //! The run is made twice: with flow sync off (no vc5-flowsync), and on
 //! (`sync_status[0].on`, empty peer tables): the verdicts must be the same,
 //! and with sync on the flow-events ring must hold one NEW or REPIN event
@@ -34,12 +51,12 @@
 
 use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use vc5_xdp::dataplane::{TCP, UDP};
 use vc5_xdp::hash::flow_hash;
 use vc5_xdp::maps::{EVENT_NEW, EVENT_REPIN, Flow4, Flow6, FlowEvent, Reason, TABLE_SIZE};
-use vc5_xdp::testing::{TempBpffs, require_root};
+use vc5_xdp::testing::{TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
 const XDP_DROP: u32 = 1;
@@ -207,12 +224,39 @@ struct Model {
     specs: Vec<ServiceSpec>,
     /// Per service: its table as the real (address) of each bucket.
     tables: HashMap<SvcId, Vec<Option<IpAddr>>>,
+    /// Per service: the backend index of each bucket, as written.
+    indices: HashMap<SvcId, Vec<u16>>,
+    /// Per service: the buckets marked moved, by the policy.
+    moved: HashMap<SvcId, Vec<bool>>,
     flows: HashMap<FlowKey, IpAddr>,
+    /// The pending bitmap's set bits (a flow hash's top 20 bits).
+    pending: HashSet<u32>,
+    /// CPU 0's sample counter.
+    sample: u64,
     reasons: HashMap<Reason, (u64, u64)>,
     /// (service, real) -> packets, bytes, new flows.
     per_real: HashMap<(SvcId, IpAddr), (u64, u64, u64)>,
     drops: HashMap<SvcId, (u64, u64)>,
+    inserts: Inserts,
+    /// The first frame that broke the moved-bucket invariant.
+    broken: Option<String>,
 }
+
+/// How the model's new flows came to be.
+#[derive(Debug, Default, Clone, Copy)]
+struct Inserts {
+    /// Unknown flows inserted by the packet after their SYN.
+    pending: u64,
+    /// Unknown flows inserted by a sampled packet (and not pending).
+    sampled: u64,
+    /// Known flows written again after a SYN, in a clean bucket.
+    rewritten: u64,
+    /// Flows re-pinned from a real no longer usable.
+    repinned: u64,
+}
+
+/// One packet in 64 per CPU is sampled (VC5_SAMPLE).
+const SAMPLE: u64 = 64;
 
 fn be16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
@@ -239,21 +283,40 @@ impl Model {
         let mut m = Model {
             specs: Vec::new(),
             tables: HashMap::new(),
+            indices: HashMap::new(),
+            moved: HashMap::new(),
             flows: HashMap::new(),
+            pending: HashSet::new(),
+            sample: 0,
             reasons: HashMap::new(),
             per_real: HashMap::new(),
             drops: HashMap::new(),
+            inserts: Inserts::default(),
+            broken: None,
         };
-        m.reprogram(specs, dp);
+        m.reprogram(specs, dp).expect("first programming");
         m
     }
 
     /// Takes a new configuration and the tables user space built for it.
-    /// A table may only name reals that take new flows.
-    fn reprogram(&mut self, specs: Vec<ServiceSpec>, dp: &DataPlane) {
+    /// A table may only name reals that take new flows; a bucket whose
+    /// real changes is marked moved (and stays so until a sweep).
+    fn reprogram(&mut self, specs: Vec<ServiceSpec>, dp: &DataPlane) -> Result<(), String> {
         self.tables.clear();
         for s in &specs {
             let id = (s.vip, s.port, s.proto);
+            let raw = dp.table(s.vip, s.port, s.proto).map(|t| t.backend.to_vec());
+            let raw = raw.unwrap_or_else(|| vec![0; TABLE_SIZE]);
+            let moved = self
+                .moved
+                .entry(id)
+                .or_insert_with(|| vec![false; TABLE_SIZE]);
+            if let Some(old) = self.indices.get(&id) {
+                for k in 0..TABLE_SIZE {
+                    moved[k] |= old[k] != raw[k];
+                }
+            }
+            self.indices.insert(id, raw);
             let idx: Vec<(u16, IpAddr)> = s
                 .reals
                 .iter()
@@ -282,6 +345,54 @@ impl Model {
             self.tables.insert(id, buckets);
         }
         self.specs = specs;
+        self.check_moved(dp)
+    }
+
+    /// A sweep: each service with a moved bucket keeps the marks of the
+    /// buckets with a flow pinned to another real than the bucket's (the
+    /// clock stands still: no flow is dead).
+    fn swept(&mut self, dp: &DataPlane) -> Result<(), String> {
+        let mut needed: HashMap<SvcId, Vec<bool>> = HashMap::new();
+        for (key, real) in &self.flows {
+            let (proto, client, vip, sport, dport) = *key;
+            let id = (ip_of(&vip), dport, proto);
+            let k = flow_hash(&client, &vip, sport.to_be(), dport.to_be(), proto) as usize
+                & (TABLE_SIZE - 1);
+            if self.tables[&id][k] != Some(*real) {
+                needed.entry(id).or_insert_with(|| vec![false; TABLE_SIZE])[k] = true;
+            }
+        }
+        for (id, m) in self.moved.iter_mut() {
+            if m.iter().any(|&b| b) {
+                *m = needed.remove(id).unwrap_or_else(|| vec![false; TABLE_SIZE]);
+            }
+        }
+        self.check_moved(dp)
+    }
+
+    /// The program's moved marks must be the model's.
+    fn check_moved(&self, dp: &DataPlane) -> Result<(), String> {
+        for s in &self.specs {
+            let id = (s.vip, s.port, s.proto);
+            let Some(live) = dp.live_table(s.vip, s.port, s.proto) else {
+                continue;
+            };
+            let want = &self.moved[&id];
+            let differ: Vec<usize> = (0..TABLE_SIZE)
+                .filter(|&k| live.is_moved(k) != want[k])
+                .collect();
+            if !differ.is_empty() {
+                return Err(format!(
+                    "moved marks of {id:?} differ from the model's in {} buckets, first {:?}: \
+                     program {}, model {}",
+                    differ.len(),
+                    &differ[..differ.len().min(8)],
+                    live.is_moved(differ[0]),
+                    want[differ[0]]
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn is_vip(&self, a: &[u8; 16]) -> bool {
@@ -312,39 +423,77 @@ impl Model {
     }
 
     /// Steers a packet of the flow `key` (client to VIP) of a service.
-    /// `no_insert`: a SYN, RST or ICMP error, which never create state.
-    fn steer(&mut self, key: FlowKey, no_insert: bool, icmp: bool, len: u64) -> Verdict {
+    /// `no_insert`: a SYN, RST or ICMP error, which never create state;
+    /// `syn`: a SYN without ACK or RST, which marks its flow pending.
+    fn steer(&mut self, key: FlowKey, no_insert: bool, syn: bool, icmp: bool, len: u64) -> Verdict {
         let (proto, client, vip, sport, dport) = key;
         let spec = self.service(&vip, dport, proto).cloned();
         let Some(spec) = spec else {
             return Verdict::Pass(Reason::PassNotVip);
         };
         let id = (spec.vip, spec.port, spec.proto);
-        let pinned = self
-            .flows
-            .get(&key)
-            .copied()
-            .filter(|a| Model::usable(&spec, *a).is_some());
-        let (real, fresh) = match pinned {
-            Some(a) => (a, false),
+        let h = flow_hash(&client, &vip, sport.to_be(), dport.to_be(), proto);
+        let k = h as usize & (TABLE_SIZE - 1);
+        // Before anything else, even a drop: a SYN marks the pending bit,
+        // any other packet but an RST or ICMP error takes it and counts.
+        let (pending, sampled) = if no_insert {
+            if syn {
+                self.pending.insert(h >> 12);
+            }
+            (false, false)
+        } else {
+            self.sample += 1;
+            (
+                self.pending.remove(&(h >> 12)),
+                self.sample.is_multiple_of(SAMPLE),
+            )
+        };
+        let moved = self.moved[&id][k];
+        let table = self.tables[&id][k].filter(|a| Model::usable(&spec, *a).is_some());
+        let pin = self.flows.get(&key).copied();
+        let bucket = self.tables[&id][k];
+        if !moved && pin.is_some() && pin != bucket && self.broken.is_none() {
+            self.broken = Some(format!(
+                "a flow pinned to {pin:?} in clean bucket {k} of {id:?}, whose real is {bucket:?}"
+            ));
+        }
+        let (real, fresh) = match pin.filter(|a| Model::usable(&spec, *a).is_some()) {
+            // A flow keeps its usable real. In a clean bucket (where its
+            // real is the bucket's) the packet after a SYN writes the
+            // flow without looking: written again, it counts as new.
+            Some(a) => {
+                let again = !moved && pending;
+                self.inserts.rewritten += again as u64;
+                (a, again)
+            }
             None => {
-                let h = flow_hash(&client, &vip, sport.to_be(), dport.to_be(), proto);
-                let bucket = self.tables[&id][h as usize & (TABLE_SIZE - 1)];
-                let Some(a) = bucket.filter(|a| Model::usable(&spec, *a).is_some()) else {
+                let Some(a) = table else {
                     let d = self.drops.entry(id).or_default();
                     d.0 += 1;
                     d.1 += len;
                     return Verdict::Drop(Reason::DropNoBackend);
                 };
-                // A new flow is created by any packet but a SYN, RST or
-                // ICMP error; a flow whose real failed moves to the table's
-                // choice on any packet but an ICMP error (which only reads),
-                // and counts as a new flow of its new real.
-                let moves = self.flows.contains_key(&key) && !icmp;
-                if moves || !no_insert {
+                // A flow whose real failed moves to the table's choice on
+                // any packet but an ICMP error (which only reads), and
+                // counts as a new flow of its new real; an unknown flow
+                // is created by a packet that may create state, if its
+                // SYN was seen or the packet is sampled.
+                let fresh = if pin.is_some() {
+                    self.inserts.repinned += !icmp as u64;
+                    !icmp
+                } else if no_insert || !(pending || sampled) {
+                    false
+                } else if pending {
+                    self.inserts.pending += 1;
+                    true
+                } else {
+                    self.inserts.sampled += 1;
+                    true
+                };
+                if fresh {
                     self.flows.insert(key, a);
                 }
-                (a, moves || !no_insert)
+                (a, fresh)
             }
         };
         let c = self.per_real.entry((id, real)).or_default();
@@ -391,23 +540,24 @@ impl Model {
         }
     }
 
-    /// TCP or UDP ports at `l4`, with the TCP flags' "never creates state";
-    /// None when the transport header is cut short or invalid.
-    fn ports(f: &[u8], l4: usize, proto: u8) -> Option<(u16, u16, bool)> {
+    /// TCP or UDP ports at `l4`, with the TCP flags' "never creates state"
+    /// and "a SYN (marks its flow pending)"; None when the transport header
+    /// is cut short or invalid.
+    fn ports(f: &[u8], l4: usize, proto: u8) -> Option<(u16, u16, bool, bool)> {
         let need = if proto == TCP { 20 } else { 8 };
         if l4 + need > f.len() {
             return None;
         }
         let (sport, dport) = (be16(f, l4), be16(f, l4 + 2));
         if proto == UDP {
-            return Some((sport, dport, false));
+            return Some((sport, dport, false, false));
         }
         if f[l4 + 12] >> 4 < 5 {
             return None;
         }
         let flags = f[l4 + 13];
         let (syn, rst, ack) = (flags & 0x02 != 0, flags & 0x04 != 0, flags & 0x10 != 0);
-        Some((sport, dport, (syn && !ack) || rst))
+        Some((sport, dport, (syn && !ack) || rst, syn && !ack && !rst))
     }
 
     fn ipv4(&mut self, f: &[u8], l3: usize) -> Verdict {
@@ -431,12 +581,13 @@ impl Model {
         if proto != TCP && proto != UDP {
             return Verdict::Pass(Reason::PassNotVip);
         }
-        let Some((sport, dport, no_insert)) = Model::ports(f, l4, proto) else {
+        let Some((sport, dport, no_insert, syn)) = Model::ports(f, l4, proto) else {
             return self.vip_drop(&dst, Reason::DropMalformed);
         };
         self.steer(
             (proto, src, dst, sport, dport),
             no_insert,
+            syn,
             false,
             f.len() as u64,
         )
@@ -460,7 +611,7 @@ impl Model {
             return pass;
         }
         let key = (proto, qdst, qsrc, be16(f, ports + 2), be16(f, ports));
-        self.steer(key, true, true, f.len() as u64)
+        self.steer(key, true, false, true, f.len() as u64)
     }
 
     fn ipv6(&mut self, f: &[u8], l3: usize) -> Verdict {
@@ -496,12 +647,13 @@ impl Model {
         if nh != TCP && nh != UDP {
             return Verdict::Pass(Reason::PassNotVip);
         }
-        let Some((sport, dport, no_insert)) = Model::ports(f, l4, nh) else {
+        let Some((sport, dport, no_insert, syn)) = Model::ports(f, l4, nh) else {
             return self.vip_drop(&dst, Reason::DropMalformed);
         };
         self.steer(
             (nh, src, dst, sport, dport),
             no_insert,
+            syn,
             false,
             f.len() as u64,
         )
@@ -522,7 +674,7 @@ impl Model {
         }
         let p = inner + 40;
         let key = (proto, qdst, qsrc, be16(f, p + 2), be16(f, p));
-        self.steer(key, true, true, f.len() as u64)
+        self.steer(key, true, false, true, f.len() as u64)
     }
 }
 
@@ -532,7 +684,24 @@ struct Gen {
     clients4: Vec<[u8; 4]>,
     clients6: Vec<[u8; 16]>,
     cports: Vec<u16>,
+    /// Some recent TCP/UDP flows, sent again with any flags: a SYN then
+    /// another packet of one flow (the insert after a pending SYN), flows
+    /// that stay pinned, and re-pins after a real fails.
+    recent: Vec<Tuple>,
 }
+
+/// A TCP or UDP flow the generator sent a packet of: source, destination,
+/// protocol, ports.
+#[derive(Clone, Copy)]
+enum Tuple {
+    V4([u8; 4], [u8; 4], u8, u16, u16),
+    V6([u8; 16], [u8; 16], u8, u16, u16),
+}
+
+/// How many recent flows the generator keeps, and how often (percent) a
+/// frame is one of them, or a new flow becomes one.
+const RECENT: usize = 16;
+const REUSE_PCT: u64 = 30;
 
 impl Gen {
     fn new(seed: u64) -> Gen {
@@ -555,6 +724,34 @@ impl Gen {
             clients4,
             clients6,
             cports,
+            recent: Vec::new(),
+        }
+    }
+
+    /// Keeps a new flow among the recent ones, now and then.
+    fn remember(&mut self, t: Tuple) {
+        if !self.rng.pct(REUSE_PCT) {
+            return;
+        }
+        if self.recent.len() < RECENT {
+            self.recent.push(t);
+        } else {
+            let i = self.rng.below(RECENT as u64) as usize;
+            self.recent[i] = t;
+        }
+    }
+
+    /// Another packet of a recent flow: new flags, headers and payload.
+    fn again(&mut self) -> (u16, Vec<u8>) {
+        match self.rng.pick(&self.recent) {
+            Tuple::V4(src, dst, proto, sport, dport) => {
+                let l4 = self.l4(proto, sport, dport);
+                (0x0800, self.ipv4(src, dst, proto, &l4))
+            }
+            Tuple::V6(src, dst, proto, sport, dport) => {
+                let l4 = self.l4(proto, sport, dport);
+                (0x86dd, self.ipv6(src, dst, proto, &l4))
+            }
         }
     }
 
@@ -824,7 +1021,9 @@ impl Gen {
             _ => f.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20]),
         }
         let family = self.rng.below(20);
+        let reuse = !self.recent.is_empty() && self.rng.pct(REUSE_PCT);
         let (ethertype, ip) = match family {
+            _ if reuse => self.again(),
             0..=9 => {
                 let dst = self.dst4();
                 let proto = self.proto(ICMP);
@@ -835,6 +1034,10 @@ impl Gen {
                     self.l4(proto, s, d)
                 };
                 let src = self.src4();
+                if proto == TCP || proto == UDP {
+                    let (s, d) = (be16(&l4, 0), be16(&l4, 2));
+                    self.remember(Tuple::V4(src, dst, proto, s, d));
+                }
                 (0x0800u16, self.ipv4(src, dst, proto, &l4))
             }
             10..=18 => {
@@ -847,6 +1050,10 @@ impl Gen {
                     self.l4(proto, s, d)
                 };
                 let src = self.src6();
+                if proto == TCP || proto == UDP {
+                    let (s, d) = (be16(&l4, 0), be16(&l4, 2));
+                    self.remember(Tuple::V6(src, dst, proto, s, d));
+                }
                 (0x86dd, self.ipv6(src, dst, proto, &l4))
             }
             _ => {
@@ -899,7 +1106,12 @@ impl Env {
             flows_udp6: flows,
             ..MapSizes::small()
         };
-        let dp = DataPlane::open(&fs.path().join("vc5"), sizes).expect("load vc5");
+        let mut dp = DataPlane::open(&fs.path().join("vc5"), sizes).expect("load vc5");
+        // No insert limit: the model does not count inserts per tick.
+        dp.set_insert_limit(0).expect("insert_limit");
+        // The program runs on the calling CPU: on CPU 0 only, its sample
+        // counter (0 in fresh maps) counts every packet of the run.
+        pin_to_cpu(0);
         Env { dp, _fs: fs }
     }
 
@@ -914,11 +1126,14 @@ impl Env {
         (r.return_value, out)
     }
 
-    fn sweep(&mut self) {
-        if let Some(sw) = self.dp.sweep_begin().expect("sweep") {
-            let r = sw.run();
-            self.dp.sweep_end(r).expect("sweep end");
-        }
+    /// A sweep of the flow tables; false when there was nothing to sweep.
+    fn sweep(&mut self) -> bool {
+        let Some(sw) = self.dp.sweep_begin().expect("sweep") else {
+            return false;
+        };
+        let r = sw.run();
+        self.dp.sweep_end(r).expect("sweep end");
+        true
     }
 
     fn reasons(&self) -> HashMap<Reason, (u64, u64)> {
@@ -1002,6 +1217,7 @@ struct Summary {
     reasons: HashMap<Reason, (u64, u64)>,
     flows: usize,
     events: u64,
+    inserts: Inserts,
 }
 
 /// Runs `frames` frames from `seed`; the reason counters are compared
@@ -1025,21 +1241,29 @@ fn fuzz(seed: u64, frames: usize, every: usize, sync: bool) -> Result<Summary, S
                 config_a()
             };
             env.dp.program(&c).expect("reprogram");
-            model.reprogram(c, &env.dp);
+            model
+                .reprogram(c, &env.dp)
+                .map_err(|e| format!("before frame {i} ({}): {e}", phase(i, frames)))?;
         }
-        if i == frames / 2 || i == 5 * frames / 6 {
-            env.sweep();
+        if (i == frames / 2 || i == 5 * frames / 6) && env.sweep() {
+            model
+                .swept(&env.dp)
+                .map_err(|e| format!("sweep before frame {i} ({}): {e}", phase(i, frames)))?;
         }
         let f = frames_gen.frame();
         let want = model.verdict(&f);
         let (rv, out) = env.run(&f);
-        check(&want, &f, rv, &out, &model.specs).map_err(|e| {
+        let at = |e: String| {
             format!(
                 "frame {i} ({}): {e}\n  input  {}",
                 phase(i, frames),
                 hex(&f)
             )
-        })?;
+        };
+        if let Some(e) = model.broken.take() {
+            return Err(at(e));
+        }
+        check(&want, &f, rv, &out, &model.specs).map_err(at)?;
         if (i + 1) % every == 0 || i + 1 == frames {
             let got = env.reasons();
             if got != model.reasons {
@@ -1105,6 +1329,7 @@ fn fuzz(seed: u64, frames: usize, every: usize, sync: bool) -> Result<Summary, S
         reasons: model.reasons,
         flows: model.flows.len(),
         events,
+        inserts: model.inserts,
     })
 }
 
@@ -1186,7 +1411,10 @@ fn program_matches_the_policy_model() {
         }
     };
     let summary = run(false);
-    eprintln!("flows: {}, reasons: {:?}", summary.flows, summary.reasons);
+    eprintln!(
+        "flows: {}, {:?}, reasons: {:?}",
+        summary.flows, summary.inserts, summary.reasons
+    );
     let synced = run(true);
     eprintln!("sync on: {} flow events", synced.events);
     assert_eq!(
@@ -1197,6 +1425,18 @@ fn program_matches_the_policy_model() {
         frames < 20_000 || synced.events > 0,
         "the run with sync on reported no flow"
     );
+    // Each way a flow comes to be must happen, or its rule goes untested.
+    let ins = summary.inserts;
+    for (what, n) in [
+        ("inserted after a pending SYN", ins.pending),
+        ("inserted by a sampled packet", ins.sampled),
+        ("re-pinned", ins.repinned),
+    ] {
+        assert!(
+            frames < 20_000 || n > 0,
+            "no flow was {what} (seed {seed:#x})"
+        );
+    }
     // The generator must reach every verdict, or the comparison is hollow.
     for r in [
         Reason::PassNotIp,

@@ -54,11 +54,14 @@ fn key4(src: IpAddr, sport: u16) -> Flow4 {
     }
 }
 
-/// Creates flow `i` in `lb` (an ACK: SYNs create no state).
+/// Creates flow `i` in `lb`: its SYN (no state), then its first ACK,
+/// which inserts it.
 fn create(lb: &mut Lb, i: u32) -> Flow4 {
     let (src, sport) = client(i);
-    let f = Frame::tcp(src, sport, ip(VIP), 80, TCP_ACK).build();
-    assert_eq!(lb.run(&f), XDP_TX);
+    for flags in [TCP_SYN, TCP_ACK] {
+        let f = Frame::tcp(src, sport, ip(VIP), 80, flags).build();
+        assert_eq!(lb.run(&f), XDP_TX);
+    }
     key4(src, sport)
 }
 
@@ -307,8 +310,10 @@ fn ipv6_group_and_flows() {
     let mut keys = Vec::new();
     for i in 0..200u16 {
         let src = ip(&format!("2001:db8:1::{:x}", i + 1));
-        let f = Frame::tcp(src, 40000 + i, ip(VIP6), 80, TCP_ACK).build();
-        assert_eq!(pair.a.run(&f), XDP_TX);
+        for flags in [TCP_SYN, TCP_ACK] {
+            let f = Frame::tcp(src, 40000 + i, ip(VIP6), 80, flags).build();
+            assert_eq!(pair.a.run(&f), XDP_TX);
+        }
         let (IpAddr::V6(s), IpAddr::V6(d)) = (src, ip(VIP6)) else {
             unreachable!()
         };

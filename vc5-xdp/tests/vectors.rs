@@ -9,7 +9,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use std::net::IpAddr;
 use vc5_xdp::dataplane::{TCP, UDP};
 use vc5_xdp::hash::flow_hash;
-use vc5_xdp::maps::{Flow4, Flow6, Reason, TABLE_SIZE, addr16};
+use vc5_xdp::maps::{Flow4, Flow6, PeerMoved, Reason, SAMPLE, TABLE_SIZE, addr16};
 use vc5_xdp::testing::*;
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
@@ -95,9 +95,15 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
+        Env::with(MapSizes::small(), vc5_xdp::dataplane::VC5_OBJ)
+    }
+
+    /// Fresh maps of these sizes, `object` loaded, the standard services.
+    fn with(sizes: MapSizes, object: &[u8]) -> Env {
         require_root();
         let fs = TempBpffs::new().expect("mount a private bpffs");
-        let mut dp = DataPlane::open(&fs.path().join("vc5"), MapSizes::small()).expect("load vc5");
+        let mut dp =
+            DataPlane::open_object(&fs.path().join("vc5"), sizes, object).expect("load vc5");
         let specs = standard();
         dp.program(&specs).expect("program");
         Env { dp, specs, _fs: fs }
@@ -177,6 +183,39 @@ impl Env {
                 dport: f.dport.to_be(),
             },
             _ => panic!("not IPv4"),
+        }
+    }
+
+    /// Opens a flow as a client does. TCP: its SYN, then `f` (the
+    /// handshake's last ACK, the first packet after the SYN), which
+    /// inserts it. UDP has no handshake: `f` again until the one packet
+    /// in SAMPLE that looks its flow up has inserted it. Returns the
+    /// last packet's verdict and output.
+    fn connect(&mut self, f: &Frame) -> (u32, Vec<u8>) {
+        if f.proto == TCP {
+            self.run(&with_flags(f, TCP_SYN).build());
+            return self.run(&f.build());
+        }
+        for _ in 0..2 * SAMPLE {
+            let r = self.run(&f.build());
+            if self.flow_backend(f).is_some() {
+                return r;
+            }
+        }
+        panic!("no sampled packet inserted the UDP flow");
+    }
+
+    /// Marks every bucket of every service moved (in peer_moved, as
+    /// vc5-flowsync would): every packet then takes the flow-table path,
+    /// the CPUs' flow caches included.
+    fn mark_all_moved(&mut self) {
+        let mut all = PeerMoved::default();
+        for k in 0..TABLE_SIZE {
+            all.set(k);
+        }
+        for s in &self.specs {
+            let index = self.dp.service_index(s.vip, s.port, s.proto).unwrap();
+            self.dp.set_peer_moved(index, all).unwrap();
         }
     }
 
@@ -452,6 +491,7 @@ fn packet_vectors() {
 
 #[test]
 fn syn_creates_no_flow_and_the_first_ack_does() {
+    pin_to_cpu(0);
     let mut env = Env::new();
     let syn = Frame::tcp(ip(CLIENT4), 41000, ip(VIP4), 80, TCP_SYN);
     let ack = Frame::tcp(ip(CLIENT4), 41000, ip(VIP4), 80, TCP_ACK);
@@ -467,17 +507,28 @@ fn syn_creates_no_flow_and_the_first_ack_does() {
     assert_eq!(env.run(&ack.build()).0, XDP_TX);
     assert!(
         env.flow_backend(&ack).is_some(),
-        "the first ACK creates the flow"
+        "the first ACK after the SYN creates the flow"
     );
+    // Without a SYN seen, a flow is inserted by the one packet in SAMPLE
+    // (per CPU) that looks its flow up: the SAMPLE-th packet here.
+    let mid = Frame::tcp(ip(CLIENT4), 41001, ip(VIP4), 80, TCP_ACK);
     let udp = Frame::udp(ip(CLIENT6), 41000, ip(VIP6), 53);
-    env.run(&udp.build());
-    assert!(
-        env.flow_backend(&udp).is_some(),
-        "UDP flows are created at once"
-    );
+    // The ACK above was the first packet that may insert on this CPU.
+    let mut counted = 1;
+    for f in [&mid, &udp] {
+        while env.flow_backend(f).is_none() {
+            assert_eq!(env.run(&f.build()).0, XDP_TX);
+            counted += 1;
+            assert!(
+                counted <= 2 * SAMPLE,
+                "not inserted after {counted} packets"
+            );
+        }
+        assert_eq!(counted % SAMPLE, 0, "inserted by the sampled packet");
+    }
     let s = env.dp.stats().unwrap();
     let new: u64 = s.services.iter().map(|x| x.counters.new_flows).sum();
-    assert_eq!(new, 2, "new flows count inserted flows");
+    assert_eq!(new, 3, "new flows count inserted flows");
 }
 
 #[test]
@@ -499,7 +550,7 @@ fn syn_flood_does_not_evict_established_flows() {
         .collect();
     let mut owner = Vec::new();
     for f in &established {
-        let (v, out) = env.run(&f.build());
+        let (v, out) = env.connect(f);
         assert_eq!(v, XDP_TX);
         owner.push(out[0..6].to_vec());
     }
@@ -554,7 +605,7 @@ fn a_failed_real_loses_its_flows_and_a_drained_one_keeps_them() {
         .collect();
     let mut first = Vec::new();
     for f in &flows {
-        first.push(env.run(&f.build()).1[0..6].to_vec());
+        first.push(env.connect(f).1[0..6].to_vec());
     }
     // Real 1 is drained: its flows stay.
     env.reprogram(|s| s[2].reals[0].mode = RealMode::Drain);
@@ -654,7 +705,7 @@ fn restart_recovers_the_allocation_from_pinned_maps() {
             specs: specs.clone(),
             _fs: TempBpffs::new().unwrap(),
         };
-        env.run(&f.build());
+        env.connect(&f);
         let b = env.flow_backend(&f).unwrap();
         (f, b)
     };
@@ -694,7 +745,7 @@ fn flow_on_real1(env: &Env, src: &str) -> Frame {
 fn a_reused_port_follows_its_pinned_flow_until_the_flow_is_gone() {
     let mut env = Env::new();
     let old = flow_on_real1(&env, CLIENT4);
-    assert_eq!(env.run(&old.build()).1[0..6], real_mac(1));
+    assert_eq!(env.connect(&old).1[0..6], real_mac(1));
     assert_eq!(env.dp.moved_buckets(), 0, "nothing has moved yet");
 
     // Real 1 drains: its buckets move, its flows stay, and the buckets
@@ -734,11 +785,13 @@ fn a_flow_the_lru_lost_is_restored_from_the_cpu_cache_with_its_real() {
     pin_to_cpu0();
     let mut env = Env::new();
     let f = flow_on_real1(&env, CLIENT4);
-    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
-    // The LRU forgets the flow (as under eviction) and the table moves
-    // its bucket; the CPU's cache still knows the flow.
-    env.dp.remove_flow4(true, &Env::key4(&f)).unwrap();
+    assert_eq!(env.connect(&f).1[0..6], real_mac(1));
+    // The table moves its bucket: packets look the flow up, and the CPU's
+    // cache learns it. Then the LRU forgets the flow (as under eviction);
+    // the cache still knows it.
     env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    env.dp.remove_flow4(true, &Env::key4(&f)).unwrap();
     for _ in 0..70 {
         assert_eq!(
             env.run(&f.build()).1[0..6],
@@ -768,8 +821,12 @@ fn every_cpu_follows_the_flow_table_after_a_real_fails_and_recovers() {
     let flows: Vec<Frame> = (0..8)
         .map(|i| flow_on_real1(&env, &format!("198.51.100.{}", 20 + i)))
         .collect();
-    // Both CPUs learn the flows on real 1 (their caches hold them).
+    // Both CPUs learn the flows on real 1 (their caches hold them: every
+    // bucket is marked moved, so every packet takes the cache's path).
+    env.mark_all_moved();
     for f in &flows {
+        pin_to_cpu(0);
+        env.connect(f);
         for cpu in [0, 1] {
             assert_eq!(run_on(&mut env, cpu, f), real_mac(1));
         }
@@ -806,7 +863,9 @@ fn every_cpu_follows_the_flow_table_after_a_real_fails_and_recovers() {
 fn a_stale_cache_entry_does_not_restore_a_lost_flow_to_its_former_real() {
     let mut env = Env::new();
     let f = flow_on_real1(&env, CLIENT4);
-    assert_eq!(run_on(&mut env, 1, &f), real_mac(1));
+    env.mark_all_moved();
+    pin_to_cpu(1);
+    assert_eq!(env.connect(&f).1[0..6], real_mac(1));
     // Real 1 fails and recovers while CPU 1 sees nothing of the flow,
     // and meanwhile the LRU loses the flow (CPU 0 had re-pinned it).
     env.reprogram(|s| s[0].reals[0].mode = RealMode::Down);
@@ -819,7 +878,8 @@ fn a_stale_cache_entry_does_not_restore_a_lost_flow_to_its_former_real() {
     env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
     let want = env.predicted(&f, ip(VIP4), 80, TCP);
     assert_ne!(want, 1);
-    assert_eq!(run_on(&mut env, 1, &f), real_mac(want));
+    pin_to_cpu(1);
+    assert_eq!(env.connect(&f).1[0..6], real_mac(want));
     let b = env.dp.backend_index(ip(VIP4), 80, TCP, ip(R4[want - 1]));
     assert_eq!(env.flow_backend(&f), b.map(u32::from));
     assert_eq!(run_on(&mut env, 0, &f), real_mac(want));
@@ -830,9 +890,9 @@ fn marks_kept_by_dead_flows_clear_once_they_idle_past_the_timeout() {
     use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
     let mut env = Env::new();
     let t0 = env.dp.clock();
-    // A spoofed-ACK flood: each packet inserts a flow, pinned to its
-    // bucket's real. Then real 1 drains: its buckets move while the
-    // flood's flows on it stay pinned, so those buckets stay marked.
+    // Many flows, each pinned to its bucket's real. Then real 1 drains:
+    // its buckets move while the flows on it stay pinned, so those
+    // buckets stay marked.
     let flood: Vec<Frame> = (0..600u32)
         .map(|i| {
             let src = std::net::Ipv4Addr::from(0x0a63_0000 | i);
@@ -840,7 +900,7 @@ fn marks_kept_by_dead_flows_clear_once_they_idle_past_the_timeout() {
         })
         .collect();
     for f in &flood {
-        assert_eq!(env.run(&f.build()).0, XDP_TX);
+        assert_eq!(env.connect(f).0, XDP_TX);
     }
     let on_real1: Vec<&Frame> = flood
         .iter()
@@ -897,7 +957,7 @@ fn no_flow_is_dead_before_the_clock_has_run_a_whole_timeout() {
     use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
     let mut env = Env::new();
     let f = flow_on_real1(&env, CLIENT4);
-    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    assert_eq!(env.connect(&f).1[0..6], real_mac(1));
     env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
     // A clock set back (say, an older vc5d's stamps look ancient after
     // a restart) proves nothing about the flows: they stay.
@@ -914,7 +974,7 @@ fn no_flow_is_dead_before_the_clock_has_run_a_whole_timeout() {
 #[test]
 fn sweep_of_a_full_table_reads_in_batches() {
     use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-    use vc5_xdp::dataplane::VC5_BENCH_OBJ;
+    use vc5_xdp::dataplane::VC5_PENDING_BENCH_OBJ;
     require_root();
     let fs = TempBpffs::new().unwrap();
     let dir = fs.path().join("vc5");
@@ -922,10 +982,12 @@ fn sweep_of_a_full_table_reads_in_batches() {
         flows_tcp4: 1 << 21,
         ..MapSizes::small()
     };
-    let mut dp = DataPlane::open_object(&dir, sizes, VC5_BENCH_OBJ).unwrap();
+    let mut dp = DataPlane::open_object(&dir, sizes, VC5_PENDING_BENCH_OBJ).unwrap();
+    dp.set_insert_limit(0).unwrap();
     let specs = standard();
     dp.program(&specs).unwrap();
-    // The benchmark's wrapper gives every repetition a new source: each
+    // The benchmark's wrapper gives every repetition a new source, and in
+    // this build every packet counts as the first after its SYN: each
     // inserts a flow.
     // Each CPU holds its share of the LRU's entries (BPF_F_NO_COMMON_LRU),
     // so both insert; their sequences of sources are the same, their
@@ -1217,7 +1279,7 @@ fn a_peers_flow_to_an_unusable_real_falls_back_to_the_table() {
     env.peer_moved(&f, true);
     let before = env.new_flows();
     assert_eq!(
-        env.run(&f.build()).1,
+        env.connect(&f).1,
         forwarded(&f.build(), 1),
         "the table's real"
     );
@@ -1244,7 +1306,7 @@ fn a_peers_flow_to_an_unusable_real_falls_back_to_the_table() {
         )
         .unwrap();
     env.peer_moved(&g, true);
-    assert_eq!(env.run(&g.build()).1, forwarded(&g.build(), 1));
+    assert_eq!(env.connect(&g).1, forwarded(&g.build(), 1));
     assert_eq!(env.flow_backend(&g), Some(b1));
 }
 
@@ -1254,7 +1316,8 @@ fn a_local_flow_beats_a_peers() {
     env.dp.set_sync_on(true).unwrap();
     let now = env.dp.clock();
     let f = flow_on(&env, CLIENT4, VIP4, 80, TCP, 1);
-    assert_eq!(run_on(&mut env, 0, &f), real_mac(1));
+    pin_to_cpu(0);
+    assert_eq!(env.connect(&f).1[0..6], real_mac(1));
     let b1 = env.backend(&f, 1);
     let ev = env.events();
     assert_eq!(ev.len(), 1);
@@ -1345,18 +1408,18 @@ fn event_sequence(env: &mut Env, src: &str, on: bool) {
             assert!(ev.is_empty(), "sync off, yet {ev:?}");
         }
     };
-    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    assert_eq!(env.connect(&f).1[0..6], real_mac(1));
     let b1 = env.backend(&f, 1);
     expect(env, EVENT_NEW, b1);
-    // Packets in the same tick: cache hits and LRU touches, no event.
+    // Packets in the same tick: sampled LRU touches, no event.
     for _ in 0..100 {
         env.run(&f.build());
     }
     assert!(env.events().is_empty());
-    // A new tick: the first packet refreshes the entry, once.
+    // A new tick: the next sampled packet refreshes the entry, once.
     let t = env.dp.clock();
     env.dp.set_clock(t + 30).unwrap();
-    for _ in 0..3 {
+    for _ in 0..SAMPLE + 3 {
         assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
     }
     expect(env, EVENT_REFRESH, b1);
@@ -1382,17 +1445,23 @@ fn flow_events_appear_only_while_sync_is_on() {
 
 #[test]
 fn a_full_ring_counts_lost_events_and_forwards_all_the_same() {
-    use vc5_xdp::dataplane::VC5_BENCH_OBJ;
+    use vc5_xdp::dataplane::VC5_PENDING_BENCH_OBJ;
     use vc5_xdp::maps::FLOW_EVENTS;
     require_root();
     pin_to_cpu(0);
     let fs = TempBpffs::new().unwrap();
-    let mut dp =
-        DataPlane::open_object(&fs.path().join("vc5"), MapSizes::small(), VC5_BENCH_OBJ).unwrap();
+    let mut dp = DataPlane::open_object(
+        &fs.path().join("vc5"),
+        MapSizes::small(),
+        VC5_PENDING_BENCH_OBJ,
+    )
+    .unwrap();
+    dp.set_insert_limit(0).unwrap();
     dp.program(&standard()).unwrap();
     dp.set_sync_on(true).unwrap();
     // More inserting packets (each a new flow through the benchmark's
-    // wrapper) than the ring holds events, and nobody reading it.
+    // wrapper, each counting as the first after its SYN) than the ring
+    // holds events, and nobody reading it.
     let per_event = (std::mem::size_of::<FlowEvent>() + 8).next_multiple_of(8);
     let capacity = FLOW_EVENTS as usize / per_event;
     let packets = capacity as u32 + 20_000;
@@ -1573,7 +1642,7 @@ impl RingWatch {
 /// caught up is woken by the next event.
 #[test]
 fn flow_events_wake_the_reader_as_configured() {
-    use vc5_xdp::dataplane::{VC5_ADAPTIVE_BENCH_OBJ, VC5_BENCH_OBJ};
+    use vc5_xdp::dataplane::{VC5_ADAPTIVE_BENCH_OBJ, VC5_PENDING_BENCH_OBJ};
     require_root();
     pin_to_cpu(0);
     let run = |dp: &mut DataPlane, prog: Option<&str>, frame: &[u8], repeat: u32| {
@@ -1600,17 +1669,24 @@ fn flow_events_wake_the_reader_as_configured() {
     let mut w = RingWatch::new(&dp);
     assert!(!w.woken(0));
     for (i, src) in ["198.51.100.50", "198.51.100.51"].iter().enumerate() {
+        let syn = Frame::tcp(ip(src), 40000, ip(VIP4), 80, TCP_SYN).build();
+        run(&mut dp, None, &syn, 1);
         run(&mut dp, None, &ack(src), 1);
         assert!(w.woken(2000), "event {i}: the caught-up reader is woken");
         assert_eq!(w.drain(), 1);
     }
 
-    let mut dp =
-        DataPlane::open_object(&fs.path().join("b"), MapSizes::small(), VC5_BENCH_OBJ).unwrap();
+    let mut dp = DataPlane::open_object(
+        &fs.path().join("b"),
+        MapSizes::small(),
+        VC5_PENDING_BENCH_OBJ,
+    )
+    .unwrap();
     dp.program(&standard()).unwrap();
     dp.set_sync_on(true).unwrap();
     let mut w = RingWatch::new(&dp);
-    // Each repetition of the wrapper inserts a new flow: one event each.
+    // Each repetition of the wrapper inserts a new flow (in this build
+    // every packet counts as the first after its SYN): one event each.
     let fresh = ack("10.0.0.1");
     run(&mut dp, Some("vc5_bench_fresh"), &fresh, 255);
     assert!(!w.woken(100), "255 unread events wake nobody");
@@ -1620,4 +1696,289 @@ fn flow_events_wake_the_reader_as_configured() {
     run(&mut dp, Some("vc5_bench_fresh"), &fresh, 255);
     assert!(!w.woken(100), "and again only the 256th after a drain");
     assert_eq!(w.drain(), 255, "the reader's timer finds the rest");
+}
+
+// ---- Clean buckets, sampling, the insert bound (issue 10) ----
+
+/// The TCP/IPv4 flow entry of a frame.
+fn entry4(env: &Env, f: &Frame) -> Option<Flow> {
+    env.dp.flow_entry4(f.proto == TCP, &Env::key4(f))
+}
+
+/// Where a bucket is clean the table alone decides: the flow table is not
+/// read, except by the one packet in SAMPLE. The test breaks the
+/// invariant on purpose (a local flow pinned elsewhere, its bucket not
+/// marked) to show both: SAMPLE - 1 packets go by the table; the sampled
+/// one finds the flow, marks the bucket and follows the flow, and so do
+/// all packets after it.
+#[test]
+fn in_a_clean_bucket_only_the_sampled_packet_reads_the_flow_table() {
+    pin_to_cpu(0);
+    let mut env = Env::new();
+    let f = flow_on_real1(&env, CLIENT4);
+    let b2 = env.backend(&f, 2);
+    env.dp
+        .insert_flow4(
+            true,
+            &Env::key4(&f),
+            Flow {
+                backend: b2,
+                seen: env.dp.clock(),
+            },
+        )
+        .unwrap();
+    for i in 1..SAMPLE {
+        assert_eq!(
+            env.run(&f.build()).1,
+            forwarded(&f.build(), 1),
+            "packet {i}"
+        );
+    }
+    let live = |env: &Env| {
+        let (vip, port, proto) = svc(&f);
+        let t = env.dp.live_table(vip, port, proto).unwrap();
+        t.is_moved(bucket(&f))
+    };
+    assert!(!live(&env));
+    assert_eq!(env.run(&f.build()).1, forwarded(&f.build(), 2), "sampled");
+    assert!(live(&env), "the program marked the bucket");
+    for _ in 0..3 {
+        assert_eq!(env.run(&f.build()).1[0..6], real_mac(2));
+    }
+    assert_eq!(env.new_flows(), 0, "nothing inserted");
+}
+
+/// In a moved bucket every packet reads the flow table; a flow it does not
+/// find is inserted only by the first packet after its SYN, or by the
+/// sampled packet, like anywhere else. Other packets of an unknown flow
+/// (a spoofed ACK, say) are forwarded by the table and leave no state.
+#[test]
+fn a_moved_buckets_new_flow_is_inserted_after_its_syn_or_by_a_sample() {
+    pin_to_cpu(0);
+    let mut env = Env::new();
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    let moved: Vec<Frame> = (0..2000)
+        .map(|p| Frame::tcp(ip(CLIENT4), 20000 + p, ip(VIP4), 80, TCP_ACK))
+        .filter(|f| env.is_moved(f))
+        .take(2)
+        .collect();
+    let (f, g) = (&moved[0], &moved[1]);
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(env.table_real(f)));
+    assert_eq!(env.flow_backend(f), None, "an ACK alone inserts nothing");
+    assert_eq!(env.connect(g).0, XDP_TX);
+    let bg = env.backend(g, env.table_real(g));
+    assert_eq!(env.flow_backend(g), Some(bg), "inserted after its SYN");
+    // Two packets that may insert so far; the SAMPLE-th inserts f.
+    for _ in 2..SAMPLE - 1 {
+        env.run(&f.build());
+    }
+    assert_eq!(env.flow_backend(f), None);
+    env.run(&f.build());
+    let bf = env.backend(f, env.table_real(f));
+    assert_eq!(env.flow_backend(f), Some(bf), "inserted by the sample");
+    assert_eq!(env.new_flows(), 2);
+}
+
+/// A clean bucket's flow keeps its LRU entry fresh through the sampled
+/// packets: the stamp moves to the new tick on the first sampled packet
+/// of the tick, not before.
+#[test]
+fn the_sampled_packet_refreshes_a_clean_buckets_flow() {
+    pin_to_cpu(0);
+    let mut env = Env::new();
+    let f = flow_on_real1(&env, CLIENT4);
+    let t = env.dp.clock();
+    env.connect(&f); // the first packet that may insert
+    assert_eq!(entry4(&env, &f).unwrap().seen, t);
+    env.dp.set_clock(t + 100).unwrap();
+    for _ in 2..SAMPLE {
+        assert_eq!(env.run(&f.build()).1[0..6], real_mac(1));
+    }
+    assert_eq!(entry4(&env, &f).unwrap().seen, t, "unsampled: untouched");
+    env.run(&f.build());
+    assert_eq!(
+        entry4(&env, &f).unwrap().seen,
+        t + 100,
+        "sampled: refreshed"
+    );
+    assert!(!env.is_moved(&f));
+}
+
+/// settings.insert_limit: a CPU inserts at most that many flows per tick;
+/// a flow over it is forwarded by the table, not inserted, and counted.
+#[test]
+fn inserts_over_the_limit_are_refused_and_counted() {
+    pin_to_cpu(0);
+    let mut env = Env::new();
+    assert_eq!(
+        env.dp.insert_limit(),
+        vc5_xdp::maps::INSERT_LIMIT,
+        "default"
+    );
+    env.dp.set_insert_limit(2).unwrap();
+    let flows: Vec<Frame> = (0..3)
+        .map(|i| Frame::tcp(ip(CLIENT4), 30000 + i, ip(VIP4), 80, TCP_ACK))
+        .collect();
+    for f in &flows {
+        let want = env.table_real(f);
+        assert_eq!(env.connect(f).1, forwarded(&f.build(), want));
+    }
+    assert!(env.flow_backend(&flows[0]).is_some());
+    assert!(env.flow_backend(&flows[1]).is_some());
+    assert_eq!(env.flow_backend(&flows[2]), None, "over the limit");
+    assert_eq!(env.dp.inserts_refused().unwrap(), 1);
+    assert_eq!(env.new_flows(), 2);
+    // A new tick, a new budget.
+    let t = env.dp.clock();
+    env.dp.set_clock(t + 1).unwrap();
+    env.connect(&flows[2]);
+    assert!(env.flow_backend(&flows[2]).is_some());
+    assert_eq!(env.dp.inserts_refused().unwrap(), 1);
+    // 0: no bound.
+    env.dp.set_insert_limit(0).unwrap();
+    for i in 0..10 {
+        let f = Frame::tcp(ip(CLIENT4), 31000 + i, ip(VIP4), 80, TCP_ACK);
+        env.connect(&f);
+        assert!(env.flow_backend(&f).is_some());
+    }
+}
+
+/// 10,000 established flows, then spoofed-source ACKs, four times the
+/// flow table's size, through BPF_PROG_TEST_RUN: with every bucket clean,
+/// then with every bucket moved; then as many packets that each count as
+/// the first after a SYN (a spoofed SYN+ACK flood), under an insert
+/// limit. Not one established flow loses its entry; and with their reals
+/// drained, each still goes to its own real.
+#[test]
+fn a_spoofed_ack_flood_evicts_no_established_flow() {
+    use vc5_xdp::dataplane::{VC5_BENCH_OBJ, VC5_PENDING_BENCH_OBJ};
+    const TABLE: u32 = 32768;
+    const ESTABLISHED: u32 = 10_000;
+    pin_to_cpu(0);
+    let sizes = MapSizes {
+        flows_tcp4: TABLE,
+        ..MapSizes::small()
+    };
+    let mut env = Env::with(sizes, VC5_BENCH_OBJ);
+    let v4 = ip(VIP4);
+    let established: Vec<Frame> = (0..ESTABLISHED)
+        .map(|i| {
+            let src = std::net::Ipv4Addr::from(0xc612_0000 + i); // 198.18.0.0/15
+            Frame::tcp(IpAddr::V4(src), 40000 + (i % 7) as u16, v4, 80, TCP_ACK)
+        })
+        .collect();
+    let mut owner = Vec::new();
+    for f in &established {
+        let (v, out) = env.connect(f);
+        assert_eq!(v, XDP_TX);
+        owner.push((
+            env.flow_backend(f).expect("established"),
+            out[0..6].to_vec(),
+        ));
+    }
+    let flood = |env: &mut Env, prog: &str, repeat: u32| {
+        let ack = Frame::tcp(ip("10.0.0.1"), 50000, v4, 80, TCP_ACK).build();
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(&ack);
+        o.repeat = repeat;
+        let r = env.dp.xdp_named(prog).unwrap().test_run(o).unwrap();
+        assert_eq!(r.return_value, XDP_TX, "flood packets are forwarded");
+    };
+    // Clean buckets: only the sampled packets insert.
+    flood(&mut env, "vc5_bench_fresh", 4 * TABLE);
+    let after_clean = env.dp.flow_counts()[0].1;
+    // Every real the flows use drained, a new one serving: every bucket
+    // moves, and every flood packet now reads the flow table.
+    env.reprogram(|s| {
+        for r in &mut s[0].reals {
+            r.mode = RealMode::Drain;
+        }
+        s[0].reals.push(RealSpec {
+            addr: ip("203.0.113.14"),
+            weight: 1,
+            mode: RealMode::Serve,
+            l2: Some(L2 {
+                mac: real_mac(4),
+                src_mac: SRC_MAC,
+                ifindex: 0,
+            }),
+        });
+    });
+    flood(&mut env, "vc5_bench_fresh", 4 * TABLE);
+    let after_moved = env.dp.flow_counts()[0].1;
+    println!(
+        "flood of {} spoofed ACKs: {} flows after the clean-bucket flood, {} after the moved-bucket one",
+        8 * TABLE,
+        after_clean,
+        after_moved
+    );
+    assert!(
+        after_moved <= (ESTABLISHED + 2 * 4 * TABLE / SAMPLE) as usize,
+        "{after_moved} flows: only sampled packets insert"
+    );
+    // A flood whose every packet counts as the first after its SYN, over
+    // the same pinned maps, bounded to 1,000 inserts per CPU and tick.
+    env.dp.set_insert_limit(1000).unwrap();
+    {
+        let mut blind = DataPlane::open_object(env.dp.dir(), sizes, VC5_PENDING_BENCH_OBJ).unwrap();
+        assert_eq!(blind.insert_limit(), 1000, "the maps' own bound");
+        let ack = Frame::tcp(ip("10.128.0.1"), 50001, v4, 80, TCP_ACK).build();
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(&ack);
+        o.repeat = 4 * TABLE;
+        let r = blind
+            .xdp_named("vc5_bench_fresh")
+            .unwrap()
+            .test_run(o)
+            .unwrap();
+        assert_eq!(r.return_value, XDP_TX);
+    }
+    let refused = env.dp.inserts_refused().unwrap();
+    let after_blind = env.dp.flow_counts()[0].1;
+    println!(
+        "then {} blind inserts tried: {after_blind} flows, {refused} refused",
+        4 * TABLE
+    );
+    assert!(refused >= (4 * TABLE - 1000) as u64, "{refused} refused");
+    assert!(after_blind <= after_moved + 1000);
+    let mut lost = 0;
+    for (f, (backend, mac)) in established.iter().zip(&owner) {
+        if env.flow_backend(f) != Some(*backend) {
+            lost += 1;
+            continue;
+        }
+        let (v, out) = env.run(&f.build());
+        assert_eq!(v, XDP_TX);
+        assert_eq!(&out[0..6], &mac[..], "an established flow kept its real");
+    }
+    assert_eq!(lost, 0, "established flows evicted by the flood");
+}
+
+/// In a clean bucket a flow's "seen" stamp moves only with sampled packets,
+/// so it may be old when the bucket's real changes. The sweep counts a
+/// flow dead only when both its stamp and its bucket's change are a
+/// timeout old: from the change on, every packet of the flow stamps it.
+#[test]
+fn a_stale_stamp_from_a_clean_bucket_does_not_make_a_flow_dead() {
+    use vc5_xdp::dataplane::TCP_IDLE_TIMEOUT;
+    let mut env = Env::new();
+    let t0 = env.dp.clock();
+    let f = flow_on_real1(&env, CLIENT4);
+    env.connect(&f);
+    assert_eq!(entry4(&env, &f).unwrap().seen, t0);
+    // Long after (its packets unsampled, say), real 1 drains.
+    let t1 = t0 + TCP_IDLE_TIMEOUT + 100;
+    env.dp.set_clock(t1).unwrap();
+    env.reprogram(|s| s[0].reals[0].mode = RealMode::Drain);
+    let r = env.dp.sweep_begin().unwrap().expect("marks").run();
+    assert_eq!(r.dead, 0, "the bucket moved just now");
+    env.dp.sweep_end(r).unwrap();
+    assert!(env.flow_backend(&f).is_some());
+    assert_eq!(env.run(&f.build()).1[0..6], real_mac(1), "kept its real");
+    // A timeout after the change with no packet: dead now.
+    env.dp.set_clock(t1 + TCP_IDLE_TIMEOUT + 1).unwrap();
+    let r = env.dp.sweep_begin().unwrap().expect("marks").run();
+    assert_eq!(r.dead, 1);
+    env.dp.sweep_end(r).unwrap();
+    assert_eq!(env.flow_backend(&f), None);
 }

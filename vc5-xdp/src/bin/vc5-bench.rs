@@ -1,29 +1,74 @@
-//! vc5-bench: per-packet cost of the XDP program by `BPF_PROG_TEST_RUN`.
+//! vc5-bench: per-packet cost of the XDP program by `BPF_PROG_TEST_RUN`,
+//! for the cases an operator meets (design.md §4), each beside the floor.
 //!
-//! Cases, each the median of several runs of many repetitions, measured in
-//! one process beside the floor program (swap MACs, XDP_TX):
-//! - `floor`: the floor program.
-//! - `not_vip`: a TCP packet to an address that is no VIP (XDP_PASS).
-//! - `established`: a TCP ACK of a flow in the flow table (XDP_TX). The
-//!   program rewrites only the MACs, which it never reads, so repeating
-//!   the same frame repeats the same work.
-//! - `new_flow`: a TCP SYN of a new flow. The wrapper `vc5_bench_fresh`
-//!   gives every repetition a new source address, so each is a new flow.
-//! - `insert`: the first non-SYN packet of a new flow, which inserts it in
-//!   the flow table; also through the wrapper.
-//! - `new_flow_moved`: a SYN whose bucket is marked moved (after a table
-//!   change, until the sweep), which must look its flow up.
-//! - Flow sync (issue 9): `established`, `new_flow` (SYN) and `insert`
-//!   again, "before flow sync" (`vc5_nosync_bench.o`, the program built
-//!   without it) and "after, flow sync on" (`sync_status[0].on` = 1, and a
-//!   thread that drains the flow-events ring the way vc5-flowsync does,
-//!   waiting in poll(2) on its fd or a 5 ms timer, so that every
-//!   reservation succeeds);
-//!   the unmarked rows are "after, flow sync off". Each variant gets maps
-//!   of its own, loaded and filled the same way. One more inserting row
-//!   with sync on uses `vc5_adaptive_bench.o`, whose events wake the
-//!   reader whenever it had caught up (the ring's default) instead of once
-//!   per 256 events (vc5's; see VC5_EVENT_WAKE in vc5.c).
+//! Every case is measured in rounds, one run of each case per round, the
+//! floor program (swap MACs, XDP_TX) among them, so that a burst of other
+//! load on the machine falls on every case alike; the median of RUNS
+//! rounds is shown. A run is REPEAT repetitions of one frame (INSERT_REPEAT
+//! for the inserting cases), and every repetition's verdict is the
+//! expected one (the kernel returns the last; each repetition sees the same
+//! program and maps, and the post-run checks below count what they did).
+//!
+//! Wrappers (vc5.c, `VC5_BENCH`): test_run repeats one frame, so
+//! - `vc5_bench_fresh` gives each repetition a new client address
+//!   (10.0.0.0 | counter): every repetition is a new flow;
+//! - `vc5_bench_pick` gives each a client address 11.0.0.0 + i, i a
+//!   multiplicative hash of a counter scaled to `bench_flows[0]` = N: a
+//!   random flow among N, all of them put in the flow table beforehand.
+//!
+//! Both cost a map lookup and a write of the frame, which the "random of
+//! 1" row shows beside "1 flow". For IPv6 they set the source address's
+//! last 32 bits; a VLAN tag is skipped.
+//!
+//! Cases, by the data plane (maps of its own, 100 TCP/IPv4 services of 16
+//! reals, one IPv6 and one UDP service, all buckets clean unless said):
+//! - main (`vc5_bench.o`): not a VIP (XDP_PASS); established TCP, 1 flow
+//!   (the same ACK repeated; IPv4, 802.1Q-tagged, IPv6; UDP); random of 1,
+//!   10,000 and 1,000,000 (pick; IPv4 TCP, IPv6 TCP, IPv4 UDP); SYN of a
+//!   new flow (fresh). The flows are written into CPU 0's share of the LRU
+//!   from user space (BPF_MAP_UPDATE_BATCH, from this thread, pinned to CPU
+//!   0 like the runs: the LRUs are BPF_F_NO_COMMON_LRU, and a writer fills
+//!   its own CPU's list), each pinned to its bucket's real and stamped
+//!   with the clock, as the program would have inserted them, so that the
+//!   sampled lookup (1 packet in 64) finds them. The flow maps are the
+//!   production ones, except that IPv6 TCP and IPv4 UDP are 2^21 entries
+//!   like IPv4 TCP: 1,000,000 flows must fit one CPU's half. The SYNs'
+//!   pending marks are cleared after each SYN run, so that no ACK of the
+//!   other cases takes one for its own.
+//! - moved (`vc5_bench.o`): 1,000,000 flows put in as above, then every
+//!   real of every service drained and as many new ones added, so every
+//!   bucket is marked moved (the state after a table change, until the
+//!   sweep): a random flow of the 1,000,000 must be looked up in the LRU,
+//!   and the flow cache mostly misses. Also the SYN of a new flow there,
+//!   which looks up the cache, the LRU and the peers' table, and misses.
+//! - inserting packet (`vc5_pending_bench.o`, where every packet that may
+//!   insert counts as the first after its SYN, so each fresh ACK inserts
+//!   its flow by the blind-insert path): into a never-used table (fresh
+//!   maps); into a recycled one (CPU 0's share filled from user space,
+//!   then every entry deleted: the inserts reuse freed entries); into a
+//!   full one (the share filled with live flows: every insert evicts).
+//!   RUNS × INSERT_REPEAT inserts stay below the share. The insert bound
+//!   is off (the clock stands still here, and it would refuse inserts
+//!   after 100,000 in a tick).
+//! - sampled insert (`vc5_sample_bench.o`, every packet sampled): a fresh
+//!   ACK of a flow whose handshake this host did not see: a lookup that
+//!   misses, then the insert.
+//! - refused (`vc5_pending_bench.o`, bound of 1 insert per tick, spent
+//!   before the runs): the inserting packet forwarded by the table without
+//!   an insert.
+//! - Flow sync (issue 9): established (1 flow) and SYN again "before flow
+//!   sync" (`vc5_nosync_bench.o`, the program built without it) and
+//!   "after, flow sync on" (`sync_status[0].on` = 1 and a thread that
+//!   drains the flow-events ring the way vc5-flowsync does, waiting in
+//!   poll(2) on its fd or a 5 ms timer); the inserting packet with flow
+//!   sync on (`vc5_pending_bench.o` and a drain). The unmarked rows are
+//!   "after, flow sync off".
+//!
+//! After the rounds the benchmark checks what the repetitions did: the
+//! inserting data planes counted exactly RUNS × INSERT_REPEAT new flows and
+//! refused none, the refused one refused every repetition, the main and
+//! moved ones inserted nothing (every ACK found its flow), no clean
+//! bucket got marked moved, and the flows put in are still there.
 //!
 //! Timing (design.md §4): every program measured is attached (generic
 //! mode) to a veth of its own in a private network namespace, so that
@@ -33,46 +78,64 @@
 //! the system call, in ns per repetition with a fraction, since the
 //! kernel's own figure is truncated to whole ns.
 //!
-//! `--json` prints one line for machines.
+//! `--json` prints one line for machines: `<case>_ns` for every row, the
+//! flow-sync event counts and the control plane's ms.
 
-use anyhow::{Context, Result};
-use aya::maps::{Map, MapData, RingBuf};
+use anyhow::{Context, Result, ensure};
+use aya::maps::{Array, Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
-use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use vc5_xdp::dataplane::{
-    FLOOR_OBJ, TCP, VC5_ADAPTIVE_BENCH_OBJ, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ,
+    FLOOR_OBJ, TCP, UDP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_PENDING_BENCH_OBJ,
+    VC5_SAMPLE_BENCH_OBJ,
 };
+use vc5_xdp::hash::flow_hash;
+use vc5_xdp::maps::{Flow, Flow4, Flow6, TABLE_SIZE, Table, addr16};
 use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
 const RUNS: usize = 11;
 const REPEAT: u32 = 200_000;
+/// Repetitions of a run that inserts: RUNS × this stays well below CPU 0's
+/// share of the flow table (2^20), so a never-used table never runs out
+/// of never-used entries.
+const INSERT_REPEAT: u32 = 50_000;
+/// Flows of the largest "random of" case.
+const MANY: u32 = 1_000_000;
 /// How long the ring's reader sleeps at most: the program wakes it only
 /// when 256 events are unread, so, like vc5-flowsync, it also drains on a
 /// timer.
 const DRAIN_MS: i32 = 5;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+/// The wrappers' client addresses (their last 32 bits): vc5_bench_fresh's
+/// and vc5_bench_pick's, and the benchmark's own fillers of whole tables.
+const FRESH: u32 = 0x0a00_0000;
+const PICK: u32 = 0x0b00_0000;
+const FILLER: u32 = 0x0c00_0000;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
-/// One run of REPEAT repetitions: ns per repetition, timed around the
+/// One run of `repeat` repetitions: ns per repetition, timed around the
 /// system call (whose own cost, a microsecond or two, is spread over the
 /// repetitions).
-fn once(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
+fn once(prog: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut o = TestRunOptions::new();
     o.data_in = Some(frame);
     o.data_out = Some(&mut out);
-    o.repeat = REPEAT;
+    o.repeat = repeat;
     let t = std::time::Instant::now();
     let r = prog.test_run(o).context("BPF_PROG_TEST_RUN")?;
-    let ns = t.elapsed().as_nanos() as f64 / REPEAT as f64;
-    anyhow::ensure!(
+    let ns = t.elapsed().as_nanos() as f64 / repeat as f64;
+    ensure!(
         r.return_value == expect,
         "verdict {} where {expect} was expected",
         r.return_value
@@ -112,25 +175,105 @@ impl Holder {
     }
 }
 
-/// Median over RUNS runs.
-fn measure(prog: &mut Xdp, frame: &[u8], expect: u32) -> Result<f64> {
-    let mut ns = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        ns.push(once(prog, frame, expect)?);
-    }
-    Ok(median(ns))
-}
-
 fn median(mut ns: Vec<f64>) -> f64 {
     ns.sort_by(|a, b| a.total_cmp(b));
     ns[ns.len() / 2]
 }
 
+/// The runs of every case, by its key.
+#[derive(Default)]
+struct Samples(BTreeMap<&'static str, Vec<f64>>);
+
+impl Samples {
+    fn add(&mut self, key: &'static str, ns: f64) {
+        self.0.entry(key).or_default().push(ns);
+    }
+}
+
+/// What a row is held to (design.md §4).
+#[derive(Clone, Copy)]
+enum Target {
+    None,
+    /// At most this many times the floor.
+    Floor(f64),
+    /// At most this many ns.
+    Ns(f64),
+}
+
+/// The rows as printed: label, key (`<key>_ns` in the JSON), target.
+const ROWS: &[(&str, &str, Target)] = &[
+    ("floor (swap MACs, XDP_TX)", "floor", Target::None),
+    ("not a VIP (XDP_PASS)", "not_vip", Target::Floor(1.5)),
+    ("established TCP, 1 flow", "established", Target::Floor(3.0)),
+    (
+        "  before flow sync",
+        "established_nosync",
+        Target::Floor(3.0),
+    ),
+    (
+        "  after, flow sync on",
+        "established_sync",
+        Target::Floor(3.0),
+    ),
+    ("  802.1Q-tagged", "established_vlan", Target::Floor(3.0)),
+    ("  IPv6", "established_v6", Target::Floor(3.0)),
+    ("established UDP, 1 flow", "established_udp", Target::None),
+    (
+        "established TCP, random of 1",
+        "established_random1",
+        Target::None,
+    ),
+    ("  random of 10,000", "established_10k", Target::None),
+    ("  random of 1,000,000", "established_1m", Target::Ns(40.0)),
+    (
+        "  IPv6, random of 1,000,000",
+        "established_v6_1m",
+        Target::Ns(40.0),
+    ),
+    (
+        "  every bucket moved, of 1,000,000",
+        "established_1m_moved",
+        Target::None,
+    ),
+    (
+        "established UDP, random of 1,000,000",
+        "established_udp_1m",
+        Target::None,
+    ),
+    ("SYN of a new flow", "new_flow", Target::Floor(4.0)),
+    ("  before flow sync", "syn_nosync", Target::Floor(4.0)),
+    ("  after, flow sync on", "syn_sync", Target::Floor(4.0)),
+    ("  its bucket moved", "new_flow_moved", Target::None),
+    (
+        "inserting packet, never-used table",
+        "insert_fresh",
+        Target::Ns(200.0),
+    ),
+    ("  recycled table", "insert_recycled", Target::Ns(200.0)),
+    ("  full table (evicts)", "insert_full", Target::Ns(200.0)),
+    (
+        "  never-used, flow sync on",
+        "insert_sync",
+        Target::Ns(200.0),
+    ),
+    (
+        "sampled packet inserting (no SYN seen)",
+        "insert_sampled",
+        Target::Ns(200.0),
+    ),
+    (
+        "insert refused by the bound",
+        "insert_refused",
+        Target::None,
+    ),
+];
+
 fn main() -> Result<()> {
     let json = std::env::args().any(|a| a == "--json");
     require_root();
-    // One CPU for every case: the per-CPU flow cache and the CPU's own
-    // caches are then the same for all, and migrations add no noise.
+    // One CPU for every case: the per-CPU flow caches and LRU lists and
+    // the CPU's own caches are then the same for all, and migrations add
+    // no noise.
     pin_to_cpu(0);
     let fs = TempBpffs::new().context("mounting a private bpffs")?;
 
@@ -141,206 +284,286 @@ fn main() -> Result<()> {
         .try_into()?;
     fp.load()?;
 
-    // Default map sizes, as in production: the flow table's size and the
-    // LRU's behaviour are part of the cost.
-    let sizes = if std::env::var("VC5_BENCH_SMALL").is_ok() {
-        MapSizes {
-            services: 4096,
-            backends: 65536,
-            ..MapSizes::small()
-        }
-    } else {
-        MapSizes::default()
-    };
-    let mut dp = DataPlane::open_object(&fs.path().join("vc5"), sizes, VC5_BENCH_OBJ)
-        .context("loading vc5")?;
-    let reals: Vec<RealSpec> = (1..=16)
-        .map(|i| RealSpec {
-            addr: ip(&format!("203.0.113.{i}")),
-            weight: 1,
-            mode: RealMode::Serve,
-            l2: Some(L2 {
-                mac: [2, 0xbb, 0, 0, 0, i],
-                src_mac: [2, 0xaa, 0, 0, 0, 1],
-                ifindex: 0,
-            }),
-        })
-        .collect();
-    let services: Vec<ServiceSpec> = (0..100u16)
-        .map(|i| ServiceSpec {
-            vip: ip(&format!("192.0.2.{}", 1 + i / 10)),
-            port: 80 + i % 10,
-            proto: TCP,
-            reals: reals.clone(),
-        })
-        .collect();
-    dp.program(&services).context("programming")?;
-
+    let services = services();
     let client = ip("198.51.100.7");
     let vip = ip("192.0.2.1");
-    let frame = |dst, flags| Frame::tcp(client, 40000, dst, 80, flags).build();
+    let est = Frame::tcp(client, 40000, vip, 80, TCP_ACK);
+    let syn = Frame::tcp(client, 40000, vip, 80, TCP_SYN);
+    let not_vip = Frame::tcp(client, 40000, ip("192.0.2.200"), 80, TCP_ACK);
+    let vlan = Frame {
+        vlan: Some(100),
+        ..est.clone()
+    };
+    let v6 = Frame::tcp(ip("2001:db8:100::7"), 40000, ip("2001:db8::1"), 80, TCP_ACK);
+    let udp = Frame::udp(client, 40000, vip, 53);
+    let [est_b, syn_b, not_vip_b, vlan_b, v6_b, udp_b] =
+        [&est, &syn, &not_vip, &vlan, &v6, &udp].map(Frame::build);
 
-    // The flow cases in three builds, each with maps of its own: after
-    // flow sync with it off (`dp`), before flow sync, after with it on.
-    // Measured in rounds, one run of each case per round, beside the
-    // floor, so that a burst of other load on the machine falls on every
-    // case alike rather than on one; the median of the rounds is shown.
-    let est_frame = frame(vip, TCP_ACK);
-    let syn_frame = frame(vip, TCP_SYN);
+    // Production sizes (2^21 TCP/IPv4 flows); the others at 2^21 only
+    // where a case puts 1,000,000 flows on one CPU, and small where no
+    // case uses them.
+    let prod = MapSizes::default();
+    let main_sizes = MapSizes {
+        flows_tcp6: 1 << 21,
+        flows_udp4: 1 << 21,
+        ..prod
+    };
+    let tcp4_only = MapSizes {
+        flows_tcp6: 4096,
+        flows_udp4: 4096,
+        flows_udp6: 4096,
+        ..prod
+    };
+    let tiny = MapSizes {
+        flows_tcp4: 4096,
+        ..tcp4_only
+    };
+    let share = prod.flows_tcp4 as usize
+        / aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("possible CPUs: {e}"))?;
+    ensure!(
+        share > MANY as usize && share > RUNS * INSERT_REPEAT as usize,
+        "CPU 0's share of the flow table, {share}, is too small for the cases"
+    );
+
+    let mut base = Variant::open(&fs, "main", main_sizes, VC5_BENCH_OBJ, &services, false)?;
+    for f in [&est, &v6, &udp] {
+        fill(&base.dp, f, std::iter::once(f.src))?;
+        fill(&base.dp, f, (0..MANY).map(|i| client_addr(f.src, PICK + i)))?;
+    }
+
+    let mut moved = Variant::open(&fs, "moved", tcp4_only, VC5_BENCH_OBJ, &services, false)?;
+    fill(
+        &moved.dp,
+        &est,
+        (0..MANY).map(|i| client_addr(est.src, PICK + i)),
+    )?;
+    moved
+        .dp
+        .program(&all_moved(&services))
+        .context("programming the moved services")?;
+    ensure!(
+        kernel_moved(&moved.dp, &est)? == TABLE_SIZE,
+        "not every bucket is marked moved"
+    );
+
     let mut nosync = Variant::open(
-        &fs.path().join("nosync"),
-        sizes,
+        &fs,
+        "nosync",
+        tcp4_only,
         VC5_NOSYNC_BENCH_OBJ,
         &services,
         false,
     )?;
-    let mut sync = Variant::open(
-        &fs.path().join("sync"),
-        sizes,
-        VC5_BENCH_OBJ,
-        &services,
-        true,
-    )?;
-    // Only inserting packets emit events: the wake-up policy shows there.
-    let mut wake = Variant::open(
-        &fs.path().join("adaptive"),
-        sizes,
-        VC5_ADAPTIVE_BENCH_OBJ,
-        &services,
-        true,
-    )?;
-    let mut ins_wake = Vec::new();
-    let mut floor_s = Vec::new();
-    let mut not_vip_s = Vec::new();
-    let mut est: [Vec<f64>; 3] = Default::default();
-    let mut syn: [Vec<f64>; 3] = Default::default();
-    let mut ins: [Vec<f64>; 3] = Default::default();
-    for d in [&mut dp, &mut nosync.dp, &mut sync.dp] {
-        once(d.xdp()?, &est_frame, 3)?; // creates the flow
+    let mut sync = Variant::open(&fs, "sync", tcp4_only, VC5_BENCH_OBJ, &services, true)?;
+    for v in [&nosync, &sync] {
+        fill(&v.dp, &est, std::iter::once(est.src))?;
     }
-    once(wake.dp.xdp()?, &est_frame, 3)?;
+
+    let pending = VC5_PENDING_BENCH_OBJ;
+    let mut fresh = Variant::open(&fs, "fresh", tcp4_only, pending, &services, false)?;
+    let mut recycled = Variant::open(&fs, "recycled", tcp4_only, pending, &services, false)?;
+    let fillers = |n: usize| (0..n as u32).map(|i| client_addr(est.src, FILLER + i));
+    fill(&recycled.dp, &est, fillers(share))?;
+    ensure!(
+        present(&recycled.dp, &est, client_addr(est.src, FILLER))?,
+        "the first of {share} flows was evicted: CPU 0's share is smaller"
+    );
+    let keys: Vec<Flow4> = fillers(share).map(|a| key4(&est, a)).collect();
+    delete_batch(&flow_map(&recycled.dp, &est)?, &keys)?;
+    ensure!(!present(&recycled.dp, &est, client_addr(est.src, FILLER))?);
+    let mut full = Variant::open(&fs, "full", tcp4_only, pending, &services, false)?;
+    fill(&full.dp, &est, fillers(share + 1024))?;
+    // The fill itself evicted the first 1,024; this one the inserts must.
+    let evictee = client_addr(est.src, FILLER + 2048);
+    ensure!(
+        present(&full.dp, &est, evictee)?,
+        "the full table lost a filler"
+    );
+    let mut ins_sync = Variant::open(&fs, "ins_sync", tcp4_only, pending, &services, true)?;
+    let mut sampled = Variant::open(
+        &fs,
+        "sampled",
+        tcp4_only,
+        VC5_SAMPLE_BENCH_OBJ,
+        &services,
+        false,
+    )?;
+    for v in [
+        &mut fresh,
+        &mut recycled,
+        &mut full,
+        &mut ins_sync,
+        &mut sampled,
+    ] {
+        v.dp.set_insert_limit(0)?;
+    }
+    let mut refused = Variant::open(&fs, "refused", tiny, pending, &services, false)?;
+    refused.dp.set_insert_limit(1)?;
+    once(refused.dp.xdp_named("vc5_bench_fresh")?, &est_b, 1, XDP_TX)?;
+    ensure!(present(&refused.dp, &est, client_addr(est.src, FRESH + 1))?);
+
     let mut holder = Holder::new();
     holder.hold(fp)?;
-    for d in [&mut dp, &mut nosync.dp, &mut sync.dp, &mut wake.dp] {
-        holder.hold(d.xdp()?)?;
-        holder.hold(d.xdp_named("vc5_bench_fresh")?)?;
+    for v in [&mut base, &mut nosync, &mut sync] {
+        holder.hold(v.dp.xdp()?)?;
     }
-    for _ in 0..RUNS {
-        floor_s.push(once(fp, &est_frame, 3)?);
-        not_vip_s.push(once(dp.xdp()?, &frame(ip("192.0.2.200"), TCP_ACK), 2)?);
-        for (i, d) in [&mut dp, &mut nosync.dp, &mut sync.dp]
-            .into_iter()
-            .enumerate()
-        {
-            est[i].push(once(d.xdp()?, &est_frame, 3)?);
-            syn[i].push(once(d.xdp_named("vc5_bench_fresh")?, &syn_frame, 3)?);
-            ins[i].push(once(d.xdp_named("vc5_bench_fresh")?, &est_frame, 3)?);
-        }
-        ins_wake.push(once(wake.dp.xdp_named("vc5_bench_fresh")?, &est_frame, 3)?);
+    for v in [&mut base, &mut moved] {
+        holder.hold(v.dp.xdp_named("vc5_bench_pick")?)?;
     }
-    let insert_wake = median(ins_wake);
-    let wake = wake.close()?;
-    let [est, syn, ins] = [est, syn, ins].map(|v| v.map(median));
-    let (floor_ns, not_vip) = (median(floor_s), median(not_vip_s));
-    let (established, new_flow, insert) = (est[0], syn[0], ins[0]);
-    let nosync = nosync.close()?;
-    let sync = sync.close()?;
-    let nosync = FlowRows {
-        established: est[1],
-        syn: syn[1],
-        insert: ins[1],
-        ..nosync
-    };
-    let sync = FlowRows {
-        established: est[2],
-        syn: syn[2],
-        insert: ins[2],
-        ..sync
-    };
+    for v in [
+        &mut base,
+        &mut moved,
+        &mut nosync,
+        &mut sync,
+        &mut fresh,
+        &mut recycled,
+        &mut full,
+        &mut ins_sync,
+        &mut sampled,
+        &mut refused,
+    ] {
+        holder.hold(v.dp.xdp_named("vc5_bench_fresh")?)?;
+    }
 
-    // Every real replaced by a new one, the old ones draining: every
-    // bucket has moved, so until a sweep clears the marks a SYN must look
-    // its flow up in the flow table.
-    let moved: Vec<ServiceSpec> = services
-        .iter()
-        .map(|s| {
-            let mut s = s.clone();
-            for r in &mut s.reals {
-                r.mode = RealMode::Drain;
-            }
-            s.reals.extend(reals.iter().map(|r| RealSpec {
-                addr: ip(&r.addr.to_string().replace("203.0.113.", "203.0.113.1")),
-                ..r.clone()
-            }));
-            s
-        })
-        .collect();
-    dp.program(&moved).context("programming")?;
-    let new_flow_moved = measure(dp.xdp_named("vc5_bench_fresh")?, &frame(vip, TCP_SYN), 3)?;
+    let mut s = Samples::default();
+    for _ in 0..RUNS {
+        s.add("floor", once(fp, &est_b, REPEAT, XDP_TX)?);
+        let x = base.dp.xdp()?;
+        s.add("not_vip", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
+        s.add("established", once(x, &est_b, REPEAT, XDP_TX)?);
+        s.add("established_vlan", once(x, &vlan_b, REPEAT, XDP_TX)?);
+        s.add("established_v6", once(x, &v6_b, REPEAT, XDP_TX)?);
+        s.add("established_udp", once(x, &udp_b, REPEAT, XDP_TX)?);
+        for (key, frame, n) in [
+            ("established_random1", &est_b, 1),
+            ("established_10k", &est_b, 10_000),
+            ("established_1m", &est_b, MANY),
+            ("established_v6_1m", &v6_b, MANY),
+            ("established_udp_1m", &udp_b, MANY),
+        ] {
+            s.add(key, base.pick(frame, n)?);
+        }
+        s.add("established_1m_moved", moved.pick(&est_b, MANY)?);
+        s.add("new_flow", base.syn(&syn_b)?);
+        s.add("new_flow_moved", moved.syn(&syn_b)?);
+        for (est_key, syn_key, v) in [
+            ("established_nosync", "syn_nosync", &mut nosync),
+            ("established_sync", "syn_sync", &mut sync),
+        ] {
+            s.add(est_key, once(v.dp.xdp()?, &est_b, REPEAT, XDP_TX)?);
+            s.add(syn_key, v.syn(&syn_b)?);
+        }
+        for (key, v) in [
+            ("insert_fresh", &mut fresh),
+            ("insert_recycled", &mut recycled),
+            ("insert_full", &mut full),
+            ("insert_sync", &mut ins_sync),
+            ("insert_sampled", &mut sampled),
+        ] {
+            let x = v.dp.xdp_named("vc5_bench_fresh")?;
+            s.add(key, once(x, &est_b, INSERT_REPEAT, XDP_TX)?);
+        }
+        let x = refused.dp.xdp_named("vc5_bench_fresh")?;
+        s.add("insert_refused", once(x, &est_b, REPEAT, XDP_TX)?);
+    }
+
+    // What the repetitions did.
+    let inserts = (RUNS * INSERT_REPEAT as usize) as u64;
+    for (name, v) in [
+        ("never-used", &fresh),
+        ("recycled", &recycled),
+        ("full", &full),
+        ("sync on", &ins_sync),
+        ("sampled", &sampled),
+    ] {
+        ensure!(
+            new_flows(&v.dp)? == inserts && v.dp.inserts_refused()? == 0,
+            "the {name} table: {} flows inserted, {} refused, where {inserts} and 0 were expected",
+            new_flows(&v.dp)?,
+            v.dp.inserts_refused()?
+        );
+        ensure!(present(&v.dp, &est, client_addr(est.src, FRESH + 1))?);
+    }
+    ensure!(
+        !present(&full.dp, &est, evictee)?,
+        "the full table evicted nothing"
+    );
+    let want = (RUNS * REPEAT as usize) as u64;
+    ensure!(
+        refused.dp.inserts_refused()? == want && new_flows(&refused.dp)? == 1,
+        "the bound refused {} inserts, where {want} were expected",
+        refused.dp.inserts_refused()?
+    );
+    for (name, v) in [("main", &base), ("moved", &moved)] {
+        ensure!(
+            new_flows(&v.dp)? == 0,
+            "the {name} table inserted {} flows: an ACK missed its flow",
+            new_flows(&v.dp)?
+        );
+    }
+    for f in [&est, &v6, &udp] {
+        ensure!(
+            kernel_moved(&base.dp, f)? == 0,
+            "a clean bucket got marked moved"
+        );
+        for i in [0, MANY / 2, MANY - 1] {
+            ensure!(present(&base.dp, f, client_addr(f.src, PICK + i))?);
+        }
+    }
+    ensure!(present(&moved.dp, &est, client_addr(est.src, PICK))?);
+
+    let sync_rows = [sync.close()?, ins_sync.close()?];
+    let (events, lost) = (
+        sync_rows.iter().map(|r| r.0).sum::<u64>(),
+        sync_rows.iter().map(|r| r.1).sum::<u64>(),
+    );
+    for v in [base, moved, nosync, fresh, recycled, full, sampled, refused] {
+        v.close()?;
+    }
+    drop(holder);
 
     // Control plane: 1,000 services × 64 reals programmed from scratch,
     // then one real of every service failing.
     let cp = control_plane(&fs)?;
 
+    let ns: BTreeMap<&str, f64> = s.0.into_iter().map(|(k, v)| (k, median(v))).collect();
+    let floor_ns = ns["floor"];
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "floor_ns": floor_ns,
-                "not_vip_ns": not_vip,
-                "established_ns": established,
-                "new_flow_ns": new_flow,
-                "insert_ns": insert,
-                "new_flow_moved_ns": new_flow_moved,
-                "established_nosync_ns": nosync.established,
-                "established_sync_ns": sync.established,
-                "syn_nosync_ns": nosync.syn,
-                "syn_sync_ns": sync.syn,
-                "insert_nosync_ns": nosync.insert,
-                "insert_sync_ns": sync.insert,
-                "insert_sync_adaptive_ns": insert_wake,
-                "sync_events_read": sync.events,
-                "sync_events_lost": sync.lost + wake.lost,
-                "program_1000x64_ms": cp.0,
-                "reprogram_one_real_down_ms": cp.1,
-            })
-        );
+        let mut o = serde_json::Map::new();
+        for (_, key, _) in ROWS {
+            o.insert(format!("{key}_ns"), ns[key].into());
+        }
+        o.insert("sync_events_read".into(), events.into());
+        o.insert("sync_events_lost".into(), lost.into());
+        o.insert("program_1000x64_ms".into(), cp.0.into());
+        o.insert("reprogram_one_real_down_ms".into(), cp.1.into());
+        println!("{}", serde_json::Value::Object(o));
         return Ok(());
     }
     println!(
-        "vc5-bench: BPF_PROG_TEST_RUN, median of {RUNS} runs × {REPEAT} repetitions (rounds over the cases)"
+        "vc5-bench: BPF_PROG_TEST_RUN, median of {RUNS} runs × {REPEAT} repetitions \
+         ({INSERT_REPEAT} when inserting), in rounds over the cases"
     );
     println!(
-        "{:<34} {:>8} {:>8} {:>8}",
+        "{:<40} {:>8} {:>8} {:>12}",
         "case", "ns/pkt", "× floor", "target"
     );
-    let row = |name: &str, ns: f64, target: Option<f64>| {
-        let ratio = ns / floor_ns;
-        let t = match target {
-            Some(t) => format!("≤ {t}{}", if ratio <= t { "" } else { " ✗" }),
+    for (label, key, target) in ROWS {
+        let v = ns[key];
+        let ratio = v / floor_ns;
+        let (limit, unit, ok) = match *target {
+            Target::None => (None, "", true),
+            Target::Floor(t) => (Some(t), "×", ratio <= t),
+            Target::Ns(t) => (Some(t), " ns", v <= t),
+        };
+        let t = match limit {
+            Some(t) => format!("≤ {t}{unit}{}", if ok { "" } else { " ✗" }),
             None => "-".into(),
         };
-        println!("{name:<34} {ns:>8.1} {ratio:>8.2} {t:>8}");
-    };
-    row("floor (swap MACs, XDP_TX)", floor_ns, None);
-    row("not a VIP (XDP_PASS)", not_vip, Some(1.5));
-    let (before, on) = ("  before flow sync", "  after, flow sync on");
-    row("established TCP flow (XDP_TX)", established, Some(2.5));
-    row(before, nosync.established, Some(2.5));
-    row(on, sync.established, Some(2.5));
-    row("new TCP flow, SYN (XDP_TX)", new_flow, Some(4.0));
-    row(before, nosync.syn, Some(4.0));
-    row(on, sync.syn, Some(4.0));
-    row("flow-inserting packet (XDP_TX)", insert, None);
-    row(before, nosync.insert, None);
-    row(on, sync.insert, None);
-    row("  after, on, adaptive wake-ups", insert_wake, None);
-    row("SYN, its bucket marked moved", new_flow_moved, None);
+        println!("{label:<40} {v:>8.1} {ratio:>8.2} {t:>12}");
+    }
     println!(
-        "(unmarked rows: after flow sync, off; with it on, {} + {} flow events were read and {} lost)",
-        sync.events,
-        wake.events,
-        sync.lost + wake.lost
+        "(unmarked rows: after flow sync, off; with it on, {events} flow events were read and {lost} lost)"
     );
     println!();
     println!(
@@ -354,16 +577,256 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The flow cases of one build of the program, and with sync on what
-/// became of its events.
+/// 100 TCP/IPv4 services of 16 reals (192.0.2.1-10, ports 80-89), one
+/// TCP/IPv6 ([2001:db8::1]:80) and one UDP/IPv4 (192.0.2.1:53).
+fn services() -> Vec<ServiceSpec> {
+    let real = |addr: IpAddr, i: u8| RealSpec {
+        addr,
+        weight: 1,
+        mode: RealMode::Serve,
+        l2: Some(L2 {
+            mac: [2, 0xbb, 0, 0, 0, i],
+            src_mac: [2, 0xaa, 0, 0, 0, 1],
+            ifindex: 0,
+        }),
+    };
+    let reals4: Vec<RealSpec> = (1..=16)
+        .map(|i| real(ip(&format!("203.0.113.{i}")), i))
+        .collect();
+    let reals6: Vec<RealSpec> = (1..=16)
+        .map(|i| real(ip(&format!("2001:db8:1::{i}")), i))
+        .collect();
+    let mut services: Vec<ServiceSpec> = (0..100u16)
+        .map(|i| ServiceSpec {
+            vip: ip(&format!("192.0.2.{}", 1 + i / 10)),
+            port: 80 + i % 10,
+            proto: TCP,
+            reals: reals4.clone(),
+        })
+        .collect();
+    services.push(ServiceSpec {
+        vip: ip("2001:db8::1"),
+        port: 80,
+        proto: TCP,
+        reals: reals6,
+    });
+    services.push(ServiceSpec {
+        vip: ip("192.0.2.1"),
+        port: 53,
+        proto: UDP,
+        reals: reals4,
+    });
+    services
+}
+
+/// Every real drained and as many new ones added: every bucket changes
+/// real, so every bucket is marked moved, while the old reals still serve
+/// their flows.
+fn all_moved(services: &[ServiceSpec]) -> Vec<ServiceSpec> {
+    services
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let new: Vec<RealSpec> = s
+                .reals
+                .iter()
+                .map(|r| RealSpec {
+                    addr: match r.addr {
+                        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::new(198, 18, 0, a.octets()[3])),
+                        IpAddr::V6(a) => {
+                            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, a.segments()[7]))
+                        }
+                    },
+                    ..r.clone()
+                })
+                .collect();
+            for r in &mut s.reals {
+                r.mode = RealMode::Drain;
+            }
+            s.reals.extend(new);
+            s
+        })
+        .collect()
+}
+
+/// `template` (the frame's client address) with its last 32 bits `v`, as
+/// the wrappers write them.
+fn client_addr(template: IpAddr, v: u32) -> IpAddr {
+    match template {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(v)),
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[12..].copy_from_slice(&v.to_be_bytes());
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+    }
+}
+
+fn key4(f: &Frame, src: IpAddr) -> Flow4 {
+    let v4 = |a: IpAddr| match a {
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+        IpAddr::V6(_) => unreachable!("an IPv4 frame"),
+    };
+    Flow4 {
+        saddr: v4(src),
+        daddr: v4(f.dst),
+        sport: f.sport.to_be(),
+        dport: f.dport.to_be(),
+    }
+}
+
+fn key6(f: &Frame, src: IpAddr) -> Flow6 {
+    Flow6 {
+        saddr: addr16(src),
+        daddr: addr16(f.dst),
+        sport: f.sport.to_be(),
+        dport: f.dport.to_be(),
+    }
+}
+
+/// The flow map of `f`'s family and protocol, from its pin.
+fn flow_map(dp: &DataPlane, f: &Frame) -> Result<MapData> {
+    let name = format!(
+        "flows_{}{}",
+        if f.proto == TCP { "tcp" } else { "udp" },
+        if f.dst.is_ipv4() { 4 } else { 6 }
+    );
+    MapData::from_pin(dp.dir().join("maps").join(&name)).with_context(|| format!("opening {name}"))
+}
+
+/// Puts in the flow table the flows of `f` from each of `srcs`, as the
+/// program inserts them: pinned to the bucket's real, stamped with the
+/// clock. Written from this thread, so into CPU 0's LRU list.
+fn fill(dp: &DataPlane, f: &Frame, srcs: impl Iterator<Item = IpAddr>) -> Result<()> {
+    let table = dp.table(f.dst, f.dport, f.proto).context("no table")?;
+    let seen = dp.clock();
+    let (mut k4, mut k6, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for src in srcs {
+        let h = flow_hash(
+            &addr16(src),
+            &addr16(f.dst),
+            f.sport.to_be(),
+            f.dport.to_be(),
+            f.proto,
+        );
+        let backend = table.backend[h as usize & (TABLE_SIZE - 1)] as u32;
+        values.push(Flow { backend, seen });
+        if f.dst.is_ipv4() {
+            k4.push(key4(f, src));
+        } else {
+            k6.push(key6(f, src));
+        }
+    }
+    let map = flow_map(dp, f)?;
+    if f.dst.is_ipv4() {
+        update_batch(&map, &k4, &values)
+    } else {
+        update_batch(&map, &k6, &values)
+    }
+}
+
+/// Whether the flow table holds `f`'s flow from `src`.
+fn present(dp: &DataPlane, f: &Frame, src: IpAddr) -> Result<bool> {
+    let tcp = f.proto == TCP;
+    Ok(if f.dst.is_ipv4() {
+        dp.flow4(tcp, &key4(f, src)).is_some()
+    } else {
+        dp.flow6(tcp, &key6(f, src)).is_some()
+    })
+}
+
+/// New flows counted over every real of every service.
+fn new_flows(dp: &DataPlane) -> Result<u64> {
+    Ok(dp
+        .stats()?
+        .services
+        .iter()
+        .map(|s| s.counters.new_flows)
+        .sum())
+}
+
+/// Buckets marked moved in the kernel's table of `f`'s service.
+fn kernel_moved(dp: &DataPlane, f: &Frame) -> Result<usize> {
+    let index = dp
+        .service_index(f.dst, f.dport, f.proto)
+        .context("no service")?;
+    let map = MapData::from_pin(dp.dir().join("maps/tables")).context("opening tables")?;
+    let tables: Array<MapData, Table> = Array::try_from(Map::Array(map))?;
+    Ok(tables.get(&(index as u32), 0)?.moved_count())
+}
+
+/// A map the program `prog` uses, by name: the wrappers' `bench_flows`
+/// and `flow_pending` are not pinned, and DataPlane keeps no handle on them.
+fn prog_map(prog: &Xdp, name: &str) -> Result<MapData> {
+    for id in prog.info()?.map_ids()?.unwrap_or_default() {
+        let map = MapData::from_id(id)?;
+        if map.info()?.name_as_str() == Some(name) {
+            return Ok(map);
+        }
+    }
+    anyhow::bail!("the program uses no map {name}")
+}
+
+/// `union bpf_attr` for the batch commands (sys.rs has the same, crate-private).
+#[repr(C)]
 #[derive(Default)]
-struct FlowRows {
-    established: f64,
-    syn: f64,
-    insert: f64,
-    /// Events the drain thread read, and those lost.
-    events: u64,
-    lost: u64,
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// One batch command over `count` keys (and values); every one must succeed.
+fn batch(cmd: libc::c_long, map: &MapData, keys: u64, values: u64, count: usize) -> Result<()> {
+    let mut attr = BatchAttr {
+        keys,
+        values,
+        count: count.try_into()?,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: the callers pass `count` keys (and values) of the map's
+    // key (and value) type, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    ensure!(
+        r == 0 && attr.count as usize == count,
+        "batch command {cmd}: {} of {count} done ({err})",
+        attr.count
+    );
+    Ok(())
+}
+
+/// BPF_MAP_UPDATE_BATCH: thousands of entries per system call.
+fn update_batch<K: aya::Pod, V: aya::Pod>(map: &MapData, keys: &[K], values: &[V]) -> Result<()> {
+    ensure!(keys.len() == values.len());
+    let (k, v) = (keys.as_ptr() as u64, values.as_ptr() as u64);
+    batch(BPF_MAP_UPDATE_BATCH, map, k, v, keys.len())
+}
+
+fn delete_batch<K: aya::Pod>(map: &MapData, keys: &[K]) -> Result<()> {
+    batch(
+        BPF_MAP_DELETE_BATCH,
+        map,
+        keys.as_ptr() as u64,
+        0,
+        keys.len(),
+    )
 }
 
 /// One build of the program loaded against fresh maps of its own,
@@ -372,20 +835,23 @@ struct FlowRows {
 /// another CPU that sleeps in poll(2) when it has caught up.
 struct Variant {
     dp: DataPlane,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     stop: Arc<AtomicBool>,
     drain: Option<std::thread::JoinHandle<Result<u64>>>,
 }
 
 impl Variant {
     fn open(
-        dir: &Path,
+        fs: &TempBpffs,
+        name: &str,
         sizes: MapSizes,
         object: &[u8],
         services: &[ServiceSpec],
         sync: bool,
     ) -> Result<Variant> {
-        let mut dp = DataPlane::open_object(dir, sizes, object).context("loading vc5")?;
+        let dir = fs.path().join(name);
+        let mut dp = DataPlane::open_object(&dir, sizes, object)
+            .with_context(|| format!("loading vc5 ({name})"))?;
         dp.program(services).context("programming")?;
         let stop = Arc::new(AtomicBool::new(false));
         let drain = if sync {
@@ -398,15 +864,37 @@ impl Variant {
         };
         Ok(Variant {
             dp,
-            dir: dir.to_path_buf(),
+            dir,
             stop,
             drain,
         })
     }
 
-    /// Stops the drain, counts the events, and unpins the maps (they go
-    /// with the last file descriptor).
-    fn close(self) -> Result<FlowRows> {
+    /// A run of `vc5_bench_pick` on `frame`: a random flow of `n`.
+    fn pick(&mut self, frame: &[u8], n: u32) -> Result<f64> {
+        let prog = self.dp.xdp_named("vc5_bench_pick")?;
+        let mut flows: Array<MapData, u32> =
+            Array::try_from(Map::Array(prog_map(prog, "bench_flows")?))?;
+        flows.set(0, n, 0)?;
+        once(prog, frame, REPEAT, XDP_TX)
+    }
+
+    /// A run of `vc5_bench_fresh` on a SYN; then the SYNs' pending marks
+    /// are cleared, or an ACK of another case might take one for its own
+    /// and insert its flow.
+    fn syn(&mut self, frame: &[u8]) -> Result<f64> {
+        let prog = self.dp.xdp_named("vc5_bench_fresh")?;
+        let ns = once(prog, frame, REPEAT, XDP_TX)?;
+        let map = prog_map(prog, "flow_pending")?;
+        let words = map.info()?.max_entries();
+        let keys: Vec<u32> = (0..words).collect();
+        update_batch(&map, &keys, &vec![0u64; keys.len()])?;
+        Ok(ns)
+    }
+
+    /// Stops the drain, and unpins the maps (they go with the last file
+    /// descriptor). Returns the events the drain read, and those lost.
+    fn close(self) -> Result<(u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         let events = match self.drain {
             Some(h) => h
@@ -417,11 +905,7 @@ impl Variant {
         let lost = self.dp.flow_events_lost()?;
         drop(self.dp);
         std::fs::remove_dir_all(&self.dir).context("removing the variant's pins")?;
-        Ok(FlowRows {
-            events,
-            lost,
-            ..FlowRows::default()
-        })
+        Ok((events, lost))
     }
 }
 
@@ -467,12 +951,12 @@ fn control_plane(fs: &TempBpffs) -> Result<(f64, f64)> {
     let mut dp = DataPlane::open(&fs.path().join("cp"), sizes).context("loading vc5")?;
     let mut services: Vec<ServiceSpec> = (0..1000u32)
         .map(|i| ServiceSpec {
-            vip: IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0200 + i / 4)),
+            vip: IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i / 4)),
             port: 80 + (i % 4) as u16,
             proto: TCP,
             reals: (0..64u32)
                 .map(|r| RealSpec {
-                    addr: IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i % 16) * 256 + r)),
+                    addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 16) * 256 + r)),
                     weight: 1,
                     mode: RealMode::Serve,
                     l2: Some(L2 {

@@ -22,8 +22,9 @@
 //! namespaces joined by a veth, a data plane and a `vc5-flowsync` each):
 //! LB A's program creates `--rate` new TCP flows per second (default
 //! 100,000) for `--seconds` (default 10), in batches every 10 ms
-//! (BPF_PROG_TEST_RUN of the benchmark object's `vc5_bench_fresh`, which
-//! gives each repetition a new source address, on CPU 0, at SCHED_FIFO
+//! (BPF_PROG_TEST_RUN of `vc5_bench_fresh` in `vc5_pending_bench.o`, which
+//! gives each repetition a new source address and counts it as the first
+//! packet after the flow's SYN, so each inserts a flow; on CPU 0, at SCHED_FIFO
 //! as XDP's softirq would be, and attached to an idle veth so that the
 //! runs do not churn the kernel's XDP dispatcher). Printed: the
 //! share of a core each vc5-flowsync used (utime + stime from
@@ -54,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions, XdpMode};
-use vc5_xdp::dataplane::{TCP, VC5_BENCH_OBJ};
+use vc5_xdp::dataplane::{TCP, VC5_PENDING_BENCH_OBJ};
 use vc5_xdp::flowsync::engine::{
     Engine, EngineConfig, FlowKey, FlowMap, Inbound, Resolved, Resolver, sender_id,
 };
@@ -408,7 +409,9 @@ fn end_to_end(out: &mut Vec<Figure>, flows_per_s: u64, seconds: u64) -> Result<(
             flows_tcp4: size as u32,
             ..MapSizes::small()
         },
-        object: VC5_BENCH_OBJ,
+        // Every packet counts as the first after its SYN: each repetition
+        // of the wrapper inserts a flow.
+        object: VC5_PENDING_BENCH_OBJ,
         ..PairConfig::new(bin, &REALS)
     });
     // Each BPF_PROG_TEST_RUN with repeat > 1 of an XDP program attached
