@@ -14,7 +14,7 @@ pub mod flowsync;
 pub mod hash;
 pub mod maps;
 pub mod netlink;
-mod sys;
+pub mod sys;
 pub mod table;
 pub mod testing;
 

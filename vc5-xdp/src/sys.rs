@@ -1,7 +1,7 @@
 //! Raw `bpf(2)` map commands that aya 0.14 lacks (the batch ones) or
 //! that are needed on a bare fd: one copy for vc5d's sweep
-//! ([`crate::dataplane`]) and vc5-flowsync's map access
-//! ([`crate::flowsync::pinned`]).
+//! ([`crate::dataplane`]), vc5-flowsync's map access
+//! ([`crate::flowsync::pinned`]) and the benchmark's flow-table fills.
 
 use std::os::fd::RawFd;
 
@@ -173,7 +173,7 @@ pub(crate) fn read_array<V: aya::Pod + Default>(
 
 /// BPF_MAP_UPDATE_BATCH of `keys` and `values` (equal lengths); an entry
 /// the kernel refuses is skipped. Returns how many were written.
-pub(crate) fn update_batch<K: aya::Pod>(fd: RawFd, keys: &[K], values: &[Flow]) -> usize {
+pub fn update_batch<K: aya::Pod>(fd: RawFd, keys: &[K], values: &[Flow]) -> usize {
     let len = keys.len().min(values.len());
     let mut done = 0;
     let mut at = 0;
@@ -192,7 +192,7 @@ pub(crate) fn update_batch<K: aya::Pod>(fd: RawFd, keys: &[K], values: &[Flow]) 
         done += n;
         at += n;
         if let Err(e) = r {
-            tracing::warn!(error = %e, "writing peer flows");
+            tracing::warn!(error = %e, "writing flows");
             at += 1;
         }
     }
@@ -202,7 +202,7 @@ pub(crate) fn update_batch<K: aya::Pod>(fd: RawFd, keys: &[K], values: &[Flow]) 
 /// BPF_MAP_DELETE_BATCH, skipping keys already gone (the kernel stops at
 /// the first such) and, with a warning naming `what`, any it refuses.
 /// Returns how many it deleted.
-pub(crate) fn delete_batch<K: aya::Pod>(fd: RawFd, keys: &[K], what: &str) -> usize {
+pub fn delete_batch<K: aya::Pod>(fd: RawFd, keys: &[K], what: &str) -> usize {
     let mut done = 0;
     let mut at = 0;
     while at < keys.len() {

@@ -767,66 +767,19 @@ fn prog_map(prog: &Xdp, name: &str) -> Result<MapData> {
     anyhow::bail!("the program uses no map {name}")
 }
 
-/// `union bpf_attr` for the batch commands (sys.rs has the same, crate-private).
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// One batch command over `count` keys (and values); every one must succeed.
-fn batch(cmd: libc::c_long, map: &MapData, keys: u64, values: u64, count: usize) -> Result<()> {
-    let mut attr = BatchAttr {
-        keys,
-        values,
-        count: count.try_into()?,
-        map_fd: map.fd().as_fd().as_raw_fd() as u32,
-        ..BatchAttr::default()
-    };
-    // SAFETY: the callers pass `count` keys (and values) of the map's
-    // key (and value) type, alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    let err = std::io::Error::last_os_error();
-    ensure!(
-        r == 0 && attr.count as usize == count,
-        "batch command {cmd}: {} of {count} done ({err})",
-        attr.count
-    );
+/// BPF_MAP_UPDATE_BATCH of flows: thousands per system call; all must go in.
+fn update_batch<K: aya::Pod>(map: &MapData, keys: &[K], values: &[Flow]) -> Result<()> {
+    ensure!(keys.len() == values.len());
+    let n = vc5_xdp::sys::update_batch(map.fd().as_fd().as_raw_fd(), keys, values);
+    ensure!(n == keys.len(), "{n} of {} flows written", keys.len());
     Ok(())
 }
 
-/// BPF_MAP_UPDATE_BATCH: thousands of entries per system call.
-fn update_batch<K: aya::Pod, V: aya::Pod>(map: &MapData, keys: &[K], values: &[V]) -> Result<()> {
-    ensure!(keys.len() == values.len());
-    let (k, v) = (keys.as_ptr() as u64, values.as_ptr() as u64);
-    batch(BPF_MAP_UPDATE_BATCH, map, k, v, keys.len())
-}
-
+/// BPF_MAP_DELETE_BATCH; all must go.
 fn delete_batch<K: aya::Pod>(map: &MapData, keys: &[K]) -> Result<()> {
-    batch(
-        BPF_MAP_DELETE_BATCH,
-        map,
-        keys.as_ptr() as u64,
-        0,
-        keys.len(),
-    )
+    let n = vc5_xdp::sys::delete_batch(map.fd().as_fd().as_raw_fd(), keys, "deleting flows");
+    ensure!(n == keys.len(), "{n} of {} flows deleted", keys.len());
+    Ok(())
 }
 
 /// One build of the program loaded against fresh maps of its own,
@@ -885,10 +838,11 @@ impl Variant {
     fn syn(&mut self, frame: &[u8]) -> Result<f64> {
         let prog = self.dp.xdp_named("vc5_bench_fresh")?;
         let ns = once(prog, frame, REPEAT, XDP_TX)?;
-        let map = prog_map(prog, "flow_pending")?;
-        let words = map.info()?.max_entries();
-        let keys: Vec<u32> = (0..words).collect();
-        update_batch(&map, &keys, &vec![0u64; keys.len()])?;
+        let mut pending: Array<MapData, u64> =
+            Array::try_from(Map::Array(prog_map(prog, "flow_pending")?))?;
+        for w in 0..pending.len() {
+            pending.set(w, 0, 0)?;
+        }
         Ok(ns)
     }
 
