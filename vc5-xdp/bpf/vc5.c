@@ -14,14 +14,16 @@
  *   there; else pick a real from the service's lookup table.
  *
  * Policies (README "Data plane policies"):
- * - A clean bucket's packets do not read the flow table (at a million
- *   flows that is a few cache and TLB misses per packet), except the one
- *   packet in VC5_SAMPLE per CPU that refreshes its flow's entry, or
- *   inserts a flow whose handshake this host did not see.
+ * - A clean bucket's TCP packets do not read the flow table (at a
+ *   million flows that is a few cache and TLB misses per packet), except
+ *   the one packet in VC5_SAMPLE per CPU that refreshes its flow's entry,
+ *   or inserts a flow whose handshake this host did not see. UDP has no
+ *   handshake: every UDP packet reads the flow table, and the first packet
+ *   of a UDP flow inserts it.
  * - A TCP SYN (without ACK) and an RST never create a flow entry: the real
  *   is picked from the lookup table, which gives the same answer for the
  *   handshake's later packets. A SYN marks its flow pending (flow_pending);
- *   the flow's next packet inserts it. Any other packet of a flow the
+ *   the flow's next packet inserts it. Any other TCP packet of a flow the
  *   table does not hold inserts it only when sampled. So a flood of SYNs,
  *   or of ACKs, from spoofed sources costs little flow-table space; and
  *   inserts of new flows are bounded per CPU and tick by
@@ -457,8 +459,10 @@ static __always_inline void vc5_mark_moved(struct vc5_table *t, __u32 k)
  * VC5_SAMPLE per CPU looks its flow up, refreshing its "seen" stamp or
  * inserting a flow whose handshake this host did not see. In a moved
  * bucket every packet looks its flow up; a flow it does not find is
- * inserted by the same two kinds of packet. Every insert of a new flow
- * counts against the CPU's settings.insert_limit per tick. */
+ * inserted by the same two kinds of packet. UDP, which has no SYN, takes
+ * the flow-table path in every bucket, and its first packet inserts the
+ * flow. Every insert of a new flow counts against the CPU's
+ * settings.insert_limit per tick. */
 static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				       const struct vc5_pkt *p, __u64 bytes)
 {
@@ -499,7 +503,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		pending = vc5_pending_take(h);
 		cpu = bpf_map_lookup_elem(&cpu_state, &zero);
 		sampled = cpu && !(++cpu->sample & (VC5_SAMPLE - 1));
-		if (!moved) {
+		/* UDP has no SYN to say a flow is new: every UDP packet reads
+		 * the flow table, and an unknown flow is inserted at once, so
+		 * that no UDP flow moves when its bucket does. */
+		if (!moved && p->svc.proto == IPPROTO_TCP) {
 			bi = t->backend[k];
 			b = bpf_map_lookup_elem(&backends, &bi);
 			if (!bi || !vc5_usable(b))
@@ -578,9 +585,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		vc5_flow_insert(p, bi, now);
 		vc5_report(p, bi, VC5_EVENT_NEW);
 		goto emit;
-	} else {
+	} else if (moved) {
 		/* Not ours: a peer's flow, if a peer has one, wins over the
-		 * table while its real is usable here, and becomes ours. */
+		 * table while its real is usable here, and becomes ours. In a
+		 * clean bucket (UDP) every peer's flow agrees with the table. */
 		struct vc5_flow *pf = vc5_peer_lookup(p);
 
 		if (pf) {
@@ -616,8 +624,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		f->backend = bi; /* re-pin a flow whose real failed */
 		f->seen = now;
 		vc5_report(p, bi, VC5_EVENT_REPIN);
-	} else if (p->no_insert || !(pending || sampled) || !vc5_budget(cpu, now, limit)) {
-		/* SYN/RST; or a packet that does not insert; or over the
+	} else if (p->no_insert ||
+		   !(pending || sampled || p->svc.proto == IPPROTO_UDP) ||
+		   !vc5_budget(cpu, now, limit)) {
+		/* SYN/RST; or a TCP packet that does not insert; or over the
 		 * limit: the table's answer, and no state, not even in the
 		 * cache (which would restore a flow the LRU never had). */
 		goto emit;

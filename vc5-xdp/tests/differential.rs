@@ -30,8 +30,9 @@
 //! pending bitmap (2^20 bits, by the hash's top 20 bits); every other
 //! packet to a service but an RST or ICMP error takes that bit and counts
 //! on its CPU's sample counter (the test runs on CPU 0, in fresh maps),
-//! sampled every 64th. A flow the model does not know is inserted iff its
-//! bit was pending or the packet sampled (no insert limit); one pinned to
+//! sampled every 64th. A TCP flow the model does not know is inserted iff
+//! its bit was pending or the packet sampled (no insert limit), a UDP flow
+//! by any packet; one pinned to
 //! a real no longer usable is re-pinned by any packet but an ICMP error;
 //! one pinned to a usable real keeps it, but in a clean bucket the packet
 //! after a SYN writes it again without looking, a new flow for the
@@ -247,8 +248,10 @@ struct Model {
 struct Inserts {
     /// Unknown flows inserted by the packet after their SYN.
     pending: u64,
-    /// Unknown flows inserted by a sampled packet (and not pending).
+    /// Unknown TCP flows inserted by a sampled packet (and not pending).
     sampled: u64,
+    /// Unknown UDP flows, inserted by their first packet.
+    udp: u64,
     /// Known flows written again after a SYN, in a clean bucket.
     rewritten: u64,
     /// Flows re-pinned from a real no longer usable.
@@ -481,10 +484,13 @@ impl Model {
                 let fresh = if pin.is_some() {
                     self.inserts.repinned += !icmp as u64;
                     !icmp
-                } else if no_insert || !(pending || sampled) {
+                } else if no_insert || !(pending || sampled || proto == UDP) {
                     false
                 } else if pending {
                     self.inserts.pending += 1;
+                    true
+                } else if proto == UDP {
+                    self.inserts.udp += 1;
                     true
                 } else {
                     self.inserts.sampled += 1;
@@ -1430,6 +1436,7 @@ fn program_matches_the_policy_model() {
     for (what, n) in [
         ("inserted after a pending SYN", ins.pending),
         ("inserted by a sampled packet", ins.sampled),
+        ("inserted by its first UDP packet", ins.udp),
         ("re-pinned", ins.repinned),
     ] {
         assert!(
