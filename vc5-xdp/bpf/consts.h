@@ -52,8 +52,9 @@
 #define VC5_SAMPLE (1u << VC5_SAMPLE_BITS)
 #define VC5_PENDING_BITS 20
 #define VC5_PENDING_WORDS (1u << (VC5_PENDING_BITS - 6))
-/* Flows a CPU may insert per tick of settings.clock (a second) unless user
- * space sets settings.insert_limit otherwise; 0 there means no bound. */
+/* Flows a CPU may insert per second (a window of 2^30 ns of the coarse
+ * clock) unless user space sets settings.insert_limit otherwise; 0 there
+ * means no bound. */
 #define VC5_INSERT_LIMIT 100000
 
 /* Default map sizes; user space may shrink them at load (tests do). */

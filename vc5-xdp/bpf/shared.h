@@ -18,7 +18,7 @@
  * generation: bumped by vc5d after every programming that changed a
  * service, a table or a backend, so vc5-flowsync knows when to re-read
  * them (its copies of the tables and of the backends' addresses).
- * insert_limit: flows one CPU may insert per clock tick (0: no bound); a
+ * insert_limit: flows one CPU may insert per second (0: no bound); a
  * packet over it is forwarded all the same, its flow left out (counted in
  * vc5_cpu_state.refused). */
 struct vc5_settings {
@@ -175,8 +175,8 @@ struct vc5_sync_status {
 
 /* cpu_state[0], per CPU: the program's own bookkeeping. */
 struct vc5_cpu_state {
-	__u32 clock;   /* settings.clock that "inserts" counts in */
-	__u32 inserts; /* flows this CPU inserted in that tick */
+	__u32 clock;   /* the second (coarse ns >> 30) that "inserts" counts in */
+	__u32 inserts; /* flows this CPU inserted in that second */
 	__u32 sample;  /* packets that may insert, for the 1-in-VC5_SAMPLE choice */
 	__u32 _pad;
 	__u64 refused; /* inserts refused by settings.insert_limit */

@@ -426,14 +426,19 @@ static __always_inline int vc5_pending_take(__u32 h)
 	return 1;
 }
 
-/* May this CPU insert one more flow in this tick (settings.insert_limit)?
- * A refusal is counted; the packet is forwarded all the same. */
-static __always_inline int vc5_budget(struct vc5_cpu_state *cpu, __u32 now, __u32 limit)
+/* May this CPU insert one more flow in this second (settings.insert_limit
+ * per window of 2^30 ns)? A refusal is counted; the packet is forwarded
+ * all the same. The window comes from the coarse clock, read only here on
+ * the inserting path: settings.clock moves only every sweep interval. */
+static __always_inline int vc5_budget(struct vc5_cpu_state *cpu, __u32 limit)
 {
+	__u32 window;
+
 	if (!cpu || !limit)
 		return 1;
-	if (cpu->clock != now) {
-		cpu->clock = now;
+	window = (__u32)(bpf_ktime_get_coarse_ns() >> 30);
+	if (cpu->clock != window) {
+		cpu->clock = window;
 		cpu->inserts = 0;
 	}
 	if (cpu->inserts >= limit) {
@@ -462,7 +467,7 @@ static __always_inline void vc5_mark_moved(struct vc5_table *t, __u32 k)
  * inserted by the same two kinds of packet. UDP, which has no SYN, takes
  * the flow-table path in every bucket, and its first packet inserts the
  * flow. Every insert of a new flow counts against the CPU's
- * settings.insert_limit per tick. */
+ * settings.insert_limit per second. */
 static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				       const struct vc5_pkt *p, __u64 bytes)
 {
@@ -515,7 +520,7 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				/* Its SYN came this way: any entry of this
 				 * 4-tuple is pinned to this real too, so
 				 * write without looking. */
-				if (vc5_budget(cpu, now, limit)) {
+				if (vc5_budget(cpu, limit)) {
 					vc5_flow_insert(p, bi, now);
 					vc5_report(p, bi, VC5_EVENT_NEW);
 					fresh = 1;
@@ -526,7 +531,7 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 				goto emit;
 			f = vc5_flow_lookup(p);
 			if (!f) {
-				if (vc5_budget(cpu, now, limit)) {
+				if (vc5_budget(cpu, limit)) {
 					vc5_flow_insert(p, bi, now);
 					vc5_report(p, bi, VC5_EVENT_NEW);
 					fresh = 1;
@@ -626,7 +631,7 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		vc5_report(p, bi, VC5_EVENT_REPIN);
 	} else if (p->no_insert ||
 		   !(pending || sampled || p->svc.proto == IPPROTO_UDP) ||
-		   !vc5_budget(cpu, now, limit)) {
+		   !vc5_budget(cpu, limit)) {
 		/* SYN/RST; or a TCP packet that does not insert; or over the
 		 * limit: the table's answer, and no state, not even in the
 		 * cache (which would restore a flow the LRU never had). */

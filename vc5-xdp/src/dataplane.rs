@@ -1508,7 +1508,7 @@ impl DataPlane {
         Ok(v.iter().sum())
     }
 
-    /// Sets how many flows one CPU may insert per clock tick (0: no
+    /// Sets how many flows one CPU may insert per second (0: no
     /// bound). Over it, a packet that would insert its flow is forwarded
     /// by the table without one ([`DataPlane::inserts_refused`]).
     pub fn set_insert_limit(&mut self, limit: u32) -> Result<(), Error> {

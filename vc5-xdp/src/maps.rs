@@ -102,7 +102,7 @@ pub struct Settings {
     /// Bumped by vc5d after every programming that changed a service, a
     /// table or a backend; vc5-flowsync re-reads them when it moves.
     pub generation: u32,
-    /// Flows one CPU may insert per tick of `clock` (0: no bound); a
+    /// Flows one CPU may insert per second (0: no bound); a
     /// packet over it is forwarded all the same, its flow not inserted.
     pub insert_limit: u32,
 }
