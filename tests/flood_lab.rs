@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vc5::lab::{HTTP_PORT, Lab, LabOptions};
 use vc5_xdp::flowsync::engine::{FlowKey, FlowMap};
 use vc5_xdp::flowsync::pinned::Pinned;
+use vc5_xdp::testing::{Frame, TCP_ACK, ether};
 
 /// Each download: 2.4 MB at 100 kB/s, 24 seconds, across the whole flood.
 const BYTES: usize = 2_400_000;
@@ -314,8 +315,8 @@ fn unix_ms() -> u64 {
 }
 
 /// Sends spoofed TCP ACKs to `vip`:80 out of this namespace's `eth0`, from
-/// `src` to `dst` (MACs), with random source addresses, ports, sequence and
-/// acknowledgement numbers and valid checksums, in batches of `sendmmsg`,
+/// `src` to `dst` (MACs), with random source addresses and ports, in
+/// batches of `sendmmsg`,
 /// until [`FLOOD_PACKETS`], [`FLOOD_TIME`] or `stop`. Returns the number
 /// sent and how long it took.
 fn flood(
@@ -402,7 +403,10 @@ fn random_source(rng: &mut SplitMix) -> Ipv4Addr {
     }
 }
 
-/// Writes an Ethernet + IPv4 + TCP ACK frame into `f`.
+/// Writes an Ethernet + IPv4 + TCP ACK frame into `f`, from a random
+/// source port, with the tests' frame builders. The TCP checksum is left
+/// zero: the load balancer does not read it, and the reals drop such
+/// frames rather than answer the spoofed sources.
 fn spoofed_ack(
     f: &mut [u8; 54],
     src: [u8; 6],
@@ -411,52 +415,9 @@ fn spoofed_ack(
     to: Ipv4Addr,
     rng: &mut SplitMix,
 ) {
-    let r = rng.next();
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip.copy_from_slice(&[
-        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    ip[4..6].copy_from_slice(&(r as u16).to_be_bytes());
-    ip[12..16].copy_from_slice(&from.octets());
-    ip[16..20].copy_from_slice(&to.octets());
-    let c = checksum(0, ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let sport = 1024 + (r >> 16) as u16 % 64_000;
-    let tcp = &mut f[34..54];
-    tcp.fill(0);
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&HTTP_PORT.to_be_bytes());
-    tcp[4..8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());
-    tcp[8..12].copy_from_slice(&(rng.next() as u32).to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10; // ACK
-    tcp[14..16].copy_from_slice(&502u16.to_be_bytes());
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&from.octets());
-    pseudo[4..8].copy_from_slice(&to.octets());
-    pseudo[9] = 6;
-    pseudo[11] = 20;
-    let c = checksum(sum(0, &pseudo), tcp);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-}
-
-fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    for w in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
-    }
-    acc
-}
-
-/// The Internet checksum of `data`, starting from a partial sum.
-fn checksum(acc: u32, data: &[u8]) -> u16 {
-    let mut s = sum(acc, data);
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
+    let sport = 1024 + (rng.next() % 64_000) as u16;
+    let ip = Frame::tcp(from.into(), sport, to.into(), HTTP_PORT, TCP_ACK).ip();
+    f.copy_from_slice(&ether(dst, src, None, 0x0800, &ip));
 }
 
 /// A small, fast generator (SplitMix64): the flood needs variety, not

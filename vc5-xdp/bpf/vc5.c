@@ -493,64 +493,48 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	k = h & VC5_TABLE_MASK;
 	moved = vc5_moved(t, k) || vc5_peer_moved(s, k);
 
-	if (p->no_insert) {
-		/* SYN, RST, ICMP error: no state to create. */
-		if (p->syn)
-			vc5_pending_mark(h);
-		if (!moved) {
-			bi = t->backend[k];
-			b = bpf_map_lookup_elem(&backends, &bi);
-			if (bi && vc5_usable(b))
-				goto emit;
-			goto drop;
-		}
-	} else {
-		pending = vc5_pending_take(h);
+	if (p->syn)
+		vc5_pending_mark(h);
+	if (!p->no_insert) {
+		/* Only TCP has SYNs: a UDP packet leaves a TCP flow's mark. */
+		pending = p->svc.proto == IPPROTO_TCP && vc5_pending_take(h);
 		cpu = bpf_map_lookup_elem(&cpu_state, &zero);
 		sampled = cpu && !(++cpu->sample & (VC5_SAMPLE - 1));
-		/* UDP has no SYN to say a flow is new: every UDP packet reads
-		 * the flow table, and an unknown flow is inserted at once, so
-		 * that no UDP flow moves when its bucket does. */
-		if (!moved && p->svc.proto == IPPROTO_TCP) {
-			bi = t->backend[k];
-			b = bpf_map_lookup_elem(&backends, &bi);
-			if (!bi || !vc5_usable(b))
-				goto drop;
-			if (pending) {
-				/* Its SYN came this way: any entry of this
-				 * 4-tuple is pinned to this real too, so
-				 * write without looking. */
-				if (vc5_budget(cpu, limit)) {
-					vc5_flow_insert(p, bi, now);
-					vc5_report(p, bi, VC5_EVENT_NEW);
-					fresh = 1;
-				}
-				goto emit;
+	}
+	/* Clean: the table decides for SYN, RST and ICMP errors, which create
+	 * no state, and for TCP. UDP has no SYN to say a flow is new, so every
+	 * UDP packet reads the flow table below, and an unknown UDP flow is
+	 * inserted at once: no UDP flow moves when its bucket does. */
+	if (!moved && (p->no_insert || p->svc.proto == IPPROTO_TCP)) {
+		bi = t->backend[k];
+		b = bpf_map_lookup_elem(&backends, &bi);
+		if (!bi || !vc5_usable(b))
+			goto drop;
+		if (p->no_insert || !(pending || sampled))
+			goto emit;
+		/* After its SYN came this way, any entry of this 4-tuple is
+		 * pinned to this real too: write without looking. */
+		f = pending ? NULL : vc5_flow_lookup(p);
+		if (!f) {
+			if (vc5_budget(cpu, limit)) {
+				vc5_flow_insert(p, bi, now);
+				vc5_report(p, bi, VC5_EVENT_NEW);
+				fresh = 1;
 			}
-			if (!sampled)
-				goto emit;
-			f = vc5_flow_lookup(p);
-			if (!f) {
-				if (vc5_budget(cpu, limit)) {
-					vc5_flow_insert(p, bi, now);
-					vc5_report(p, bi, VC5_EVENT_NEW);
-					fresh = 1;
-				}
-				goto emit;
-			}
-			if (f->backend == bi) {
-				if (f->seen != now) {
-					f->seen = now;
-					vc5_report(p, bi, VC5_EVENT_REFRESH);
-				}
-				goto emit;
-			}
-			/* Pinned elsewhere in a clean bucket: another CPU
-			 * between its insert and its mark, or a mark lost.
-			 * Mark the bucket, and follow the flow below. */
-			vc5_mark_moved(t, k);
-			moved = 1;
+			goto emit;
 		}
+		if (f->backend == bi) {
+			if (f->seen != now) {
+				f->seen = now;
+				vc5_report(p, bi, VC5_EVENT_REFRESH);
+			}
+			goto emit;
+		}
+		/* Pinned elsewhere in a clean bucket: another CPU between its
+		 * insert and its mark, or a mark lost. Mark the bucket, and
+		 * follow the flow below. */
+		vc5_mark_moved(t, k);
+		moved = 1;
 	}
 
 	/* Fast path: this CPU has seen the flow in the LRU recently, and

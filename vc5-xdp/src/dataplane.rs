@@ -41,7 +41,6 @@ pub static VC5_NOSYNC_BENCH_OBJ: &[u8] =
 /// instead of once per 256 (see vc5.c), for the benchmark's comparison.
 pub static VC5_ADAPTIVE_BENCH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_adaptive_bench.o"));
-/// The benchmark's floor program (swap MACs, XDP_TX).
 /// [`VC5_BENCH_OBJ`] built with `-DVC5_BENCH_PENDING`: every packet that
 /// may insert its flow counts as the first after the flow's SYN, so each
 /// repetition of `vc5_bench_fresh` inserts a flow the way a handshake's
@@ -53,6 +52,7 @@ pub static VC5_PENDING_BENCH_OBJ: &[u8] =
 /// a flow whose handshake this host did not see).
 pub static VC5_SAMPLE_BENCH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_sample_bench.o"));
+/// The benchmark's floor program (swap MACs, XDP_TX).
 pub static FLOOR_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.o"));
 
 const PROGRAM: &str = "vc5_xdp";
@@ -1377,8 +1377,10 @@ impl DataPlane {
             .iter()
             .filter_map(|(id, st)| {
                 let t = st.table.as_deref()?;
-                let at = self.moved_at.get(id).cloned();
-                (t.moved_count() > 0).then(|| (*id, (st.index, Box::new(t.backend), at)))
+                (t.moved_count() > 0).then(|| {
+                    let at = self.moved_at.get(id).cloned();
+                    (*id, (st.index, Box::new(t.backend), at))
+                })
             })
             .collect();
         if snapshot.is_empty() {

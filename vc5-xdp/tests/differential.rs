@@ -438,7 +438,8 @@ impl Model {
         let h = flow_hash(&client, &vip, sport.to_be(), dport.to_be(), proto);
         let k = h as usize & (TABLE_SIZE - 1);
         // Before anything else, even a drop: a SYN marks the pending bit,
-        // any other packet but an RST or ICMP error takes it and counts.
+        // any other TCP packet but an RST takes it; every packet but a
+        // SYN, RST or ICMP error counts for the sample.
         let (pending, sampled) = if no_insert {
             if syn {
                 self.pending.insert(h >> 12);
@@ -447,7 +448,7 @@ impl Model {
         } else {
             self.sample += 1;
             (
-                self.pending.remove(&(h >> 12)),
+                proto == TCP && self.pending.remove(&(h >> 12)),
                 self.sample.is_multiple_of(SAMPLE),
             )
         };

@@ -524,6 +524,24 @@ fn syn_creates_no_flow_and_the_first_ack_does() {
     assert_eq!(new, 3, "new flows count inserted flows");
 }
 
+/// Service 0's reals all drained and a fourth serving: every bucket of
+/// it moves, and only the flow table keeps a flow on its former real.
+fn drain_all_add_real4(s: &mut [ServiceSpec]) {
+    for r in &mut s[0].reals {
+        r.mode = RealMode::Drain;
+    }
+    s[0].reals.push(RealSpec {
+        addr: ip("203.0.113.14"),
+        weight: 1,
+        mode: RealMode::Serve,
+        l2: Some(L2 {
+            mac: real_mac(4),
+            src_mac: SRC_MAC,
+            ifindex: 0,
+        }),
+    });
+}
+
 #[test]
 fn syn_flood_does_not_evict_established_flows() {
     let mut env = Env::new();
@@ -556,21 +574,7 @@ fn syn_flood_does_not_evict_established_flows() {
     assert_eq!(counts[0], ("tcp4", 50), "the flood inserted nothing");
     // Drain every real the flows use: the tables no longer offer them, so
     // only the flow table can still send each flow to its own real.
-    env.reprogram(|s| {
-        for r in &mut s[0].reals {
-            r.mode = RealMode::Drain;
-        }
-        s[0].reals.push(RealSpec {
-            addr: ip("203.0.113.14"),
-            weight: 1,
-            mode: RealMode::Serve,
-            l2: Some(L2 {
-                mac: real_mac(4),
-                src_mac: SRC_MAC,
-                ifindex: 0,
-            }),
-        });
-    });
+    env.reprogram(|s| drain_all_add_real4(s));
     for (f, mac) in established.iter().zip(owner.iter()) {
         let (v, out) = env.run(&f.build());
         assert_eq!(v, XDP_TX);
@@ -1881,21 +1885,7 @@ fn a_spoofed_ack_flood_evicts_no_established_flow() {
     let after_clean = env.dp.flow_counts()[0].1;
     // Every real the flows use drained, a new one serving: every bucket
     // moves, and every flood packet now reads the flow table.
-    env.reprogram(|s| {
-        for r in &mut s[0].reals {
-            r.mode = RealMode::Drain;
-        }
-        s[0].reals.push(RealSpec {
-            addr: ip("203.0.113.14"),
-            weight: 1,
-            mode: RealMode::Serve,
-            l2: Some(L2 {
-                mac: real_mac(4),
-                src_mac: SRC_MAC,
-                ifindex: 0,
-            }),
-        });
-    });
+    env.reprogram(|s| drain_all_add_real4(s));
     flood(&mut env, "vc5_bench_fresh", 4 * TABLE);
     let after_moved = env.dp.flow_counts()[0].1;
     println!(
