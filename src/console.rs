@@ -803,6 +803,20 @@ pub mod metrics {
                 C,
                 one(st.flow_table.inserts_refused),
             )?;
+            family(
+                e,
+                "vc5_flow_evictions",
+                "New flows that overwrote an idle flow because both their flow-table sets were full.",
+                C,
+                one(st.flow_table.evicted),
+            )?;
+            family(
+                e,
+                "vc5_flow_table_full",
+                "New flows forwarded without a flow-table entry because both their sets were full of recently seen flows.",
+                C,
+                one(st.flow_table.refused_full),
+            )?;
             Ok(())
         }
     }

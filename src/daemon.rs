@@ -1007,6 +1007,8 @@ impl Control {
             flow_table: crate::status::FlowTableStatus {
                 insert_limit: self.dp.insert_limit(),
                 inserts_refused: self.stats.as_ref().map_or(0, |s| s.inserts_refused),
+                evicted: self.stats.as_ref().map_or(0, |s| s.flows_evicted),
+                refused_full: self.stats.as_ref().map_or(0, |s| s.flows_refused_full),
             },
         }
     }

@@ -55,6 +55,11 @@ pub struct FlowTableStatus {
     /// New flows forwarded without an entry because a CPU was over the
     /// limit, since the maps were created.
     pub inserts_refused: u64,
+    /// New flows that overwrote an idle flow (both their sets full).
+    pub evicted: u64,
+    /// New flows forwarded without an entry because both their sets were
+    /// full of recently seen flows.
+    pub refused_full: u64,
 }
 
 /// Flow sync as vc5d sees it: its own settings and hold, and what

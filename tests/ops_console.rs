@@ -410,6 +410,8 @@ async fn metrics_are_the_snapshot() {
     assert_eq!(get("vc5_flowsync_lost_events_total", &[]), 4.0);
     assert_eq!(get("vc5_flow_insert_limit", &[]), 100_000.0);
     assert_eq!(get("vc5_flow_inserts_refused_total", &[]), 7.0);
+    assert_eq!(get("vc5_flow_evictions_total", &[]), 3.0);
+    assert_eq!(get("vc5_flow_table_full_total", &[]), 2.0);
     assert_eq!(
         get("vc5_flowsync_rejects_total", &[("reason", "auth")]),
         1.0

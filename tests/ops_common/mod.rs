@@ -174,6 +174,8 @@ pub fn synthetic_status() -> Status {
         flow_table: FlowTableStatus {
             insert_limit: 100_000,
             inserts_refused: 7,
+            evicted: 3,
+            refused_full: 2,
         },
     }
 }

@@ -28,13 +28,13 @@
 #define VC5_TABLE_MASK (VC5_TABLE_SIZE - 1)
 
 /* Per-CPU flow caches: entries per CPU, and how often a cache hit also
- * touches the flow's LRU entry (every VC5_REFRESH+1 hits), so that busy
- * flows served from the cache are never the LRU's eviction victims. */
+ * touches the flow's flow-table entry (every VC5_REFRESH+1 hits), so that
+ * busy flows served from the cache are never eviction victims. */
 #define VC5_CACHE_BITS 14
 #define VC5_CACHE_SIZE (1u << VC5_CACHE_BITS)
 #define VC5_REFRESH 63
 /* Seconds (of settings.clock) for which a CPU's cache entry vouches for
- * its flow when the LRU has lost it: a younger entry's flow was alive, so
+ * its flow when the flow table has lost it: a younger entry's flow was alive, so
  * it is restored with its real; an older one's may be a dead flow that a
  * sweep deleted (user space's TCP idle timeout is longer than this plus
  * a clock tick), whose 4-tuple is free again. */
@@ -57,7 +57,18 @@
  * means no bound. */
 #define VC5_INSERT_LIMIT 100000
 
-/* Default map sizes; user space may shrink them at load (tests do). */
+/* Ways per set of a flow table (flowtable.h), and the age (seconds of
+ * settings.clock, which vc5d moves every 30 s) a flow's stamp must have
+ * before a new flow may overwrite it: an insert into two full sets of
+ * flows seen more recently is refused (counted in vc5_cpu_state.full), so
+ * a flood of new flows cannot push out established ones. In a clean
+ * bucket a flow's stamp moves only on sampled packets (1 in VC5_SAMPLE):
+ * a flow of a few packets a second is stamped well within this. */
+#define VC5_WAYS 4
+#define VC5_EVICT_AGE 120
+
+/* Default map sizes, in flows; user space may shrink them at load (tests
+ * do). A flow table holds these / VC5_WAYS sets, a power of two. */
 #define VC5_MAX_SERVICES 4096
 #define VC5_MAX_BACKENDS 65536
 #define VC5_FLOWS_TCP4 (1u << 21)

@@ -43,26 +43,38 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
-/* Established flows, one LRU per family and protocol so that a flood of one
- * kind cannot evict the flows of another. BPF_F_NO_COMMON_LRU gives each CPU
- * its own LRU list: no lock shared between CPUs on insert. */
-#define VC5_FLOW_MAP(name, keytype, size)                                      \
+/* Established flows, one table per family and protocol so that a flood of
+ * one kind cannot evict the flows of another: vc5's own set-associative
+ * tables (flowtable.h) in ARRAY maps, whose lookups the verifier inlines
+ * and which user space maps into its memory (BPF_F_MMAPABLE) to sweep and
+ * read them. max_entries counts sets; vc5_flow_mask holds each table's
+ * set count less one, set by the loader to the sizes in force. */
+#define VC5_FLOW_MAP(name, settype, size)                                      \
 	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_LRU_HASH);                           \
-		__uint(max_entries, size);                                     \
-		__uint(map_flags, BPF_F_NO_COMMON_LRU);                        \
-		__type(key, keytype);                                          \
-		__type(value, struct vc5_flow);                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
+		__uint(max_entries, (size) / VC5_WAYS);                        \
+		__uint(map_flags, BPF_F_MMAPABLE);                             \
+		__type(key, __u32);                                            \
+		__type(value, settype);                                        \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
 	} name SEC(".maps")
 
-VC5_FLOW_MAP(flows_tcp4, struct vc5_flow4, VC5_FLOWS_TCP4);
-VC5_FLOW_MAP(flows_udp4, struct vc5_flow4, VC5_FLOWS_UDP4);
-VC5_FLOW_MAP(flows_tcp6, struct vc5_flow6, VC5_FLOWS_TCP6);
-VC5_FLOW_MAP(flows_udp6, struct vc5_flow6, VC5_FLOWS_UDP6);
+VC5_FLOW_MAP(flows_tcp4, struct vc5_set4, VC5_FLOWS_TCP4);
+VC5_FLOW_MAP(flows_udp4, struct vc5_set4, VC5_FLOWS_UDP4);
+VC5_FLOW_MAP(flows_tcp6, struct vc5_set6, VC5_FLOWS_TCP6);
+VC5_FLOW_MAP(flows_udp6, struct vc5_set6, VC5_FLOWS_UDP6);
+
+/* Sets less one of flows_tcp4, flows_udp4, flows_tcp6, flows_udp6 (in that
+ * order), written by the loader before the program is verified. */
+const volatile __u32 vc5_flow_mask[4] = {
+	VC5_FLOWS_TCP4 / VC5_WAYS - 1,
+	VC5_FLOWS_UDP4 / VC5_WAYS - 1,
+	VC5_FLOWS_TCP6 / VC5_WAYS - 1,
+	VC5_FLOWS_UDP6 / VC5_WAYS - 1,
+};
 
 /* Flows learned from peers by vc5-flowsync, consulted after a miss in the
- * flows_* maps in a moved bucket. A common LRU (no BPF_F_NO_COMMON_LRU):
+ * flows_* tables in a moved bucket. A common LRU (no BPF_F_NO_COMMON_LRU):
  * one user-space writer fills them all (a per-CPU LRU would give it one
  * CPU's share), and the local tables never lose a flow to a peer's. */
 #define VC5_PEER_MAP(name, keytype, size)                                     \
@@ -130,7 +142,7 @@ struct {
 	__type(value, __u64);
 } flow_pending SEC(".maps");
 
-/* Not pinned: a cache, rebuilt from the LRU by traffic. */
+/* Not pinned: a cache, rebuilt from the flow tables by traffic. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, VC5_CACHE_SIZE);

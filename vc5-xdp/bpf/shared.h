@@ -90,16 +90,54 @@ struct vc5_flow6 {
 	__u16 dport;
 };
 
+/* A flow of a peer's table (peer_* maps, written by vc5-flowsync). */
 struct vc5_flow {
 	__u32 backend;
 	__u32 seen; /* settings.clock when a packet last touched the entry */
 };
 
+/* This host's flow tables (flows_* maps, see flowtable.h) are arrays of
+ * sets of VC5_WAYS ways; a way is a key and this value. backend 0 marks a
+ * free way (backend indexes are below VC5_MAX_BACKENDS = 2^16). seen: the
+ * low 16 bits of settings.clock when a packet last touched the flow;
+ * readers compare it with the clock modulo 2^16 (18 hours, far beyond any
+ * idle timeout). The key comes first so that each 8-byte word a writer
+ * stores is whole: the last word holds the ports with the value, so a way
+ * that two CPUs overwrite at once can pair a value only with its own
+ * flow's ports. */
+struct vc5_fval {
+	__u16 backend;
+	__u16 seen;
+};
+
+struct vc5_way4 {
+	struct vc5_flow4 key;
+	struct vc5_fval v;
+};
+
+struct vc5_way6 {
+	struct vc5_flow6 key;
+	struct vc5_fval v;
+};
+
+struct vc5_set4 {
+	struct vc5_way4 way[4]; /* VC5_WAYS: one cache line */
+};
+
+struct vc5_set6 {
+	struct vc5_way6 way[4]; /* VC5_WAYS */
+};
+
+_Static_assert(sizeof(struct vc5_way4) == 16, "vc5_way4 size");
+_Static_assert(sizeof(struct vc5_way6) == 40, "vc5_way6 size");
+_Static_assert(sizeof(struct vc5_set4) == 64, "vc5_set4 size");
+_Static_assert(sizeof(struct vc5_set6) == 160, "vc5_set6 size");
+
 /* One entry of a CPU's flow cache (flow_cache4/6): a direct-mapped copy
- * of flows this CPU saw in the LRU, so that an established flow costs an
+ * of flows this CPU saw in the flow table, so that an established flow costs an
  * inlined array read instead of a hash-map lookup. Valid only while the
  * backend's epoch and the clock are those it was made under: so every
- * CPU follows the LRU after a backend changes, and the LRU's "seen" stamp
+ * CPU follows the flow table after a backend changes, and the entry's "seen" stamp
  * is refreshed at least once per clock tick while the flow has packets. */
 struct vc5_cache4 {
 	struct vc5_flow4 key;
@@ -178,8 +216,10 @@ struct vc5_cpu_state {
 	__u32 clock;   /* the second (coarse ns >> 30) that "inserts" counts in */
 	__u32 inserts; /* flows this CPU inserted in that second */
 	__u32 sample;  /* packets that may insert, for the 1-in-VC5_SAMPLE choice */
-	__u32 _pad;
+	__u32 evicted; /* inserts that overwrote an idle flow (both sets full) */
 	__u64 refused; /* inserts refused by settings.insert_limit */
+	__u32 full;    /* inserts refused: both sets full of recently seen flows */
+	__u32 _pad;
 };
 
 /* Per-CPU counters. */

@@ -10,7 +10,7 @@
  *   find the service (open-addressed table in an ARRAY map: no helper call);
  *   where the flow's bucket is clean (no moved mark), send it to the
  *   bucket's real: every flow of a clean bucket is pinned there;
- *   else find the flow in its LRU; if the flow's real is usable, send it
+ *   else find the flow in its flow table (flowtable.h); if the flow's real is usable, send it
  *   there; else pick a real from the service's lookup table.
  *
  * Policies (README "Data plane policies"):
@@ -28,8 +28,8 @@
  *   or of ACKs, from spoofed sources costs little flow-table space; and
  *   inserts of new flows are bounded per CPU and tick by
  *   settings.insert_limit (over it the packet is forwarded by the table
- *   and its flow not inserted), so no flood evicts established flows
- *   faster than that.
+ *   and its flow not inserted); and an insert overwrites only a flow idle
+ *   for VC5_EVICT_AGE, so no flood of new flows evicts established ones.
  * - IP fragments addressed to a VIP are dropped and counted: only the first
  *   carries ports, so no fragment can be steered consistently.
  * - IPv4 options are allowed; the L4 header is found after them.
@@ -41,7 +41,7 @@
  * - Anything not addressed to a VIP service passes to the kernel untouched.
  * - A CPU's flow cache answers only while the flow's real is unchanged
  *   (its epoch) and within one tick of user space's clock, so every CPU
- *   follows the LRU after a real fails or recovers, and a live flow's LRU
+ *   follows the flow table after a real fails or recovers, and a live flow's
  *   entry is stamped ("seen") at least once per tick. A TCP flow idle
  *   past user space's timeout (TCP_IDLE_TIMEOUT, 900 s) and pinned to
  *   another real than its bucket's is deleted by the sweep; its 4-tuple
@@ -60,7 +60,7 @@
  *   pinned elsewhere); so where both bits are clear every peer flow is
  *   pinned to the bucket's real, the answer the table gives anyway.
  * - While vc5-flowsync runs (sync_status[0].on), each insert (NEW),
- *   re-pin (REPIN), takeover (TAKEOVER) and first LRU touch of a flow in
+ *   re-pin (REPIN), takeover (TAKEOVER) and first flow-table touch of a flow in
  *   a new clock tick (REFRESH) is written to the flow_events ring; an
  *   event the ring has no room for is counted in flow_events_lost, and
  *   the packet is forwarded all the same. The established path served
@@ -81,6 +81,7 @@
 #include "shared.h"
 #include "maps.h"
 #include "hash.h"
+#include "flowtable.h"
 
 #define VC5_V6_EXTS 3
 
@@ -193,35 +194,59 @@ static __always_inline int vc5_moved(const struct vc5_table *t, __u32 k)
 	return (t->moved[k >> 6] >> (k & 63)) & 1;
 }
 
-/* One call site per map keeps each lookup inlinable by the verifier. */
-static __always_inline struct vc5_flow *vc5_flow_lookup(const struct vc5_pkt *p)
+/* The flow-table operations are global functions: the verifier checks
+ * each once, on its own, instead of at every call site in every state the
+ * caller reaches (inlined, or as static calls, they took it past its
+ * million-instruction budget). A call costs a few ns, paid only on the
+ * paths that touch the flow table. Global functions return scalars: the
+ * lookup returns where the entry is (vc5_find4), and vc5_flow_at turns
+ * that into a pointer with one more (inlined, cached) array lookup. */
+__noinline int vc5_flow_find(const struct vc5_pkt *p, __u32 h)
 {
-	if (p->v6) {
-		if (p->svc.proto == IPPROTO_TCP)
-			return bpf_map_lookup_elem(&flows_tcp6, &p->f6);
-		return bpf_map_lookup_elem(&flows_udp6, &p->f6);
-	}
-	if (p->svc.proto == IPPROTO_TCP)
-		return bpf_map_lookup_elem(&flows_tcp4, &p->f4);
-	return bpf_map_lookup_elem(&flows_udp4, &p->f4);
+	int udp;
+
+	if (!p)
+		return -1;
+	udp = p->svc.proto != IPPROTO_TCP;
+	if (p->v6)
+		return vc5_find6(&p->f6, h, udp);
+	return vc5_find4(&p->f4, h, udp);
 }
 
-static __always_inline void vc5_flow_insert(const struct vc5_pkt *p, __u32 backend,
-					    __u32 now)
+/* Inserts the flow: VC5_PUT_PLACED, _EVICTED or _FULL. */
+__noinline int vc5_flow_put(const struct vc5_pkt *p, __u32 h, __u32 backend, __u32 now)
 {
-	struct vc5_flow f = { .backend = backend, .seen = now };
+	int udp;
 
-	if (p->v6) {
-		if (p->svc.proto == IPPROTO_TCP)
-			bpf_map_update_elem(&flows_tcp6, &p->f6, &f, BPF_ANY);
-		else
-			bpf_map_update_elem(&flows_udp6, &p->f6, &f, BPF_ANY);
-	} else {
-		if (p->svc.proto == IPPROTO_TCP)
-			bpf_map_update_elem(&flows_tcp4, &p->f4, &f, BPF_ANY);
-		else
-			bpf_map_update_elem(&flows_udp4, &p->f4, &f, BPF_ANY);
-	}
+	if (!p)
+		return VC5_PUT_FULL;
+	udp = p->svc.proto != IPPROTO_TCP;
+	if (p->v6)
+		return vc5_insert6(&p->f6, h, udp, backend, now);
+	return vc5_insert4(&p->f4, h, udp, backend, now);
+}
+
+static __always_inline struct vc5_fval *vc5_flow_lookup(const struct vc5_pkt *p, __u32 h)
+{
+	int loc = vc5_flow_find(p, h), udp = p->svc.proto != IPPROTO_TCP;
+
+	if (p->v6)
+		return vc5_at6(udp, loc);
+	return vc5_at4(udp, loc);
+}
+
+/* Inserts the flow, counting evictions and refusals; 1 when written. */
+static __always_inline int vc5_flow_insert(const struct vc5_pkt *p, __u32 h,
+					   __u32 backend, __u32 now,
+					   struct vc5_cpu_state *cpu)
+{
+	int r = vc5_flow_put(p, h, backend, now);
+
+	if (cpu && r == VC5_PUT_EVICTED)
+		cpu->evicted++;
+	else if (cpu && r == VC5_PUT_FULL)
+		cpu->full++;
+	return r != VC5_PUT_FULL;
 }
 
 #ifndef VC5_NO_FLOWSYNC
@@ -477,7 +502,7 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	struct vc5_backend_stats *bs;
 	struct vc5_svc_slot *svc;
 	struct vc5_table *t;
-	struct vc5_flow *f;
+	struct vc5_fval *f;
 	__u32 s, h, k, bi = 0, fresh = 0, now = 0, limit = 0, zero = 0;
 	int cached = 0, moved, pending = 0, sampled = 0;
 
@@ -514,17 +539,16 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 			goto emit;
 		/* After its SYN came this way, any entry of this 4-tuple is
 		 * pinned to this real too: write without looking. */
-		f = pending ? NULL : vc5_flow_lookup(p);
+		f = pending ? NULL : vc5_flow_lookup(p, h);
 		if (!f) {
-			if (vc5_budget(cpu, limit)) {
-				vc5_flow_insert(p, bi, now);
+			if (vc5_budget(cpu, limit) && vc5_flow_insert(p, h, bi, now, cpu)) {
 				vc5_report(p, bi, VC5_EVENT_NEW);
 				fresh = 1;
 			}
 			goto emit;
 		}
 		if (f->backend == bi) {
-			if (f->seen != now) {
+			if (f->seen != (__u16)now) {
 				f->seen = now;
 				vc5_report(p, bi, VC5_EVENT_REFRESH);
 			}
@@ -537,10 +561,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		moved = 1;
 	}
 
-	/* Fast path: this CPU has seen the flow in the LRU recently, and
+	/* Fast path: this CPU has seen the flow in the flow table recently, and
 	 * neither the flow's real nor the clock has changed since: a real's
 	 * change (a failure, say) may have let another CPU re-pin the flow,
-	 * and a clock tick is when the LRU entry's "seen" stamp is due. */
+	 * and a clock tick is when the entry's "seen" stamp is due. */
 	if (vc5_cache_get(p, h, &c)) {
 		bi = c.backend;
 		b = bpf_map_lookup_elem(&backends, &bi);
@@ -549,21 +573,21 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 			goto emit;
 	}
 
-	f = vc5_flow_lookup(p);
+	f = vc5_flow_lookup(p, h);
 	if (f) {
 		bi = f->backend;
 		b = bpf_map_lookup_elem(&backends, &bi);
 		if (vc5_usable(b)) {
 			/* Written once per tick at most: the entry's cache
 			 * line is shared by every CPU the flow reaches. */
-			if (f->seen != now && !p->icmp) {
+			if (f->seen != (__u16)now && !p->icmp) {
 				f->seen = now;
 				vc5_report(p, bi, VC5_EVENT_REFRESH);
 			}
 			goto cache;
 		}
 	} else if (cached && !p->no_insert && now - c.clock < VC5_CACHE_TRUST) {
-		/* The LRU lost a flow the cache still serves, its real has
+		/* The table lost a flow the cache still serves, its real has
 		 * not changed since the cache learnt it (so no CPU can have
 		 * re-pinned it) and the entry is recent: restore it with the
 		 * same real rather than letting the flow move, the bucket
@@ -571,8 +595,8 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 		 * against the insert limit: the flow is not new. */
 		if (bi != t->backend[k])
 			vc5_mark_moved(t, k);
-		vc5_flow_insert(p, bi, now);
-		vc5_report(p, bi, VC5_EVENT_NEW);
+		if (vc5_flow_insert(p, h, bi, now, cpu))
+			vc5_report(p, bi, VC5_EVENT_NEW);
 		goto emit;
 	} else if (moved) {
 		/* Not ours: a peer's flow, if a peer has one, wins over the
@@ -594,9 +618,10 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 					goto emit; /* SYN/RST/ICMP: follow it, keep no state */
 				if (bi != t->backend[k])
 					vc5_mark_moved(t, k);
-				vc5_flow_insert(p, bi, now);
-				vc5_report(p, bi, VC5_EVENT_TAKEOVER);
-				fresh = 1;
+				if (vc5_flow_insert(p, h, bi, now, cpu)) {
+					vc5_report(p, bi, VC5_EVENT_TAKEOVER);
+					fresh = 1;
+				}
 				goto cache;
 			}
 		}
@@ -610,19 +635,20 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 	if (p->icmp)
 		goto emit;
 	if (f) {
-		f->backend = bi; /* re-pin a flow whose real failed */
-		f->seen = now;
+		/* Re-pin a flow whose real failed: one 4-byte store. */
+		*(__u32 *)f = (bi & 0xffff) | now << 16;
 		vc5_report(p, bi, VC5_EVENT_REPIN);
 	} else if (p->no_insert ||
 		   !(pending || sampled || p->svc.proto == IPPROTO_UDP) ||
 		   !vc5_budget(cpu, limit)) {
 		/* SYN/RST; or a TCP packet that does not insert; or over the
 		 * limit: the table's answer, and no state, not even in the
-		 * cache (which would restore a flow the LRU never had). */
+		 * cache (which would restore a flow the table never had). */
 		goto emit;
-	} else {
-		vc5_flow_insert(p, bi, now);
+	} else if (vc5_flow_insert(p, h, bi, now, cpu)) {
 		vc5_report(p, bi, VC5_EVENT_NEW);
+	} else {
+		goto emit; /* both sets full of live flows: no state */
 	}
 	fresh = 1;
 

@@ -12,6 +12,7 @@
 //! difference in an order that never lets a packet see a real before it is
 //! usable or a service table that points at a freed real.
 
+use crate::flowtable::{FlowTable, Put, widen};
 use crate::maps::*;
 use crate::table::{self, Candidate};
 use aya::maps::{
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tracing::{info, warn};
 
 /// The XDP program, built by `build.rs`.
@@ -290,10 +292,11 @@ struct Maps {
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, BackendStats>,
     service_drops: PerCpuArray<MapData, Counter>,
-    flows_tcp4: BpfHashMap<MapData, Flow4, Flow>,
-    flows_tcp6: BpfHashMap<MapData, Flow6, Flow>,
-    flows_udp4: BpfHashMap<MapData, Flow4, Flow>,
-    flows_udp6: BpfHashMap<MapData, Flow6, Flow>,
+    /// This host's flow tables, mapped into memory (shared with sweeps).
+    flows_tcp4: Arc<FlowTable<Flow4>>,
+    flows_tcp6: Arc<FlowTable<Flow6>>,
+    flows_udp4: Arc<FlowTable<Flow4>>,
+    flows_udp6: Arc<FlowTable<Flow6>>,
     /// Flows learned from peers, `peer_moved` and `sync_status`: written
     /// by vc5-flowsync alone in production. vc5d reads them (the sweep
     /// walks the peer tables, [`DataPlane::sync_status`]); the writers
@@ -346,6 +349,11 @@ pub struct Stats {
     pub services: Vec<ServiceStats>,
     /// New flows the insert limit kept out of the flow table.
     pub inserts_refused: u64,
+    /// Inserts that overwrote an idle flow, both sets being full.
+    pub flows_evicted: u64,
+    /// Inserts refused because both sets were full of flows seen within
+    /// [`EVICT_AGE`].
+    pub flows_refused_full: u64,
 }
 
 impl Stats {
@@ -465,6 +473,8 @@ fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 20] {
     let array = |v: usize| Some((4, v));
     let flows4 = Some((size_of::<Flow4>(), size_of::<Flow>()));
     let flows6 = Some((size_of::<Flow6>(), size_of::<Flow>()));
+    let sets4 = array(size_of::<Set4>());
+    let sets6 = array(size_of::<Set6>());
     [
         ("settings", MapType::Array, array(size_of::<Settings>())),
         ("svc_slots", MapType::Array, array(size_of::<SvcSlot>())),
@@ -481,10 +491,10 @@ fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 20] {
             MapType::PerCpuArray,
             array(size_of::<Counter>()),
         ),
-        ("flows_tcp4", MapType::LruHash, flows4),
-        ("flows_udp4", MapType::LruHash, flows4),
-        ("flows_tcp6", MapType::LruHash, flows6),
-        ("flows_udp6", MapType::LruHash, flows6),
+        ("flows_tcp4", MapType::Array, sets4),
+        ("flows_udp4", MapType::Array, sets4),
+        ("flows_tcp6", MapType::Array, sets6),
+        ("flows_udp6", MapType::Array, sets6),
         ("peer_tcp4", MapType::LruHash, flows4),
         ("peer_udp4", MapType::LruHash, flows4),
         ("peer_tcp6", MapType::LruHash, flows6),
@@ -530,6 +540,14 @@ fn check_pinned(dir: &Path) -> Result<(), Error> {
                 what.push(format!("value size {}, expected {v}", info.value_size()));
             }
         }
+        if name.starts_with("flows_") {
+            if info.map_flags() & BPF_F_MMAPABLE == 0 {
+                what.push("not mmapable".to_string());
+            }
+            if !info.max_entries().is_power_of_two() {
+                what.push(format!("{} sets, not a power of two", info.max_entries()));
+            }
+        }
         if name == "svc_slots" && info.max_entries() != 2 * SLOTS {
             what.push(format!(
                 "{} entries, expected {}",
@@ -546,6 +564,37 @@ fn check_pinned(dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A backend index as a flow table holds it (16 bits; 0 is no real).
+fn backend16(b: u32) -> Result<u16, Error> {
+    u16::try_from(b)
+        .ok()
+        .filter(|b| *b != 0)
+        .ok_or_else(|| Error::Pin(format!("backend index {b} does not fit a flow table")))
+}
+
+/// `BPF_F_MMAPABLE`, which the flow tables must have.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// A flow table of the loaded object, mapped into memory.
+fn mapped<K: crate::flowtable::WayKey>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    sets: u32,
+    proto: u8,
+) -> Result<Arc<FlowTable<K>>, Error> {
+    use std::os::fd::AsFd;
+    let m = ebpf.map(name).ok_or(Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    let data = match m {
+        aya::maps::Map::Array(d) => d,
+        _ => return Err(Error::Pin(format!("{name} is not an array"))),
+    };
+    let t = FlowTable::map(data.fd().as_fd(), sets, proto)?;
+    Ok(Arc::new(t))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
@@ -579,16 +628,39 @@ impl DataPlane {
         check_pinned(dir)?;
 
         let maps_dir = dir.join("maps");
+        // Sets of each flow table: the pinned table's, or the size asked.
+        let sets = |name: &str, flows: u32| -> Result<u32, Error> {
+            let path = maps_dir.join(name);
+            if path.exists() {
+                let info = MapInfo::from_pin(&path).map_err(map_err("flows"))?;
+                return Ok(info.max_entries());
+            }
+            let n = (flows / WAYS as u32).max(1);
+            if !n.is_power_of_two() {
+                return Err(Error::Pin(format!(
+                    "{name}: {flows} flows is not {WAYS} ways times a power of two"
+                )));
+            }
+            Ok(n)
+        };
+        let flow_sets = [
+            sets("flows_tcp4", sizes.flows_tcp4)?,
+            sets("flows_udp4", sizes.flows_udp4)?,
+            sets("flows_tcp6", sizes.flows_tcp6)?,
+            sets("flows_udp6", sizes.flows_udp6)?,
+        ];
+        let masks = flow_sets.map(|n| n - 1);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .override_global("vc5_flow_mask", &masks, true)
             .map_max_entries("tables", sizes.services)
             .map_max_entries("service_drops", sizes.services)
             .map_max_entries("backends", sizes.backends)
             .map_max_entries("backend_stats", sizes.backends)
-            .map_max_entries("flows_tcp4", sizes.flows_tcp4)
-            .map_max_entries("flows_tcp6", sizes.flows_tcp6)
-            .map_max_entries("flows_udp4", sizes.flows_udp4)
-            .map_max_entries("flows_udp6", sizes.flows_udp6)
+            .map_max_entries("flows_tcp4", flow_sets[0])
+            .map_max_entries("flows_udp4", flow_sets[1])
+            .map_max_entries("flows_tcp6", flow_sets[2])
+            .map_max_entries("flows_udp6", flow_sets[3])
             // Room for every peer's flows as for our own: a flow a peer
             // holds is one this host may have to take over.
             .map_max_entries("peer_tcp4", sizes.flows_tcp4)
@@ -611,10 +683,10 @@ impl DataPlane {
             stats: take(&mut ebpf, "stats")?,
             backend_stats: take(&mut ebpf, "backend_stats")?,
             service_drops: take(&mut ebpf, "service_drops")?,
-            flows_tcp4: take(&mut ebpf, "flows_tcp4")?,
-            flows_tcp6: take(&mut ebpf, "flows_tcp6")?,
-            flows_udp4: take(&mut ebpf, "flows_udp4")?,
-            flows_udp6: take(&mut ebpf, "flows_udp6")?,
+            flows_tcp4: mapped(&ebpf, "flows_tcp4", flow_sets[0], TCP)?,
+            flows_tcp6: mapped(&ebpf, "flows_tcp6", flow_sets[2], TCP)?,
+            flows_udp4: mapped(&ebpf, "flows_udp4", flow_sets[1], UDP)?,
+            flows_udp6: mapped(&ebpf, "flows_udp6", flow_sets[3], UDP)?,
             peer_tcp4: take(&mut ebpf, "peer_tcp4")?,
             peer_tcp6: take(&mut ebpf, "peer_tcp6")?,
             peer_udp4: take(&mut ebpf, "peer_udp4")?,
@@ -1351,10 +1423,13 @@ impl DataPlane {
                 reals,
             });
         }
+        let (flows_evicted, flows_refused_full) = self.flow_table_pressure()?;
         Ok(Stats {
             global,
             services,
             inserts_refused: self.inserts_refused()?,
+            flows_evicted,
+            flows_refused_full,
         })
     }
 
@@ -1407,24 +1482,26 @@ impl DataPlane {
         let dead_before = now
             .checked_sub(self.idle_timeout)
             .filter(|t| self.clock_start != 0 && *t >= self.clock_start);
-        let v4 = |name| -> Result<FlowTable, Error> {
-            Ok(FlowTable::V4(
+        let v4 = |name| -> Result<SweptTable, Error> {
+            Ok(SweptTable::Peer4(
                 BpfHashMap::try_from(open(name)?).map_err(map_err(name))?,
             ))
         };
-        let v6 = |name| -> Result<FlowTable, Error> {
-            Ok(FlowTable::V6(
+        let v6 = |name| -> Result<SweptTable, Error> {
+            Ok(SweptTable::Peer6(
                 BpfHashMap::try_from(open(name)?).map_err(map_err(name))?,
             ))
         };
+        let m = &self.maps;
         Ok(Some(Sweep {
             snapshot,
             dead_before,
+            clock: now,
             tables: vec![
-                (TCP, false, v4("flows_tcp4")?),
-                (TCP, false, v6("flows_tcp6")?),
-                (UDP, false, v4("flows_udp4")?),
-                (UDP, false, v6("flows_udp6")?),
+                (TCP, false, SweptTable::Local4(m.flows_tcp4.clone())),
+                (TCP, false, SweptTable::Local6(m.flows_tcp6.clone())),
+                (UDP, false, SweptTable::Local4(m.flows_udp4.clone())),
+                (UDP, false, SweptTable::Local6(m.flows_udp6.clone())),
                 (TCP, true, v4("peer_tcp4")?),
                 (TCP, true, v6("peer_tcp6")?),
                 (UDP, true, v4("peer_udp4")?),
@@ -1534,6 +1611,22 @@ impl DataPlane {
         Ok(v.iter().map(|c| c.refused).sum())
     }
 
+    /// Inserts into two full sets, summed over CPUs: those that overwrote
+    /// an idle flow, and those refused because every flow there was seen
+    /// within [`EVICT_AGE`]. Either is a sign the flow tables are too small
+    /// for the site (or of a flood of new flows).
+    pub fn flow_table_pressure(&self) -> Result<(u64, u64), Error> {
+        let v = self
+            .maps
+            .cpu_state
+            .get(&0, 0)
+            .map_err(map_err("cpu_state"))?;
+        Ok((
+            v.iter().map(|c| c.evicted as u64).sum(),
+            v.iter().map(|c| c.full as u64).sum(),
+        ))
+    }
+
     /// `settings.generation`: bumped by every [`DataPlane::program`] that
     /// changed a service slot, a table or a backend.
     pub fn generation(&self) -> u32 {
@@ -1640,15 +1733,39 @@ impl DataPlane {
         self.maps.tables.get(&(index as u32), 0).ok()
     }
 
-    /// Number of entries in each flow table (walks the maps: for tests and
-    /// occasional status, not for a hot loop).
+    /// Number of entries in each flow table (walks the tables: for tests
+    /// and occasional status, not for a hot loop).
     pub fn flow_counts(&self) -> [(&'static str, usize); 4] {
         [
-            ("tcp4", self.maps.flows_tcp4.keys().count()),
-            ("udp4", self.maps.flows_udp4.keys().count()),
-            ("tcp6", self.maps.flows_tcp6.keys().count()),
-            ("udp6", self.maps.flows_udp6.keys().count()),
+            ("tcp4", self.maps.flows_tcp4.len()),
+            ("udp4", self.maps.flows_udp4.len()),
+            ("tcp6", self.maps.flows_tcp6.len()),
+            ("udp6", self.maps.flows_udp6.len()),
         ]
+    }
+
+    fn table4(&self, tcp: bool) -> &FlowTable<Flow4> {
+        if tcp {
+            &self.maps.flows_tcp4
+        } else {
+            &self.maps.flows_udp4
+        }
+    }
+
+    fn table6(&self, tcp: bool) -> &FlowTable<Flow6> {
+        if tcp {
+            &self.maps.flows_tcp6
+        } else {
+            &self.maps.flows_udp6
+        }
+    }
+
+    /// An entry as user space reports it: its stamp widened to the clock.
+    fn flow_of(&self, v: FlowVal) -> Flow {
+        Flow {
+            backend: v.backend as u32,
+            seen: widen(v.seen, self.settings.clock),
+        }
     }
 
     /// The backend index a TCP/IPv4 flow is pinned to, if any.
@@ -1658,52 +1775,55 @@ impl DataPlane {
 
     /// A TCP/IPv4 flow's entry (its backend and "seen" stamp), if any.
     pub fn flow_entry4(&self, tcp: bool, key: &Flow4) -> Option<Flow> {
-        let m = if tcp {
-            &self.maps.flows_tcp4
-        } else {
-            &self.maps.flows_udp4
-        };
-        m.get(key, 0).ok()
+        self.table4(tcp).get(key).map(|v| self.flow_of(v))
     }
 
-    /// Writes an IPv4 flow entry, as the program would (for tests).
-    pub fn insert_flow4(&mut self, tcp: bool, key: &Flow4, flow: Flow) -> Result<(), Error> {
-        let m = if tcp {
-            &mut self.maps.flows_tcp4
-        } else {
-            &mut self.maps.flows_udp4
-        };
-        m.insert(key, flow, 0).map_err(map_err("flows"))
+    /// Writes an IPv4 flow entry where the program would (for tests and
+    /// the benchmark).
+    pub fn insert_flow4(&mut self, tcp: bool, key: &Flow4, flow: Flow) -> Result<Put, Error> {
+        let b = backend16(flow.backend)?;
+        Ok(self.table4(tcp).insert(key, b, flow.seen as u16))
+    }
+
+    /// Writes an IPv6 flow entry where the program would.
+    pub fn insert_flow6(&mut self, tcp: bool, key: &Flow6, flow: Flow) -> Result<Put, Error> {
+        let b = backend16(flow.backend)?;
+        Ok(self.table6(tcp).insert(key, b, flow.seen as u16))
     }
 
     /// The backend index an IPv6 flow is pinned to, if any.
     pub fn flow6(&self, tcp: bool, key: &Flow6) -> Option<u32> {
-        let m = if tcp {
-            &self.maps.flows_tcp6
-        } else {
-            &self.maps.flows_udp6
-        };
-        m.get(key, 0).ok().map(|f| f.backend)
+        self.table6(tcp).get(key).map(|v| v.backend as u32)
     }
 
     /// Forgets an IPv4 flow (its next packet is treated as new).
     pub fn remove_flow4(&mut self, tcp: bool, key: &Flow4) -> Result<(), Error> {
-        let m = if tcp {
-            &mut self.maps.flows_tcp4
-        } else {
-            &mut self.maps.flows_udp4
-        };
-        m.remove(key).map_err(map_err("flows"))
+        self.table4(tcp).remove(key);
+        Ok(())
     }
 
     /// Forgets an IPv6 flow.
     pub fn remove_flow6(&mut self, tcp: bool, key: &Flow6) -> Result<(), Error> {
-        let m = if tcp {
-            &mut self.maps.flows_tcp6
+        self.table6(tcp).remove(key);
+        Ok(())
+    }
+
+    /// The mapped IPv4 flow table of TCP or UDP (for the benchmark and tools).
+    pub fn flow_table4(&self, tcp: bool) -> Arc<FlowTable<Flow4>> {
+        if tcp {
+            self.maps.flows_tcp4.clone()
         } else {
-            &mut self.maps.flows_udp6
-        };
-        m.remove(key).map_err(map_err("flows"))
+            self.maps.flows_udp4.clone()
+        }
+    }
+
+    /// The mapped IPv6 flow table of TCP or UDP.
+    pub fn flow_table6(&self, tcp: bool) -> Arc<FlowTable<Flow6>> {
+        if tcp {
+            self.maps.flows_tcp6.clone()
+        } else {
+            self.maps.flows_udp6.clone()
+        }
     }
 
     /// The loaded XDP program, for `BPF_PROG_TEST_RUN`.
@@ -1741,16 +1861,21 @@ type SweptTables = HashMap<SvcId, (u16, Box<[u16; TABLE_SIZE]>, Option<Box<[u32;
 pub struct Sweep {
     snapshot: SweptTables,
     dead_before: Option<u32>,
+    /// settings.clock when the sweep began: this host's flows' 16-bit
+    /// stamps are widened against it.
+    clock: u32,
     /// The flow tables, TCP and UDP (a UDP service's marks are as much
     /// needed by its flows, since ICMP errors skip the flow table where the
     /// bucket is clean, as a TCP one's), and whether it is a peers' table.
-    tables: Vec<(u8, bool, FlowTable)>,
+    tables: Vec<(u8, bool, SweptTable)>,
 }
 
-/// One flow table of a [`Sweep`].
-enum FlowTable {
-    V4(BpfHashMap<MapData, Flow4, Flow>),
-    V6(BpfHashMap<MapData, Flow6, Flow>),
+/// One flow table of a [`Sweep`]: this host's (mapped), or a peers' map.
+enum SweptTable {
+    Local4(Arc<FlowTable<Flow4>>),
+    Local6(Arc<FlowTable<Flow6>>),
+    Peer4(BpfHashMap<MapData, Flow4, Flow>),
+    Peer6(BpfHashMap<MapData, Flow6, Flow>),
 }
 
 /// What a [`Sweep`] found.
@@ -1819,34 +1944,49 @@ impl Sweep {
         let mut dead = 0;
         for (proto, peer, table) in &self.tables {
             let (proto, peer) = (*proto, *peer);
+            let clock = self.clock;
             let r = match table {
-                FlowTable::V4(m) => {
-                    let mut gone = Vec::new();
-                    let r = crate::sys::lookup_all::<Flow4, Flow>(m.fd_raw(), |k, v| {
-                        if visit(proto, peer, a(k.saddr), a(k.daddr), k.sport, k.dport, v) {
-                            gone.push(*k);
-                        }
-                    });
-                    dead += crate::sys::delete_batch(
-                        m.fd_raw(),
-                        &gone,
-                        "flow-table sweep: deleting dead flows",
+                SweptTable::Local4(t) => {
+                    let mut n = 0;
+                    dead += t.walk(
+                        0,
+                        t.sets(),
+                        |k, v| {
+                            let f = Flow {
+                                backend: v.backend as u32,
+                                seen: widen(v.seen, clock),
+                            };
+                            visit(proto, peer, a(k.saddr), a(k.daddr), k.sport, k.dport, &f)
+                        },
+                        &mut n,
                     );
-                    r
+                    Ok(())
                 }
-                FlowTable::V6(m) => {
-                    let mut gone = Vec::new();
-                    let r = crate::sys::lookup_all::<Flow6, Flow>(m.fd_raw(), |k, v| {
-                        if visit(proto, peer, k.saddr, k.daddr, k.sport, k.dport, v) {
-                            gone.push(*k);
-                        }
-                    });
-                    dead += crate::sys::delete_batch(
-                        m.fd_raw(),
-                        &gone,
-                        "flow-table sweep: deleting dead flows",
+                SweptTable::Local6(t) => {
+                    let mut n = 0;
+                    dead += t.walk(
+                        0,
+                        t.sets(),
+                        |k, v| {
+                            let f = Flow {
+                                backend: v.backend as u32,
+                                seen: widen(v.seen, clock),
+                            };
+                            visit(proto, peer, k.saddr, k.daddr, k.sport, k.dport, &f)
+                        },
+                        &mut n,
                     );
-                    r
+                    Ok(())
+                }
+                SweptTable::Peer4(m) => {
+                    crate::sys::lookup_all::<Flow4, Flow>(m.fd_raw(), |k, v| {
+                        visit(proto, peer, a(k.saddr), a(k.daddr), k.sport, k.dport, v);
+                    })
+                }
+                SweptTable::Peer6(m) => {
+                    crate::sys::lookup_all::<Flow6, Flow>(m.fd_raw(), |k, v| {
+                        visit(proto, peer, k.saddr, k.daddr, k.sport, k.dport, v);
+                    })
                 }
             };
             read = read.and(r);
@@ -1962,8 +2102,8 @@ mod tests {
         assert_eq!(max("peer_moved"), 32);
         assert_eq!(max("flow_events"), FLOW_EVENTS);
         assert_eq!(max("sync_status"), 1 + SYNC_PEERS);
-        // The peer tables share one LRU (one writer fills them all), the
-        // local ones have one per CPU.
+        // The peer tables share one LRU (one writer fills them all); the
+        // local ones are mapped into user space, in sets of WAYS.
         let flags = |name: &str| {
             MapInfo::from_pin(dir.join("maps").join(name))
                 .unwrap()
@@ -1971,6 +2111,7 @@ mod tests {
         };
         const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
         assert_eq!(flags("peer_tcp4") & BPF_F_NO_COMMON_LRU, 0);
-        assert_ne!(flags("flows_tcp4") & BPF_F_NO_COMMON_LRU, 0);
+        assert_ne!(flags("flows_tcp4") & BPF_F_MMAPABLE, 0);
+        assert_eq!(max("flows_tcp4"), 8192 / WAYS as u32, "sets of WAYS flows");
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod dataplane;
 pub mod flowsync;
+pub mod flowtable;
 pub mod hash;
 pub mod maps;
 pub mod netlink;

@@ -21,7 +21,7 @@ pub const MAX_SERVICES: u32 = 4096;
 /// Default `max_entries` of `backends` (and the limit on service × real).
 pub const MAX_BACKENDS: u32 = 65536;
 
-/// Seconds for which a CPU's flow-cache entry vouches for a flow the LRU
+/// Seconds for which a CPU's flow-cache entry vouches for a flow the flow table
 /// lost (`VC5_CACHE_TRUST`): it must stay below the sweep's idle timeout
 /// less a clock tick, or a deleted dead flow comes back from a cache.
 pub const CACHE_TRUST: u32 = 300;
@@ -224,7 +224,57 @@ pub struct Flow6 {
     pub dport: u16,
 }
 
-/// Value of the flow maps.
+/// The value of one way of this host's flow tables (`vc5_fval`): backend
+/// 0 marks a free way; `seen` is the low 16 bits of [`Settings::clock`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowVal {
+    pub backend: u16,
+    pub seen: u16,
+}
+
+/// One way of `flows_tcp4` / `flows_udp4` (see [`crate::flowtable`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Way4 {
+    pub key: Flow4,
+    pub v: FlowVal,
+}
+
+/// One way of `flows_tcp6` / `flows_udp6`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Way6 {
+    pub key: Flow6,
+    pub v: FlowVal,
+}
+
+/// Ways per set of a flow table (`VC5_WAYS`).
+pub const WAYS: usize = 4;
+
+/// Seconds a flow's stamp must be old before a new flow may overwrite it
+/// in two full sets (`VC5_EVICT_AGE`).
+pub const EVICT_AGE: u32 = 120;
+
+/// A set of `flows_tcp4` / `flows_udp4`: one cache line.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Set4 {
+    pub way: [Way4; WAYS],
+}
+
+/// A set of `flows_tcp6` / `flows_udp6`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Set6 {
+    pub way: [Way6; WAYS],
+}
+
+const _: () = assert!(size_of::<Way4>() == 16 && size_of::<Set4>() == 64);
+const _: () = assert!(size_of::<Way6>() == 40 && size_of::<Set6>() == 160);
+
+/// A flow as user space sees it: a peer's entry (`peer_*` maps, this
+/// layout) or one of this host's flow tables' ways, its stamp widened.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -392,8 +442,10 @@ pub struct CpuState {
     pub clock: u32,
     pub inserts: u32,
     pub sample: u32,
-    pub _pad: u32,
+    pub evicted: u32,
     pub refused: u64,
+    pub full: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU packet and byte counter (`stats`, `service_drops`).
@@ -422,6 +474,8 @@ unsafe impl aya::Pod for SvcSlot {}
 unsafe impl aya::Pod for Table {}
 unsafe impl aya::Pod for Backend {}
 unsafe impl aya::Pod for Flow4 {}
+unsafe impl aya::Pod for Set4 {}
+unsafe impl aya::Pod for Set6 {}
 unsafe impl aya::Pod for Flow6 {}
 unsafe impl aya::Pod for Flow {}
 unsafe impl aya::Pod for Counter {}

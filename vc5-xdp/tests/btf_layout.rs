@@ -86,7 +86,7 @@ fn rust_mirrors_match_the_btf_of_the_object() {
         layout!(
             "vc5_cpu_state",
             CpuState,
-            [clock, inserts, sample, _pad, refused]
+            [clock, inserts, sample, evicted, refused, full, _pad]
         ),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),
@@ -99,6 +99,11 @@ fn rust_mirrors_match_the_btf_of_the_object() {
         layout!("vc5_flow4", Flow4, [saddr, daddr, sport, dport]),
         layout!("vc5_flow6", Flow6, [saddr, daddr, sport, dport]),
         layout!("vc5_flow", Flow, [backend, seen]),
+        layout!("vc5_fval", FlowVal, [backend, seen]),
+        layout!("vc5_way4", Way4, [key, v]),
+        layout!("vc5_way6", Way6, [key, v]),
+        layout!("vc5_set4", Set4, [way]),
+        layout!("vc5_set6", Set6, [way]),
         layout!(
             "vc5_cache4",
             Cache4,
@@ -179,6 +184,8 @@ fn mirrored_constants_match_consts_h() {
     assert_eq!(1 << value("VC5_SAMPLE_BITS"), SAMPLE);
     assert_eq!(value("VC5_PENDING_BITS"), PENDING_BITS);
     assert_eq!(value("VC5_INSERT_LIMIT"), INSERT_LIMIT);
+    assert_eq!(value("VC5_WAYS") as usize, WAYS);
+    assert_eq!(value("VC5_EVICT_AGE"), EVICT_AGE);
     assert_eq!(value("VC5_SYNC_REASONS") as usize, SYNC_REASONS);
     for (name, v) in [
         ("VC5_EVENT_NEW", EVENT_NEW),

@@ -1101,8 +1101,8 @@ impl Env {
         require_root();
         let fs = TempBpffs::new().expect("mount a private bpffs");
         // Flow tables far larger than the flows a run makes (some 3% of
-        // its frames): an LRU eviction would let a flow move, which the
-        // model does not know. Each CPU has its own share of an LRU.
+        // its frames): an eviction would let a flow move, which the
+        // model does not know.
         let flows = (frames as u32 / 4)
             .next_power_of_two()
             .clamp(1 << 16, 1 << 20);

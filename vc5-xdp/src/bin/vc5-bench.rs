@@ -25,37 +25,36 @@
 //! - main (`vc5_bench.o`): not a VIP (XDP_PASS); established TCP, 1 flow
 //!   (the same ACK repeated; IPv4, 802.1Q-tagged, IPv6; UDP); random of 1,
 //!   10,000 and 1,000,000 (pick; IPv4 TCP, IPv6 TCP, IPv4 UDP); SYN of a
-//!   new flow (fresh). The flows are written into CPU 0's share of the LRU
-//!   from user space (BPF_MAP_UPDATE_BATCH, from this thread, pinned to CPU
-//!   0 like the runs: the LRUs are BPF_F_NO_COMMON_LRU, and a writer fills
-//!   its own CPU's list), each pinned to its bucket's real and stamped
-//!   with the clock, as the program would have inserted them, so that the
-//!   sampled lookup (1 packet in 64) finds them. The flow maps are the
-//!   production ones, except that IPv6 TCP and IPv4 UDP are 2^21 entries
-//!   like IPv4 TCP: 1,000,000 flows must fit one CPU's half. The SYNs'
+//!   new flow (fresh). The flows are written into the flow tables from
+//!   user space (through the mapped tables, where the program would put
+//!   them), each pinned to its bucket's real and stamped with the clock, as
+//!   the program would have inserted them, so that the sampled lookup (1
+//!   packet in 64) finds them. The flow tables are the production ones,
+//!   except that IPv6 TCP and IPv4 UDP hold 2^21 flows like IPv4 TCP: the
+//!   1,000,000-flow rows half fill each. The SYNs'
 //!   pending marks are cleared after each SYN run, so that no ACK of the
 //!   other cases takes one for its own.
 //! - moved (`vc5_bench.o`): 1,000,000 flows put in as above, then every
 //!   real of every service drained and as many new ones added, so every
 //!   bucket is marked moved (the state after a table change, until the
-//!   sweep): a random flow of the 1,000,000 must be looked up in the LRU,
+//!   sweep): a random flow of the 1,000,000 must be looked up in the table,
 //!   and the flow cache mostly misses. Also the SYN of a new flow there,
-//!   which looks up the cache, the LRU and the peers' table, and misses.
+//!   which looks up the cache, the flow table and the peers' table, and misses.
 //! - inserting packet (`vc5_pending_bench.o`, where every packet that may
 //!   insert counts as the first after its SYN, so each fresh ACK inserts
 //!   its flow by the blind-insert path): into a never-used table (fresh
-//!   maps); into a recycled one (CPU 0's share filled from user space,
-//!   then every entry deleted: the inserts reuse freed entries); into a
-//!   full one (the share filled with live flows: every insert evicts).
-//!   RUNS × INSERT_REPEAT inserts stay below the share. The insert bound
+//!   maps); into a recycled one (filled to 90 % from user space, then every
+//!   flow deleted: the inserts reuse freed ways); into a full one (every
+//!   way holding a flow stamped VC5_EVICT_AGE ago: inserts evict). The
+//!   insert bound
 //!   is off (the clock stands still here, and it would refuse inserts
 //!   after 100,000 in a tick).
 //! - sampled insert (`vc5_sample_bench.o`, every packet sampled): a fresh
 //!   ACK of a flow whose handshake this host did not see: a lookup that
 //!   misses, then the insert.
-//! - refused (`vc5_pending_bench.o`, bound of 1 insert per tick, spent
-//!   before the runs): the inserting packet forwarded by the table without
-//!   an insert.
+//! - refused (`vc5_pending_bench.o`, bound of 1 insert per second's
+//!   window, spent before the runs): the inserting packet forwarded by the
+//!   table without an insert (each window the run crosses admits one).
 //! - Flow sync (issue 9): established (1 flow) and SYN again "before flow
 //!   sync" (`vc5_nosync_bench.o`, the program built without it) and
 //!   "after, flow sync on" (`sync_status[0].on` = 1 and a thread that
@@ -66,7 +65,8 @@
 //!
 //! After the rounds the benchmark checks what the repetitions did: the
 //! inserting data planes counted exactly RUNS × INSERT_REPEAT new flows and
-//! refused none, the refused one refused every repetition, the main and
+//! refused none, the refused one refused every repetition but one per
+//! window crossed, the main and
 //! moved ones inserted nothing (every ACK found its flow), no clean
 //! bucket got marked moved, and the flows put in are still there.
 //!
@@ -86,7 +86,7 @@ use aya::maps::{Array, Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +94,9 @@ use vc5_xdp::dataplane::{
     FLOOR_OBJ, TCP, UDP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_PENDING_BENCH_OBJ,
     VC5_SAMPLE_BENCH_OBJ,
 };
+use vc5_xdp::flowtable::Put;
 use vc5_xdp::hash::flow_hash;
-use vc5_xdp::maps::{Flow, Flow4, Flow6, TABLE_SIZE, Table, addr16};
+use vc5_xdp::maps::{EVICT_AGE, Flow4, Flow6, TABLE_SIZE, Table, addr16};
 use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
@@ -318,25 +319,26 @@ fn main() -> Result<()> {
         flows_tcp4: 4096,
         ..tcp4_only
     };
-    let share = prod.flows_tcp4 as usize
-        / aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("possible CPUs: {e}"))?;
-    ensure!(
-        share > MANY as usize && share > RUNS * INSERT_REPEAT as usize,
-        "CPU 0's share of the flow table, {share}, is too small for the cases"
-    );
+    let capacity = prod.flows_tcp4 as usize;
 
     let mut base = Variant::open(&fs, "main", main_sizes, VC5_BENCH_OBJ, &services, false)?;
+    let mut left_out = 0;
     for f in [&est, &v6, &udp] {
-        fill(&base.dp, f, std::iter::once(f.src))?;
-        fill(&base.dp, f, (0..MANY).map(|i| client_addr(f.src, PICK + i)))?;
+        ensure!(fill(&base.dp, f, std::iter::once(f.src))? == 0);
+        left_out += fill(&base.dp, f, (0..MANY).map(|i| client_addr(f.src, PICK + i)))?;
     }
 
     let mut moved = Variant::open(&fs, "moved", tcp4_only, VC5_BENCH_OBJ, &services, false)?;
-    fill(
+    left_out += fill(
         &moved.dp,
         &est,
         (0..MANY).map(|i| client_addr(est.src, PICK + i)),
     )?;
+    // At half the capacity some 2 flows in 10,000 find both sets full.
+    ensure!(
+        left_out * 1_000 <= 4 * MANY as usize,
+        "{left_out} of 4,000,000 flows found both their sets full"
+    );
     moved
         .dp
         .program(&all_moved(&services))
@@ -356,28 +358,44 @@ fn main() -> Result<()> {
     )?;
     let mut sync = Variant::open(&fs, "sync", tcp4_only, VC5_BENCH_OBJ, &services, true)?;
     for v in [&nosync, &sync] {
-        fill(&v.dp, &est, std::iter::once(est.src))?;
+        ensure!(fill(&v.dp, &est, std::iter::once(est.src))? == 0);
     }
 
     let pending = VC5_PENDING_BENCH_OBJ;
     let mut fresh = Variant::open(&fs, "fresh", tcp4_only, pending, &services, false)?;
     let mut recycled = Variant::open(&fs, "recycled", tcp4_only, pending, &services, false)?;
     let fillers = |n: usize| (0..n as u32).map(|i| client_addr(est.src, FILLER + i));
-    fill(&recycled.dp, &est, fillers(share))?;
-    ensure!(
-        present(&recycled.dp, &est, client_addr(est.src, FILLER))?,
-        "the first of {share} flows was evicted: CPU 0's share is smaller"
-    );
-    let keys: Vec<Flow4> = fillers(share).map(|a| key4(&est, a)).collect();
-    delete_batch(&flow_map(&recycled.dp, &est)?, &keys)?;
-    ensure!(!present(&recycled.dp, &est, client_addr(est.src, FILLER))?);
+    let recycle = capacity * 9 / 10;
+    let _ = fill(&recycled.dp, &est, fillers(recycle))?;
+    let t = recycled.dp.flow_table4(true);
+    for a in fillers(recycle) {
+        t.remove(&key4(&est, a));
+    }
+    ensure!(t.is_empty(), "the recycled table kept flows");
+    // Every way taken by a flow old enough to evict: offered twice
+    // the capacity, two full sets evict their oldest (all equally old).
     let mut full = Variant::open(&fs, "full", tcp4_only, pending, &services, false)?;
-    fill(&full.dp, &est, fillers(share + 1024))?;
-    // The fill itself evicted the first 1,024; this one the inserts must.
-    let evictee = client_addr(est.src, FILLER + 2048);
+    let old = (full.dp.clock() as u16).wrapping_sub(EVICT_AGE as u16);
+    let t = full.dp.flow_table4(true);
+    let table = full
+        .dp
+        .table(est.dst, est.dport, est.proto)
+        .context("no table")?;
+    for a in fillers(capacity * 2) {
+        let h = flow_hash(
+            &addr16(a),
+            &addr16(est.dst),
+            est.sport.to_be(),
+            est.dport.to_be(),
+            TCP,
+        );
+        let backend = table.backend[h as usize & (TABLE_SIZE - 1)];
+        t.insert(&key4(&est, a), backend, old);
+    }
+    let held = t.len();
     ensure!(
-        present(&full.dp, &est, evictee)?,
-        "the full table lost a filler"
+        held >= capacity * 99 / 100,
+        "the full table holds {held} of {capacity} flows"
     );
     let mut ins_sync = Variant::open(&fs, "ins_sync", tcp4_only, pending, &services, true)?;
     let mut sampled = Variant::open(
@@ -476,23 +494,32 @@ fn main() -> Result<()> {
         ("sync on", &ins_sync),
         ("sampled", &sampled),
     ] {
+        // Only in the full table may an insert find both sets full of
+        // flows seen this tick (the runs' own): refused, counted apart.
+        let (_, full_sets) = v.dp.flow_table_pressure()?;
         ensure!(
-            new_flows(&v.dp)? == inserts && v.dp.inserts_refused()? == 0,
-            "the {name} table: {} flows inserted, {} refused, where {inserts} and 0 were expected",
+            new_flows(&v.dp)? + full_sets == inserts
+                && v.dp.inserts_refused()? == 0
+                && (name == "full" || full_sets == 0),
+            "the {name} table: {} flows inserted, {} refused by the bound, {full_sets} by full sets, of {inserts}",
             new_flows(&v.dp)?,
             v.dp.inserts_refused()?
         );
         ensure!(present(&v.dp, &est, client_addr(est.src, FRESH + 1))?);
     }
+    let (evicted, refused_full) = full.dp.flow_table_pressure()?;
     ensure!(
-        !present(&full.dp, &est, evictee)?,
-        "the full table evicted nothing"
+        evicted as f64 >= 0.95 * inserts as f64,
+        "the full table: {evicted} of {inserts} inserts evicted, {refused_full} refused"
     );
+    // One insert per CPU and window of 2^30 ns gets through: the first, and
+    // one more for each window the run crossed (a few, on a slow machine).
     let want = (RUNS * REPEAT as usize) as u64;
+    let (refusals, admitted) = (refused.dp.inserts_refused()?, new_flows(&refused.dp)?);
     ensure!(
-        refused.dp.inserts_refused()? == want && new_flows(&refused.dp)? == 1,
-        "the bound refused {} inserts, where {want} were expected",
-        refused.dp.inserts_refused()?
+        refusals + admitted == want + 1 && admitted <= 1 + 120,
+        "the bound refused {refusals} inserts and admitted {admitted}, of {} packets",
+        want + 1
     );
     for (name, v) in [("main", &base), ("moved", &moved)] {
         ensure!(
@@ -684,23 +711,19 @@ fn key6(f: &Frame, src: IpAddr) -> Flow6 {
     }
 }
 
-/// The flow map of `f`'s family and protocol, from its pin.
-fn flow_map(dp: &DataPlane, f: &Frame) -> Result<MapData> {
-    let name = format!(
-        "flows_{}{}",
-        if f.proto == TCP { "tcp" } else { "udp" },
-        if f.dst.is_ipv4() { 4 } else { 6 }
-    );
-    MapData::from_pin(dp.dir().join("maps").join(&name)).with_context(|| format!("opening {name}"))
-}
-
 /// Puts in the flow table the flows of `f` from each of `srcs`, as the
 /// program inserts them: pinned to the bucket's real, stamped with the
-/// clock. Written from this thread, so into CPU 0's LRU list.
-fn fill(dp: &DataPlane, f: &Frame, srcs: impl Iterator<Item = IpAddr>) -> Result<()> {
+/// clock. A
+/// few in a million find both their sets full (at half the table's
+/// capacity) and stay out, as they would for the program; the rows do not
+/// depend on them (such a flow's packets find no entry and insert none).
+/// Returns how many stayed out.
+fn fill(dp: &DataPlane, f: &Frame, srcs: impl Iterator<Item = IpAddr>) -> Result<usize> {
+    let seen = dp.clock() as u16;
     let table = dp.table(f.dst, f.dport, f.proto).context("no table")?;
-    let seen = dp.clock();
-    let (mut k4, mut k6, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let tcp = f.proto == TCP;
+    let (t4, t6) = (dp.flow_table4(tcp), dp.flow_table6(tcp));
+    let mut full = 0;
     for src in srcs {
         let h = flow_hash(
             &addr16(src),
@@ -709,20 +732,15 @@ fn fill(dp: &DataPlane, f: &Frame, srcs: impl Iterator<Item = IpAddr>) -> Result
             f.dport.to_be(),
             f.proto,
         );
-        let backend = table.backend[h as usize & (TABLE_SIZE - 1)] as u32;
-        values.push(Flow { backend, seen });
-        if f.dst.is_ipv4() {
-            k4.push(key4(f, src));
+        let backend = table.backend[h as usize & (TABLE_SIZE - 1)];
+        let put = if f.dst.is_ipv4() {
+            t4.insert(&key4(f, src), backend, seen)
         } else {
-            k6.push(key6(f, src));
-        }
+            t6.insert(&key6(f, src), backend, seen)
+        };
+        full += (put == Put::Full) as usize;
     }
-    let map = flow_map(dp, f)?;
-    if f.dst.is_ipv4() {
-        update_batch(&map, &k4, &values)
-    } else {
-        update_batch(&map, &k6, &values)
-    }
+    Ok(full)
 }
 
 /// Whether the flow table holds `f`'s flow from `src`.
@@ -765,21 +783,6 @@ fn prog_map(prog: &Xdp, name: &str) -> Result<MapData> {
         }
     }
     anyhow::bail!("the program uses no map {name}")
-}
-
-/// BPF_MAP_UPDATE_BATCH of flows: thousands per system call; all must go in.
-fn update_batch<K: aya::Pod>(map: &MapData, keys: &[K], values: &[Flow]) -> Result<()> {
-    ensure!(keys.len() == values.len());
-    let n = vc5_xdp::sys::update_batch(map.fd().as_fd().as_raw_fd(), keys, values);
-    ensure!(n == keys.len(), "{n} of {} flows written", keys.len());
-    Ok(())
-}
-
-/// BPF_MAP_DELETE_BATCH; all must go.
-fn delete_batch<K: aya::Pod>(map: &MapData, keys: &[K]) -> Result<()> {
-    let n = vc5_xdp::sys::delete_batch(map.fd().as_fd().as_raw_fd(), keys, "deleting flows");
-    ensure!(n == keys.len(), "{n} of {} flows deleted", keys.len());
-    Ok(())
 }
 
 /// One build of the program loaded against fresh maps of its own,

@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Map, MapData, MapInfo, MapType, PerCpuArray, RingBuf};
 
 use super::engine::{Cursor, FlowKey, FlowMap, Resolver};
+use crate::dataplane::{TCP, UDP};
+use crate::flowtable::FlowTable;
 use crate::maps::{
-    Backend, Flow, Flow4, Flow6, PeerMoved, SLOT_BITS, SLOTS, Settings, SvcSlot, SyncStatus, Table,
+    Backend, Flow, Flow4, Flow6, PeerMoved, SLOT_BITS, SLOTS, Set4, Set6, Settings, SvcSlot,
+    SyncStatus, Table,
 };
 use crate::sys::{delete_batch, lookup, lookup_chunk, read_array, update, update_batch};
 
@@ -43,7 +46,9 @@ pub struct Pinned {
     svc_slots: MapData,
     tables: MapData,
     backends: MapData,
-    flows: [MapData; 4],
+    /// This host's flow tables, mapped (tcp4, udp4 as IPv4; tcp6, udp6).
+    flows4: [FlowTable<Flow4>; 2],
+    flows6: [FlowTable<Flow6>; 2],
     peers: [MapData; 4],
     peer_moved: MapData,
     sync_status: MapData,
@@ -134,12 +139,20 @@ impl Pinned {
                 size_of::<Flow4>()
             }
         };
-        let mut flows = Vec::new();
         let mut peers = Vec::new();
         for m in FlowMap::ALL {
-            flows.push(lru(format!("flows_{}", m.suffix()), key(m))?);
             peers.push(lru(format!("peer_{}", m.suffix()), key(m))?);
         }
+        let local4 = |name: &str, proto| -> Result<FlowTable<Flow4>, PinnedError> {
+            let (m, info) = open_map(&dir, name, MapType::Array, 4, size_of::<Set4>())?;
+            Ok(FlowTable::map(m.fd().as_fd(), info.max_entries(), proto)?)
+        };
+        let local6 = |name: &str, proto| -> Result<FlowTable<Flow6>, PinnedError> {
+            let (m, info) = open_map(&dir, name, MapType::Array, 4, size_of::<Set6>())?;
+            Ok(FlowTable::map(m.fd().as_fd(), info.max_entries(), proto)?)
+        };
+        let flows4 = [local4("flows_tcp4", TCP)?, local4("flows_udp4", UDP)?];
+        let flows6 = [local6("flows_tcp6", TCP)?, local6("flows_udp6", UDP)?];
         let (peer_moved, minfo) = open_map(
             &dir,
             "peer_moved",
@@ -165,7 +178,8 @@ impl Pinned {
             svc_slots,
             tables,
             backends,
-            flows: flows.try_into().expect("four maps"),
+            flows4,
+            flows6,
             peers: peers.try_into().expect("four maps"),
             peer_moved,
             sync_status,
@@ -271,11 +285,28 @@ impl Pinned {
         max: usize,
         out: &mut Vec<(FlowKey, Flow)>,
     ) -> std::io::Result<()> {
-        let m = if peer {
-            &self.peers[map as usize]
-        } else {
-            &self.flows[map as usize]
-        };
+        if !peer {
+            // This host's tables: the cursor's token is the next set.
+            let clock = self.settings()?.clock;
+            let mut set = cursor.token as u32;
+            let tcp = matches!(map, FlowMap::Tcp4 | FlowMap::Tcp6);
+            let i = if tcp { 0 } else { 1 };
+            cursor.started = true;
+            cursor.done = if map.v6() {
+                let mut v = Vec::new();
+                let done = self.flows6[i].read(&mut set, max, clock, &mut v);
+                out.extend(v.into_iter().map(|(k, f)| (FlowKey::V6(k), f)));
+                done
+            } else {
+                let mut v = Vec::new();
+                let done = self.flows4[i].read(&mut set, max, clock, &mut v);
+                out.extend(v.into_iter().map(|(k, f)| (FlowKey::V4(k), f)));
+                done
+            };
+            cursor.token = set as u64;
+            return Ok(());
+        }
+        let m = &self.peers[map as usize];
         if map.v6() {
             let (k, v) = lookup_chunk::<Flow6, Flow>(fd(m), cursor, max)?;
             out.extend(k.into_iter().map(FlowKey::V6).zip(v));
