@@ -219,7 +219,7 @@ struct vc5_cpu_state {
 	__u32 evicted; /* inserts that overwrote an idle flow (both sets full) */
 	__u64 refused; /* inserts refused by settings.insert_limit */
 	__u32 full;    /* inserts refused: both sets full of recently seen flows */
-	__u32 _pad;
+	__u32 deep;    /* 1 if this CPU's last insert read the second set */
 };
 
 /* Per-CPU counters. */

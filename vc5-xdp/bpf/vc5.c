@@ -213,8 +213,10 @@ __noinline int vc5_flow_find(const struct vc5_pkt *p, __u32 h)
 	return vc5_find4(&p->f4, h, udp);
 }
 
-/* Inserts the flow: VC5_PUT_PLACED, _EVICTED or _FULL. */
-__noinline int vc5_flow_put(const struct vc5_pkt *p, __u32 h, __u32 backend, __u32 now)
+/* Inserts the flow: VC5_PUT_PLACED, _EVICTED or _FULL, with VC5_PUT_READ2
+ * if it read the second set (deep: load that set early). */
+__noinline int vc5_flow_put(const struct vc5_pkt *p, __u32 h, __u32 backend, __u32 now,
+			    int deep)
 {
 	int udp;
 
@@ -222,8 +224,8 @@ __noinline int vc5_flow_put(const struct vc5_pkt *p, __u32 h, __u32 backend, __u
 		return VC5_PUT_FULL;
 	udp = p->svc.proto != IPPROTO_TCP;
 	if (p->v6)
-		return vc5_insert6(&p->f6, h, udp, backend, now);
-	return vc5_insert4(&p->f4, h, udp, backend, now);
+		return vc5_insert6(&p->f6, h, udp, backend, now, deep);
+	return vc5_insert4(&p->f4, h, udp, backend, now, deep);
 }
 
 static __always_inline struct vc5_fval *vc5_flow_lookup(const struct vc5_pkt *p, __u32 h)
@@ -240,8 +242,11 @@ static __always_inline int vc5_flow_insert(const struct vc5_pkt *p, __u32 h,
 					   __u32 backend, __u32 now,
 					   struct vc5_cpu_state *cpu)
 {
-	int r = vc5_flow_put(p, h, backend, now);
+	int r = vc5_flow_put(p, h, backend, now, cpu && cpu->deep);
 
+	if (cpu)
+		cpu->deep = !!(r & VC5_PUT_READ2);
+	r &= ~VC5_PUT_READ2;
 	if (cpu && r == VC5_PUT_EVICTED)
 		cpu->evicted++;
 	else if (cpu && r == VC5_PUT_FULL)

@@ -1627,6 +1627,38 @@ impl DataPlane {
         ))
     }
 
+    /// Each CPU's guess that its next insert needs the flow's second set
+    /// (`cpu_state.deep`, set by its last insert), which makes the program
+    /// load that set early.
+    pub fn insert_hints(&self) -> Result<Vec<bool>, Error> {
+        let v = self
+            .maps
+            .cpu_state
+            .get(&0, 0)
+            .map_err(map_err("cpu_state"))?;
+        Ok(v.iter().map(|c| c.deep != 0).collect())
+    }
+
+    /// Sets every CPU's `cpu_state.deep`: for tests that show the early
+    /// load changes no placement. A packet running meanwhile may lose its
+    /// CPU's counts.
+    pub fn set_insert_hints(&mut self, deep: bool) -> Result<(), Error> {
+        let mut v: Vec<CpuState> = self
+            .maps
+            .cpu_state
+            .get(&0, 0)
+            .map_err(map_err("cpu_state"))?
+            .to_vec();
+        for c in v.iter_mut() {
+            c.deep = deep as u32;
+        }
+        let v = PerCpuValues::try_from(v)?;
+        self.maps
+            .cpu_state
+            .set(0, v, 0)
+            .map_err(map_err("cpu_state"))
+    }
+
     /// `settings.generation`: bumped by every [`DataPlane::program`] that
     /// changed a service slot, a table or a backend.
     pub fn generation(&self) -> u32 {

@@ -445,7 +445,9 @@ pub struct CpuState {
     pub evicted: u32,
     pub refused: u64,
     pub full: u32,
-    pub _pad: u32,
+    /// 1 if this CPU's last insert read its flow's second set: the next
+    /// loads that set early.
+    pub deep: u32,
 }
 
 /// Per-CPU packet and byte counter (`stats`, `service_drops`).

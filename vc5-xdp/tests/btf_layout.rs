@@ -86,7 +86,7 @@ fn rust_mirrors_match_the_btf_of_the_object() {
         layout!(
             "vc5_cpu_state",
             CpuState,
-            [clock, inserts, sample, evicted, refused, full, _pad]
+            [clock, inserts, sample, evicted, refused, full, deep]
         ),
         layout!("vc5_svc_key", SvcKey, [addr, port, proto, _pad]),
         layout!("vc5_svc_slot", SvcSlot, [key, service, vip]),

@@ -1017,6 +1017,68 @@ fn a_full_table_refuses_rather_than_evicts_and_the_sweep_walks_it() {
     );
 }
 
+/// The early load of a flow's second set (`cpu_state.deep`) changes no
+/// placement: the same flows offered to two small tables, one with the
+/// hint forced on before every packet, end in the same ways with the same
+/// verdicts; and the hint follows the table, off while the first sets
+/// have room and on once they are full.
+#[test]
+fn the_early_load_of_the_second_set_changes_no_placement() {
+    use vc5_xdp::dataplane::VC5_PENDING_BENCH_OBJ;
+    require_root();
+    pin_to_cpu(0);
+    let sizes = MapSizes {
+        flows_tcp4: 256,
+        ..MapSizes::small()
+    };
+    let run = |force: bool| {
+        let fs = TempBpffs::new().unwrap();
+        let mut dp =
+            DataPlane::open_object(&fs.path().join("vc5"), sizes, VC5_PENDING_BENCH_OBJ).unwrap();
+        dp.set_insert_limit(0).unwrap();
+        dp.program(&standard()).unwrap();
+        let ack = Frame::tcp(ip("10.0.0.1"), 40000, ip(VIP4), 80, TCP_ACK).build();
+        let (mut verdicts, mut hints) = (Vec::new(), Vec::new());
+        // Each repetition of the wrapper is a new client: 300 offers to
+        // 256 ways fill the table and are then refused.
+        for _ in 0..300 {
+            if force {
+                dp.set_insert_hints(true).unwrap();
+            }
+            let mut o = TestRunOptions::new();
+            o.data_in = Some(&ack);
+            o.repeat = 1;
+            let r = dp
+                .xdp_named("vc5_bench_fresh")
+                .unwrap()
+                .test_run(o)
+                .unwrap();
+            verdicts.push(r.return_value);
+            hints.push(dp.insert_hints().unwrap()[0]);
+        }
+        let mut ways = Vec::new();
+        let t = dp.flow_table4(true);
+        t.walk(
+            0,
+            t.sets(),
+            |k, v| {
+                ways.push((*k, v.backend));
+                false
+            },
+            &mut 0,
+        );
+        (verdicts, hints, ways, dp.flow_table_pressure().unwrap())
+    };
+    let (v0, h0, w0, p0) = run(false);
+    let (v1, _, w1, p1) = run(true);
+    assert_eq!(v0, v1, "verdicts");
+    assert!(w0.len() > 200, "{} of 256 ways used", w0.len());
+    assert_eq!(w0, w1, "every flow in the same way");
+    assert_eq!(p0, p1, "evictions and refusals");
+    assert!(!h0[0], "the first insert into an empty table reads one set");
+    assert!(h0[299], "an insert into a full table reads both");
+}
+
 // ---- Flow sync: peers' flows and flow events (issue 9) ----
 //
 // In production only vc5-flowsync writes the peer tables, peer_moved and
