@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Download, fast_checks, lab, spread, wait_log, wait_ready};
+use common::{Download, fast_checks, lab, real_healthy, spread, wait_log, wait_ready, wait_status};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -47,10 +47,13 @@ fn a_stopped_real_leaves_rotation_and_returns_while_others_carry_on() {
     );
 
     lab.stop_httpd(victim).unwrap();
-    let took = wait_log(
-        &vc5d,
-        &format!("addr={}}}: vc5::daemon: out of service", lab.addr4(victim)),
+    let addr = IpAddr::V4(lab.addr4(victim));
+    let took = wait_status(
+        &lab,
+        "lb1",
+        "out of service",
         Duration::from_secs(10),
+        |s| real_healthy(s, addr, false),
     );
     let bound = INTERVAL * FALL + Duration::from_secs(1);
     assert!(
@@ -74,10 +77,12 @@ fn a_stopped_real_leaves_rotation_and_returns_while_others_carry_on() {
     }
 
     lab.start_httpd(victim).unwrap();
-    let took = wait_log(
-        &vc5d,
-        &format!("addr={}}}: vc5::daemon: back in service", lab.addr4(victim)),
+    let took = wait_status(
+        &lab,
+        "lb1",
+        "back in service",
         Duration::from_secs(10),
+        |s| real_healthy(s, addr, true),
     );
     let bound = INTERVAL * RISE + Duration::from_secs(1);
     assert!(

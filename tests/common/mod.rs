@@ -85,6 +85,46 @@ pub fn spread(lab: &Lab, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
     by_real
 }
 
+/// Polls load balancer `lb`'s `/status.json` (every 20 ms) until `ok`
+/// holds for it; returns how long that took. `what` says what is awaited.
+pub fn wait_status(
+    lab: &Lab,
+    lb: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    let mut last = String::new();
+    loop {
+        if let Ok(text) = lab.curl(lb, "http://127.0.0.1:8080/status.json", &[]) {
+            if serde_json::from_str(&text).is_ok_and(|v| ok(&v)) {
+                return t.elapsed();
+            }
+            last = text;
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "{lb}: not {what} within {timeout:?}; last status:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether every service row of `status` that has real `addr` says
+/// `healthy` of it (and there is one).
+pub fn real_healthy(status: &serde_json::Value, addr: IpAddr, healthy: bool) -> bool {
+    let addr = addr.to_string();
+    let rows: Vec<&serde_json::Value> = status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["reals"].as_array().into_iter().flatten())
+        .filter(|r| r["addr"].as_str() == Some(addr.as_str()))
+        .collect();
+    !rows.is_empty() && rows.iter().all(|r| r["healthy"].as_bool() == Some(healthy))
+}
+
 /// Waits until `vc5d`'s log (its latest run) contains `text`; returns how
 /// long that took.
 pub fn wait_log(vc5d: &LabChild, text: &str, timeout: Duration) -> Duration {
