@@ -8,6 +8,8 @@
 //! Bounded by default (a second or two in a debug build);
 //! `VC5_FUZZ_SEED=N` replays a run, `VC5_FUZZ_ITERS=N` runs longer.
 
+use super::resolver::*;
+use super::wire::*;
 use super::*;
 
 /// xorshift64*: small, seedable, no dependency.
