@@ -1,33 +1,33 @@
 //! The vc5d daemon: command line, start-up and the control loop.
 //!
-//! One task owns the data plane ([`control::Control`]). It is fed by
+//! One task owns the data plane (`control::Control`). It is fed by
 //! channels: the neighbour resolver (a thread, since netlink sockets are
 //! blocking) reports each real's MAC as it is learnt or lost, the health
 //! monitor reports each check's transitions, front ends (D-Bus, the
 //! console) send commands, route health injection reports what it
 //! announced, and signals ask for a reload or a stop. Every change runs the
-//! rules once ([`derive`]: configuration, checks, MACs and drains in; real
+//! rules once (`derive`: configuration, checks, MACs and drains in; real
 //! modes, service states, announceable VIPs out), hands the data-plane
-//! specs whole to [`DataPlane::program`], which writes only what differs,
-//! publishes a [`Status`] built from the same derivation, and only then
+//! specs whole to [`DataPlane::program`](vc5_xdp::DataPlane::program), which writes only what differs,
+//! publishes a [`Status`](crate::status::Status) built from the same derivation, and only then
 //! reports the difference from the previous derivation as events.
 //!
 //! When flow sync is configured, a starting vc5d announces no VIP until
 //! this host's vc5-flowsync reports (in the pinned `sync_status` map) that
 //! it has learnt its peers' flows, or until `flow_sync_wait` has passed: a
 //! load balancer that attracted connections before it knew them would send
-//! established ones to the wrong real ([`sync`]).
+//! established ones to the wrong real (`sync`).
 //!
 //! Stopping leaves the program attached and the maps pinned on purpose: a
 //! restarted vc5d takes them over without breaking a connection. `rm -r`
 //! of the `--bpffs` directory detaches everything.
 //!
-//! The modules: [`args`] (the command line), [`serve`] (start-up and the
-//! control loop), [`control`] (the state it owns and how a change is
-//! applied), [`derive`] (the rules, pure), [`view`] (the status snapshot),
-//! [`checks`] (health checks' identity and view), [`trouble`] (holds for
-//! this host's own trouble), [`sync`] (flow sync's hold and status),
-//! [`reload`].
+//! The modules: `args` (the command line), `serve` (start-up and the
+//! control loop), `control` (the state it owns and how a change is
+//! applied), `derive` (the rules, pure), `view` (the status snapshot),
+//! `checks` (health checks' identity and view), `trouble` (holds for
+//! this host's own trouble), `sync` (flow sync's hold and status),
+//! `reload`.
 
 mod args;
 mod checks;

@@ -20,7 +20,7 @@ pub enum NeighbourEvent {
 /// A netlink socket subscribed to neighbour notifications (`RTNLGRP_NEIGH`,
 /// which carries both IPv4 and IPv6).
 ///
-/// Subscribe before dumping ([`neighbours`]) so that nothing falls between
+/// Subscribe before dumping ([`neighbours`](super::neighbours)) so that nothing falls between
 /// the dump and the first notification.
 pub struct NeighbourMonitor {
     sock: Socket,
