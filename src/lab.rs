@@ -1912,8 +1912,8 @@ mod tests {
     use super::*;
 
     fn lab() -> Lab {
-        // SAFETY: geteuid(2) cannot fail and has no memory effects.
         assert_eq!(
+            // SAFETY: geteuid(2) cannot fail and has no memory effects.
             unsafe { libc::geteuid() },
             0,
             "the lab tests need root: run them as root"

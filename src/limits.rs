@@ -78,6 +78,7 @@ mod tests {
             rlim_cur: low,
             rlim_max: r.rlim_max,
         };
+        // SAFETY: `lowered` is a valid rlimit for setrlimit to read.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
         let n = raise_nofile().unwrap();
         assert_eq!(n.was, low);

@@ -215,11 +215,12 @@ fn child() {
 
     // Not under systemd: nothing is sent and nothing fails. (The variable
     // is removed in this child only, which runs no other test.)
-    // SAFETY: single-threaded at this point: the runtime is gone.
     drop(rt);
+    // SAFETY: single-threaded at this point: the runtime is gone.
     unsafe { std::env::remove_var("NOTIFY_SOCKET") };
     assert!(!sdnotify::ready("x").unwrap());
     assert!(Watchdog::from_env().is_some());
+    // SAFETY: still single-threaded.
     unsafe { std::env::set_var("NOTIFY_SOCKET", "vsock:2:1234") };
     assert!(matches!(
         sdnotify::ready("x"),

@@ -467,26 +467,38 @@ pub struct BackendStats {
     pub new_flows: u64,
 }
 
-// SAFETY: all of these are plain old data: integers and byte arrays with
-// explicit padding, valid for every bit pattern.
-unsafe impl aya::Pod for Settings {}
-unsafe impl aya::Pod for CpuState {}
-unsafe impl aya::Pod for SvcKey {}
-unsafe impl aya::Pod for SvcSlot {}
-unsafe impl aya::Pod for Table {}
-unsafe impl aya::Pod for Backend {}
-unsafe impl aya::Pod for Flow4 {}
-unsafe impl aya::Pod for Set4 {}
-unsafe impl aya::Pod for Set6 {}
-unsafe impl aya::Pod for Flow6 {}
-unsafe impl aya::Pod for Flow {}
-unsafe impl aya::Pod for Counter {}
-unsafe impl aya::Pod for Cache4 {}
-unsafe impl aya::Pod for Cache6 {}
-unsafe impl aya::Pod for BackendStats {}
-unsafe impl aya::Pod for PeerMoved {}
-unsafe impl aya::Pod for FlowEvent {}
-unsafe impl aya::Pod for SyncStatus {}
+/// Marks map keys and values as [`aya::Pod`].
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: plain old data: integers and byte arrays with explicit
+            // padding, valid for every bit pattern (the size asserts and the
+            // BTF layout test hold them to the C structs).
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+pod!(
+    Settings,
+    CpuState,
+    SvcKey,
+    SvcSlot,
+    Table,
+    Backend,
+    Flow4,
+    Set4,
+    Set6,
+    Flow6,
+    Flow,
+    Counter,
+    Cache4,
+    Cache6,
+    BackendStats,
+    PeerMoved,
+    FlowEvent,
+    SyncStatus,
+);
 
 /// An address as the program stores it: IPv6, or IPv4 mapped.
 pub fn addr16(addr: IpAddr) -> [u8; 16] {

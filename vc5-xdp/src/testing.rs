@@ -61,8 +61,8 @@ impl Drop for TempBpffs {
 
 /// Fails the calling test loudly unless it runs as root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test needs root (BPF, namespaces): run the test command as root"

@@ -36,6 +36,7 @@ pub(super) fn on_bpffs(dir: &Path) -> std::io::Result<bool> {
     }
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs is plain integers, for which all-zero is valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {

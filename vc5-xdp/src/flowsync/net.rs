@@ -74,10 +74,12 @@ pub fn addresses(ifname: &str) -> io::Result<Vec<IpAddr>> {
         // SAFETY: ifa_addr points at a sockaddr of the family it names.
         match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
             libc::AF_INET => {
+                // SAFETY: an AF_INET address is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                 out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
             }
             libc::AF_INET6 => {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
                 out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
             }
