@@ -1,6 +1,6 @@
 //! Flow-sync settings: the configuration keys `vc5-flowsync` and vc5d
 //! share, with their named defaults. vc5d's loader (the root package's
-//! `config.rs`) validates these keys strictly, with positions; this module
+//! `config` module) validates these keys strictly, with positions; this module
 //! holds only the values and their bounds, so both processes agree.
 
 use std::time::Duration;

@@ -1,0 +1,411 @@
+//! The normalised configuration that [`load`](super::load) and
+//! [`parse`](super::parse) return, and the named defaults and bounds its rules
+//! apply. Nothing here reads the file; the types are what the daemon uses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use vc5_health::{CheckKind as HealthKind, CheckSpec, HttpCheck};
+
+use super::lexical::qtype_code;
+
+/// Healthy reals a service needs when `need` is not given: the original's default.
+pub const DEFAULT_NEED: usize = 1;
+/// A real's weight when `weight` is not given.
+pub const DEFAULT_WEIGHT: u16 = 1;
+/// Transport of a service when `protocol` is not given, as in the original, which
+/// knew only TCP.
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
+/// BGP hold time in seconds when `rhi.hold_time` is not given: the value RFC 4271
+/// suggests.
+pub const DEFAULT_HOLD_TIME: u16 = 90;
+/// Path an http or https check requests when `path` is not given.
+pub const DEFAULT_CHECK_PATH: &str = "/";
+/// Method an http or https check uses when `method` is not given.
+pub const DEFAULT_CHECK_METHOD: &str = "GET";
+/// Status codes an http or https check accepts when `expect` is not given.
+pub const DEFAULT_EXPECT: &[u16] = &[200];
+/// Time between two runs of a check when `interval` is not given.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+/// Time a check may take when `timeout` is not given; it must stay below the interval.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive passes that make a failed real healthy when `rise` is not given.
+pub const DEFAULT_RISE: u32 = 2;
+/// Consecutive failures that make a healthy real fail when `fall` is not given.
+pub const DEFAULT_FALL: u32 = 3;
+/// Whether an https check verifies the server's certificate when `verify` is not
+/// given. Reals are usually addressed by IP and carry certificates for the service's
+/// name, so verifying by default would fail most checks.
+pub const DEFAULT_VERIFY_TLS: bool = false;
+/// Name a dns check asks for when `query` is not given: the root, which any
+/// recursive resolver can answer from its priming data.
+pub const DEFAULT_DNS_QUERY: &str = ".";
+/// Record type a dns check asks for when `qtype` is not given. `NS` rather than `A`
+/// because `. NS` is the conventional liveness query for a resolver (`dig . NS`) and
+/// is answered from the root hints, while `. A` has no data to return.
+pub const DEFAULT_DNS_QTYPE: &str = "NS";
+/// Transport a dns check uses when `transport` is not given.
+pub const DEFAULT_DNS_TRANSPORT: Protocol = Protocol::Udp;
+/// Response code a dns check expects when `rcode` is not given: NOERROR.
+pub const DEFAULT_DNS_RCODE: u16 = 0;
+
+/// How long vc5d holds its announcements at start for vc5-flowsync's resync when
+/// `flow_sync_wait` is not given.
+pub const DEFAULT_FLOW_SYNC_WAIT: Duration = vc5_xdp::flowsync::settings::DEFAULT_WAIT;
+/// Shortest `flow_sync_wait`: vc5-flowsync reports its resync done 1.5 s after its
+/// start at the earliest, so a shorter wait would always run out first.
+pub const MIN_FLOW_SYNC_WAIT: Duration = Duration::from_secs(2);
+/// Longest `flow_sync_wait`.
+pub const MAX_FLOW_SYNC_WAIT: Duration = vc5_xdp::flowsync::settings::MAX_WAIT;
+/// `flow_sync_rate` when not given: records per second accepted from one peer.
+pub const DEFAULT_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::DEFAULT_RATE;
+/// `flow_sync_resync_rate` when not given: records per second sent in a resync.
+pub const DEFAULT_FLOW_SYNC_RESYNC_RATE: u32 = vc5_xdp::flowsync::settings::DEFAULT_RESYNC_RATE;
+/// Bounds of `flow_sync_rate` and `flow_sync_resync_rate`.
+pub const MIN_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MIN_RATE;
+pub const MAX_FLOW_SYNC_RATE: u32 = vc5_xdp::flowsync::settings::MAX_RATE;
+
+/// `flow_insert_limit` when not given: the data plane's own default.
+pub const DEFAULT_FLOW_INSERT_LIMIT: u32 = vc5_xdp::maps::INSERT_LIMIT;
+/// Largest `flow_insert_limit` (0, no bound, is allowed too).
+pub const MAX_FLOW_INSERT_LIMIT: u32 = 100_000_000;
+
+/// Largest configuration file read, in bytes (16 MiB). The README's benchmark
+/// scale, 1,000 services of 64 reals written as maps, takes about 2.6 MB, and the
+/// most the data plane holds (65,535 service × real pairs) written out in full
+/// with comments stays well below.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Most YAML nodes (scalars, lists and maps) a file may hold, aliases expanded:
+/// enough for the limits below written out in full, small enough that a hostile
+/// file cannot make the loader allocate without bound.
+pub const MAX_NODES: usize = 1_000_000;
+/// Shortest check interval: shorter ones load the reals more than they tell.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest check interval, and longest timeout.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest check timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Largest `rise` or `fall`: at the longest interval, 100 runs are four days.
+pub const MAX_RISE_FALL: u32 = 100;
+/// Longest name (service, real group, check), in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest service description, in characters.
+pub const MAX_DESC_CHARS: usize = 1024;
+/// Most (VIP, port, protocol) endpoints over all services: what the data plane's
+/// service table holds (index 0 is reserved).
+pub const MAX_ENDPOINTS: usize = vc5_xdp::maps::MAX_SERVICES as usize - 1;
+/// Most (endpoint, real) pairs over all services: what the data plane's backend
+/// table holds (index 0 is reserved).
+pub const MAX_BACKENDS: usize = vc5_xdp::maps::MAX_BACKENDS as usize - 1;
+
+/// The whole normalised configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Multicast group and port that vc5-flowsync uses; `None` disables flow sync.
+    pub multicast: Option<SocketAddr>,
+    /// File holding the key that authenticates flow-sync datagrams. [`load`](super::load) makes a
+    /// relative path relative to the configuration file's directory.
+    pub flow_sync_key: Option<PathBuf>,
+    /// How long vc5d holds its VIP announcements at start until vc5-flowsync has
+    /// resynced (only when flow sync is configured).
+    #[serde(rename = "flow_sync_wait_ms", serialize_with = "serialize_millis")]
+    pub flow_sync_wait: Duration,
+    /// Flow records per second vc5-flowsync accepts from one peer.
+    pub flow_sync_rate: u32,
+    /// Flow records per second vc5-flowsync sends when a peer asks for all.
+    pub flow_sync_resync_rate: u32,
+    /// New flows one CPU may insert into the flow table per second (0: no
+    /// bound); over it a flow is forwarded by the lookup table, not pinned.
+    pub flow_insert_limit: u32,
+    /// Route health injection (BGP) settings.
+    pub rhi: Rhi,
+    /// The services, in file order.
+    pub services: Vec<Service>,
+    /// The real server groups, by name.
+    pub reals: BTreeMap<String, Vec<Real>>,
+}
+
+impl Config {
+    /// Whether flow sync runs: `multicast` and `flow_sync_key` are both given.
+    pub fn flow_sync(&self) -> bool {
+        self.multicast.is_some() && self.flow_sync_key.is_some()
+    }
+
+    /// The normalised configuration as pretty-printed JSON, as `vc5d --check` prints it.
+    pub fn to_json(&self) -> String {
+        // Every map in the model is keyed by strings and every value is plain data,
+        // so serialisation cannot fail; the fallback only keeps this function total.
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    }
+}
+
+/// Route health injection: how VIPs are announced over BGP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rhi {
+    /// Our AS number; 0 means no BGP.
+    pub as_number: u32,
+    /// BGP peers the built-in speaker connects to.
+    pub peers: Vec<IpAddr>,
+    /// Proposed BGP hold time in seconds: 0 (no keepalives) or 3..=65535 (RFC 4271).
+    pub hold_time: u16,
+    /// Communities attached to announcements, as (AS, value).
+    #[serde(serialize_with = "serialize_communities")]
+    pub communities: Vec<(u16, u16)>,
+    /// MULTI_EXIT_DISC attached to announcements.
+    pub med: Option<u32>,
+    /// LOCAL_PREF attached to announcements (iBGP only).
+    pub local_pref: Option<u32>,
+    /// Next hop for IPv6 VIPs when this host's `--address` is IPv4.
+    pub next_hop6: Option<Ipv6Addr>,
+}
+
+impl Default for Rhi {
+    fn default() -> Self {
+        Rhi {
+            as_number: 0,
+            peers: Vec::new(),
+            hold_time: DEFAULT_HOLD_TIME,
+            communities: Vec::new(),
+            med: None,
+            local_pref: None,
+            next_hop6: None,
+        }
+    }
+}
+
+impl Rhi {
+    /// Whether BGP announcements are configured at all.
+    pub fn enabled(&self) -> bool {
+        self.as_number != 0
+    }
+}
+
+/// A transport protocol: of a service, or of a dns check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A load-balanced service: a set of VIPs and ports served by the same reals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub desc: String,
+    /// The VIPs, in file order, without duplicates.
+    pub addrs: Vec<IpAddr>,
+    /// The ports, in file order, without duplicates.
+    pub ports: Vec<u16>,
+    /// Transport of every port of the service.
+    pub protocol: Protocol,
+    /// Names of the real groups the service uses, in file order.
+    pub real_groups: Vec<String>,
+    /// The reals of all the groups, first occurrence of each address kept, in order.
+    pub reals: Vec<Real>,
+    /// Healthy reals needed for the service to be healthy.
+    pub need: usize,
+    /// How many checks must pass for a real to be healthy; `None`: all of them.
+    pub quorum: Option<usize>,
+    /// Health checks run against every real.
+    pub checks: Vec<Check>,
+}
+
+impl Service {
+    /// Every (VIP, port, protocol) the service answers on: each address with each port.
+    pub fn endpoints(&self) -> Vec<(IpAddr, u16, Protocol)> {
+        self.addrs
+            .iter()
+            .flat_map(|&addr| {
+                self.ports
+                    .iter()
+                    .map(move |&port| (addr, port, self.protocol))
+            })
+            .collect()
+    }
+
+    /// How many checks must pass for a real to be healthy.
+    pub fn checks_needed(&self) -> usize {
+        self.quorum.unwrap_or(self.checks.len())
+    }
+}
+
+/// A real server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Real {
+    /// Its address on the LAN.
+    pub addr: IpAddr,
+    /// Relative share of new flows, 1..=65535.
+    pub weight: u16,
+    /// Administratively out of service: it gets no new flows.
+    pub disabled: bool,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP request gets an expected status.
+    Http,
+    /// An HTTP request over TLS gets an expected status.
+    Https,
+    /// A DNS query gets an expected response code.
+    Dns,
+}
+
+impl CheckKind {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Dns => "dns",
+        }
+    }
+
+    pub(super) fn is_http(self) -> bool {
+        matches!(self, CheckKind::Http | CheckKind::Https)
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A health check, run against every real of its service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Name shown in status; defaults to `TYPE:PORT`, e.g. `http:80`.
+    pub name: String,
+    /// What the check does (`type` in the file).
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// Port on the real, always one of the service's ports.
+    pub port: u16,
+    /// HTTP request path (http, https).
+    pub path: String,
+    /// HTTP `Host` header and TLS server name (http, https); `None`: the real's address.
+    pub host: Option<String>,
+    /// HTTP method (http, https).
+    pub method: String,
+    /// Accepted HTTP status codes (http, https).
+    pub expect: Vec<u16>,
+    /// Time between the starts of two runs.
+    #[serde(rename = "interval_ms", serialize_with = "serialize_millis")]
+    pub interval: Duration,
+    /// Time a run may take before it counts as failed.
+    #[serde(rename = "timeout_ms", serialize_with = "serialize_millis")]
+    pub timeout: Duration,
+    /// Consecutive passes that make a failed real healthy.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy real fail.
+    pub fall: u32,
+    /// Whether an https check verifies the certificate (`verify` in the file).
+    pub verify_tls: bool,
+    /// The query of a dns check; `None` for the other kinds.
+    pub dns: Option<DnsCheck>,
+}
+
+impl Check {
+    /// The check as the health monitor runs it against `real`, sending from
+    /// `source` when given. Validation runs the monitor's own checks on this, so
+    /// the daemon must build its checks with this function too.
+    pub fn spec(&self, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
+        use vc5_health::{DnsCheck as HealthDns, DnsTransport, TlsVerify};
+        let http = || HttpCheck {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            expect: self.expect.clone(),
+        };
+        let kind = match self.kind {
+            CheckKind::Tcp => HealthKind::Tcp,
+            CheckKind::Http => HealthKind::Http(http()),
+            CheckKind::Https => HealthKind::Https {
+                http: http(),
+                verify: if self.verify_tls {
+                    TlsVerify::WebPki
+                } else {
+                    TlsVerify::None
+                },
+            },
+            CheckKind::Dns => {
+                let d = self.dns.as_ref();
+                HealthKind::Dns(HealthDns {
+                    query: d.map_or_else(|| DEFAULT_DNS_QUERY.into(), |d| d.query.clone()),
+                    qtype: d.map_or(2, |d| d.qtype_code()),
+                    transport: match d.map(|d| d.transport) {
+                        Some(Protocol::Tcp) => DnsTransport::Tcp,
+                        _ => DnsTransport::Udp,
+                    },
+                    rcode: d.map_or(DEFAULT_DNS_RCODE, |d| d.rcode),
+                })
+            }
+        };
+        let spec = CheckSpec::new(SocketAddr::new(real, self.port), kind)
+            .with_timing(self.interval, self.timeout)
+            .with_rise_fall(self.rise, self.fall);
+        match source {
+            Some(s) => spec.with_source(s),
+            None => spec,
+        }
+    }
+}
+
+/// The query a dns check sends and the answer it wants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsCheck {
+    /// Name asked for, e.g. `.` or `example.com`.
+    pub query: String,
+    /// Record type as an upper-case mnemonic (`A`, `NS`, …) or `TYPEnnn`.
+    pub qtype: String,
+    /// Transport of the query.
+    pub transport: Protocol,
+    /// Response code that counts as a pass (0 = NOERROR).
+    pub rcode: u16,
+}
+
+impl DnsCheck {
+    /// The numeric record type to put in the question.
+    pub fn qtype_code(&self) -> u16 {
+        qtype_code(&self.qtype).unwrap_or(0)
+    }
+}
+
+fn serialize_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn serialize_communities<S: Serializer>(c: &[(u16, u16)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(c.iter().map(|(asn, value)| format!("{asn}:{value}")))
+}
