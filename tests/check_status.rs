@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fast_checks, lab, wait_ready};
+use common::{fast_checks, lab, wait_ready, wait_status};
 use std::time::Duration;
 
 /// (at_ms, latency_ms) of every check in `/status.json`, by service and real.
@@ -52,7 +52,8 @@ fn a_steady_checks_last_run_and_latency_move_on() {
         checks(&read("/status.json")),
         check_times(&read("/metrics")),
     );
-    // Checks run every second, the status is rebuilt every two.
+    // Checks run every second, the status is rebuilt every two: time must
+    // pass (deliberately a fixed wait) for the runs to move on.
     std::thread::sleep(Duration::from_millis(4500));
     let (s2, m2) = (
         checks(&read("/status.json")),
@@ -104,8 +105,7 @@ fn two_checks(lab: &vc5::lab::Lab, order: [&str; 2], timing: &str) -> String {
 }
 
 /// (check name, passing) of every check of web4's reals in `/status.json`.
-fn web4_checks(json: &str) -> Vec<(String, bool)> {
-    let v: serde_json::Value = serde_json::from_str(json).expect("status.json");
+fn web4_checks(v: &serde_json::Value) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for s in v["services"].as_array().expect("services") {
         if s["name"] != "web4" {
@@ -136,10 +136,10 @@ fn swapping_checks_on_reload_keeps_each_ones_state() {
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
     wait_ready(&lab, &mut vc5d);
     let status = || {
-        web4_checks(
-            &lab.curl("lb1", "http://127.0.0.1:8080/status.json", &[])
-                .unwrap(),
-        )
+        let text = lab
+            .curl("lb1", "http://127.0.0.1:8080/status.json", &[])
+            .unwrap();
+        web4_checks(&serde_json::from_str(&text).expect("status.json"))
     };
     let expect_right = |seen: &[(String, bool)], when: &str| {
         assert_eq!(seen.len(), 6, "{when}: {seen:?}");
@@ -153,8 +153,17 @@ fn swapping_checks_on_reload_keeps_each_ones_state() {
     lab.write_config_text(&two_checks(&lab, ["bad", "ok"], after))
         .unwrap();
     vc5d.signal(libc::SIGHUP).unwrap();
-    common::wait_log(&vc5d, "configuration reloaded", Duration::from_secs(10));
-    // Long enough for carried states to show (rise × interval is 2.7 s).
+    // The reload is in force once the status lists web4's checks in the new
+    // order (it is published as soon as the new configuration is programmed).
+    wait_status(
+        &lab,
+        "lb1",
+        "reloaded (web4's checks in the new order)",
+        Duration::from_secs(10),
+        |st| web4_checks(st).first().is_some_and(|c| c.0 == "bad"),
+    );
+    // Long enough for carried states to show (rise × interval is 2.7 s);
+    // a sample every 250 ms.
     for i in 0..12 {
         let seen = status();
         // The order follows the new configuration.

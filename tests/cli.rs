@@ -262,15 +262,15 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
         let _ = stderr.read_to_string(&mut s);
         let _ = tx.send(s);
     });
+    // Attached, and the link pinned (just after).
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !ns.sh("ip link show d0").contains("xdpgeneric") {
+    while !ns.sh("ip link show d0").contains("xdpgeneric") || links(&dir) != ["d0"] {
         assert!(
             Instant::now() < deadline,
             "auto mode never attached in generic mode"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -294,7 +294,15 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
         assert!(Instant::now() < deadline, "never attached to d1");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Just after, d0's link is removed and the kernel detaches it.
+    while links(&dir) != ["d1"] || ns.sh("ip link show d0").contains("xdp") {
+        assert!(
+            Instant::now() < deadline,
+            "d0 never detached: links {:?}",
+            links(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

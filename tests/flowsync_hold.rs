@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{fast_checks, lab_with, wait_log, wait_ready};
+use common::{fast_checks, lab_with, wait_log, wait_ready, wait_status};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -68,6 +68,30 @@ fn metric(lab: &Lab, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
         .parse()
         .expect("a number")
+}
+
+/// Whether the status says vc5d holds its announcements for flow sync
+/// (`true`) or not.
+fn holding(yes: bool) -> impl Fn(&Value) -> bool {
+    move |s| s["flow_sync"]["holding_announcements"] == yes
+}
+
+/// [`wait_status`] on lb1, returning the status that satisfied `ok`.
+fn wait_status_value(
+    lab: &Lab,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let seen = std::cell::RefCell::new(Value::Null);
+    wait_status(lab, "lb1", what, timeout, |s| {
+        let yes = ok(s);
+        if yes {
+            *seen.borrow_mut() = s.clone();
+        }
+        yes
+    });
+    seen.into_inner()
 }
 
 /// Waits until every VIP may be announced (the checks have passed).
@@ -239,11 +263,14 @@ fn without_vc5_flowsync_the_vips_wait_for_flow_sync_wait() {
     let _router = lab.start_router_bird().unwrap();
     write_config(&lab, "8s");
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    // Readiness is in the log only.
     wait_log(&vc5d, "vc5d ready", Duration::from_secs(20));
-    wait_log(
-        &vc5d,
-        "flow sync: holding VIP announcements",
+    wait_status(
+        &lab,
+        "lb1",
+        "holding its announcements",
         Duration::from_secs(1),
+        holding(true),
     );
     let st = wait_announceable(&lab);
     let started_ms = st["started_ms"].as_u64().unwrap();
@@ -281,7 +308,18 @@ fn without_vc5_flowsync_the_vips_wait_for_flow_sync_wait() {
         "announced {} ms after the start, before flow_sync_wait",
         seen - started_ms
     );
-    wait_log(&vc5d, "flow_sync_wait passed", Duration::from_secs(1));
+    wait_status(
+        &lab,
+        "lb1",
+        "done holding",
+        Duration::from_secs(1),
+        holding(false),
+    );
+    // Why the hold ended is in the log only (logged before the status that
+    // shows it over).
+    let log = vc5d.log_text();
+    let last = log.rsplit("=== ").next().unwrap_or_default();
+    assert!(last.contains("flow_sync_wait passed"), "{last}");
     let fs = status(&lab)["flow_sync"].clone();
     assert_eq!(fs["holding_announcements"], false, "{fs}");
     assert_eq!(fs["holding_until_ms"], 0);
@@ -295,12 +333,14 @@ fn the_vips_follow_vc5_flowsyncs_resync_and_a_restart_beside_it_does_not_hold() 
     let _router = lab.start_router_bird().unwrap();
     write_config(&lab, "120s");
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    // Readiness is in the log only.
     wait_log(&vc5d, "vc5d ready", Duration::from_secs(20));
     wait_announceable(&lab);
     let vip4 = format!("{}/32", lab.vip4);
 
     // Resyncing, with a fresh heartbeat: still held.
     let fake = FakeFlowsync::start(&lab, SYNC_RESYNCING);
+    // A while (deliberately a fixed time) in which nothing may change.
     std::thread::sleep(Duration::from_millis(1500));
     let fs = status(&lab)["flow_sync"].clone();
     assert_eq!(fs["holding_announcements"], true, "{fs}");
@@ -314,15 +354,15 @@ fn the_vips_follow_vc5_flowsyncs_resync_and_a_restart_beside_it_does_not_hold() 
         "route seen {} ms after sync_status[0] said synced",
         seen - written
     );
-    wait_log(
-        &vc5d,
-        "vc5-flowsync has resynced; hold over",
+    // The hold's end is published with what vc5-flowsync said then.
+    let st = wait_status_value(
+        &lab,
+        "done holding, vc5-flowsync synced",
         Duration::from_secs(1),
+        |s| holding(false)(s) && s["flow_sync"]["local"]["state"] == "synced",
     );
 
-    // What vc5-flowsync published, in the status (rebuilt every 2 s).
-    std::thread::sleep(Duration::from_millis(2500));
-    let st = status(&lab);
+    // What vc5-flowsync published, in the status.
     let fs = &st["flow_sync"];
     assert_eq!(fs["holding_announcements"], false, "{fs}");
     let local = &fs["local"];
@@ -402,15 +442,18 @@ fn the_vips_follow_vc5_flowsyncs_resync_and_a_restart_beside_it_does_not_hold() 
     vc5d.terminate(Duration::from_secs(15)).unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
     wait_ready(&lab, &mut vc5d);
-    wait_log(
-        &vc5d,
-        "vc5-flowsync has resynced already; announcing without a hold",
+    // vc5-flowsync's resync was found done: no hold, ever (the log is the
+    // history).
+    wait_status(
+        &lab,
+        "lb1",
+        "not holding, vc5-flowsync synced",
         Duration::from_secs(1),
+        |s| holding(false)(s) && s["flow_sync"]["local"]["state"] == "synced",
     );
     let log = vc5d.log_text();
     let last = log.rsplit("=== ").next().unwrap_or_default();
     assert!(!last.contains("holding VIP announcements"), "{last}");
-    assert_eq!(status(&lab)["flow_sync"]["holding_announcements"], false);
     wait_route(&lab, &vip4, Duration::from_secs(30));
     drop(fake);
     vc5d.terminate(Duration::from_secs(15)).unwrap();

@@ -271,16 +271,23 @@ fn real4_serving(lab: &Lab) -> bool {
     })
 }
 
-/// Rewrites both configurations and reloads both vc5d; waits until both
-/// logged the reload.
+/// Rewrites both configurations and reloads both vc5d; waits until the
+/// status of each lists real4 with `real4_weight` in every service (it is
+/// published once the new configuration is programmed).
 fn reload(lab: &Lab, vc5ds: &mut [(String, LabChild)], reals: &[String], real4_weight: u32) {
+    let addr = lab.addr4("real4").to_string();
     for (lb, vc5d) in vc5ds.iter_mut() {
-        let before = vc5d.log_text().matches("configuration reloaded").count();
         lab.write_config_for(lb, &config(lab, lb, reals, real4_weight))
             .unwrap();
         vc5d.signal(libc::SIGHUP).unwrap();
         wait_for(&format!("{lb} reloaded"), Duration::from_secs(10), || {
-            vc5d.log_text().matches("configuration reloaded").count() > before
+            let st = status(lab, lb);
+            let services = st["services"].as_array().cloned().unwrap_or_default();
+            services.len() == 4
+                && services.iter().all(|s| {
+                    (s["reals"].as_array().into_iter().flatten())
+                        .any(|r| r["addr"] == addr.as_str() && r["weight"] == real4_weight)
+                })
         });
     }
 }
@@ -455,7 +462,9 @@ fn scenario(sync: bool) -> Outcome {
     drop(lb1_maps);
 
     // real4 joins: the flows' buckets move to it, lb1 keeps them where
-    // they are (its own flow table), lb2 only if flow sync told it.
+    // they are (its own flow table), lb2 only if flow sync told it. A
+    // second first (deliberately a fixed time: the same with flow sync and
+    // without) for the flows to be established.
     std::thread::sleep(Duration::from_secs(1));
     reload(&lab, &mut vc5ds, &reals, 1);
     wait_for(
@@ -472,6 +481,7 @@ fn scenario(sync: bool) -> Outcome {
         .unwrap();
     let born = Instant::now();
     assert_eq!(young.real(Duration::from_secs(5)).unwrap(), young_real);
+    // The second move at a set age of the young download (a fixed time).
     std::thread::sleep(Duration::from_millis(400));
     reload(&lab, &mut vc5ds, &reals, HEAVY);
     if let Some(rest) = YOUNG_AGE.checked_sub(born.elapsed()) {
@@ -506,6 +516,7 @@ fn scenario(sync: bool) -> Outcome {
             via_lb1: port == young_port || ports_via_lb1.contains(&port),
         });
     }
+    // The UDP flow a little past the downloads (a fixed time).
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let udp = udp.join().unwrap();

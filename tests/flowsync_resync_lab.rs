@@ -164,6 +164,8 @@ fn scenario(start: Start) {
     );
     // lb1's vc5-flowsync reported them as they were made: the live path.
     let p2 = Pinned::open(&lab.bpffs("lb2")).unwrap();
+    // Half a second of live sync (a fixed time) before a count that is
+    // only printed.
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "lb2 had {} of the {FLOWS} flows from live sync before its restart",
@@ -438,11 +440,13 @@ fn restart_empty(
             }
         })
     };
+    // A few samples before vc5d starts (a fixed time).
     std::thread::sleep(Duration::from_millis(100));
 
     let vc5d_start = Instant::now();
     let v = lab.start_vc5d("lb2", "generic", &[]).unwrap();
     if start == Start::AfterVc5dReady {
+        // What systemd waits for (READY=1), which only the log shows here.
         wait_log(&v, "vc5d ready", Duration::from_secs(30));
     }
     let t0 = Instant::now();
@@ -513,7 +517,8 @@ fn restart_empty(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // A little more of the router, for what follows the first route.
+    // A little more of the router, for what follows the first route (a
+    // fixed time).
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{Download, fast_checks, lab, real_healthy, spread, wait_log, wait_ready, wait_status};
+use common::{
+    Download, fast_checks, lab, local_trouble, real_healthy, spread, vip_announceable, wait_ready,
+    wait_status,
+};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -103,20 +106,21 @@ fn a_service_below_need_makes_its_vip_unannounceable() {
     lab.write_config_text(&config(&lab, 3)).unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
     wait_ready(&lab, &mut vc5d);
-    let vip4 = lab.vip4.to_string();
+    let vip4 = IpAddr::V4(lab.vip4);
     let vip6 = lab.vip6.to_string();
-    wait_log(
-        &vc5d,
-        &format!("VIP announceable: every service on it is up vip={vip4}"),
-        Duration::from_secs(5),
-    );
+    wait_status(&lab, "lb1", "announceable", Duration::from_secs(5), |s| {
+        vip_announceable(s, vip4, true)
+    });
 
     lab.stop_httpd("real3").unwrap();
-    wait_log(
-        &vc5d,
-        &format!("VIP not announceable: a service on it is down vip={vip4}"),
+    wait_status(
+        &lab,
+        "lb1",
+        "unannounceable",
         Duration::from_secs(10),
+        |s| vip_announceable(s, vip4, false),
     );
+    // The log is the history: the IPv6 VIP never went down meanwhile.
     let log = vc5d.log_text();
     assert!(
         !log.contains(&format!(
@@ -129,24 +133,13 @@ fn a_service_below_need_makes_its_vip_unannounceable() {
     assert_eq!(s.len(), 2, "{s:?}");
 
     lab.start_httpd("real3").unwrap();
-    let t = Instant::now();
-    loop {
-        let log = vc5d.log_text();
-        let back = log.rfind(&format!(
-            "VIP announceable: every service on it is up vip={vip4}"
-        ));
-        let down = log.rfind(&format!(
-            "VIP not announceable: a service on it is down vip={vip4}"
-        ));
-        if back > down {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "VIP never announceable again:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(
+        &lab,
+        "lb1",
+        "announceable again",
+        Duration::from_secs(10),
+        |s| vip_announceable(s, vip4, true),
+    );
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }
 
@@ -186,17 +179,29 @@ fn a_link_flap_on_the_load_balancer_moves_no_flow() {
 
     // The switch's port of lb1 down: lb1's eth0 keeps its addresses but has
     // no carrier, as with a cable pulled or a switch port failing.
+    let down = Instant::now();
     lab.run("switch", &["ip", "link", "set", "lb1", "down"])
         .unwrap();
-    wait_log(
-        &vc5d,
-        "local trouble: keeping the data plane",
+    // The status shows a hold that begins with the next snapshot (every
+    // 2 s at most).
+    wait_status(
+        &lab,
+        "lb1",
+        "holding for its link's lost carrier",
         Duration::from_secs(5),
+        |s| local_trouble(s).is_some_and(|r| r.starts_with("no carrier")),
     );
-    std::thread::sleep(Duration::from_secs(5));
+    // The carrier stays away 5 s (deliberately a fixed time).
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(down.elapsed()));
     lab.run("switch", &["ip", "link", "set", "lb1", "up"])
         .unwrap();
-    let back = wait_log(&vc5d, "hold released", Duration::from_secs(20));
+    let back = wait_status(
+        &lab,
+        "lb1",
+        "released from its hold",
+        Duration::from_secs(20),
+        |s| local_trouble(s).is_none(),
+    );
     eprintln!("hold released {back:?} after link-up");
 
     none_broke_and_every_real_serves(&lab, downloads, &on);
@@ -224,12 +229,25 @@ fn every_real_failing_at_once_moves_no_flow() {
     let addr = format!("{}/24", lab.addr4("lb1"));
     lab.run("lb1", &["ip", "addr", "del", &addr, "dev", "eth0"])
         .unwrap();
-    let took = wait_log(&vc5d, "local trouble suspected", Duration::from_secs(10));
+    let took = wait_status(
+        &lab,
+        "lb1",
+        "holding for every real failing at once",
+        Duration::from_secs(10),
+        |s| local_trouble(s).is_some_and(|r| r.contains("healthy reals failed")),
+    );
     eprintln!("hold {took:?} after the address went");
+    // The address stays away 2 s more (deliberately a fixed time).
     std::thread::sleep(Duration::from_secs(2));
     lab.run("lb1", &["ip", "addr", "add", &addr, "dev", "eth0"])
         .unwrap();
-    let back = wait_log(&vc5d, "hold released", Duration::from_secs(20));
+    let back = wait_status(
+        &lab,
+        "lb1",
+        "released from its hold",
+        Duration::from_secs(20),
+        |s| local_trouble(s).is_none(),
+    );
     eprintln!("hold released {back:?} after the address came back");
 
     none_broke_and_every_real_serves(&lab, downloads, &on);

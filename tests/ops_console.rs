@@ -75,6 +75,21 @@ async fn http(
     (code, headers, body)
 }
 
+/// The status code of a GET of `path`, or None when the console closed the
+/// connection without an answer (as it does over its bound).
+async fn answer_code(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let head = std::str::from_utf8(&raw).ok()?;
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 // ---- a strict Prometheus text-format (0.0.4) parser ----
 
 #[derive(Debug, Default)]
@@ -561,8 +576,16 @@ async fn dropping_the_handle_closes_the_port() {
     let addr = console.local_addr();
     assert_eq!(http(addr, "GET", "/metrics").await.0, 200);
     drop(console);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The listener closes as the aborted task ends: polled, within the
+    // 100 ms the test allows.
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{addr} still accepts connections after the handle was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // The address is free again for a restarted console.
     let (_s2, shared) = StandIn::start(synthetic_status());
     console::serve(addr, shared).await.expect("rebind");
@@ -604,8 +627,16 @@ async fn idle_connections_are_bounded() {
     );
     assert!(closed >= 2000 - console::MAX_CONNECTIONS);
     drop(idle);
-    // The console sees the closes and reaps those connections.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The console sees the closes and reaps those connections: polled,
+    // within the half second the test allows.
+    let t = Instant::now();
+    while answer_code(addr, "/metrics").await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "the console does not serve again once the idle connections are gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(http(addr, "GET", "/metrics").await.0, 200);
 }
 

@@ -429,8 +429,7 @@ async fn state_changes_and_their_typed_errors() {
     );
 
     // A control loop that no longer answers (vc5d stopping).
-    s.standin.stop_commands();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.standin.stop_commands().await;
     assert_eq!(
         error_of(b, false, "Drain", &DRAIN_ARGS).await,
         err("Stopping", "vc5d is stopping")

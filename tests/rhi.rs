@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fast_checks, lab_with, spread, wait_log, wait_ready};
+use common::{fast_checks, lab_with, rhi_mode, spread, wait_log, wait_ready, wait_status};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use vc5::lab::Lab;
@@ -49,11 +49,14 @@ fn vc5d_own_speaker_announces_to_a_bird_router_with_ecmp_and_withdraws() {
             .replace(&lab.default_config(), &fast_checks(&lab));
         lab.write_config_for(lb, &cfg).unwrap();
         let v = lab.start_vc5d(lb, "generic", &[]).unwrap();
+        // Readiness is in the log only.
         wait_log(&v, "vc5d ready", Duration::from_secs(20));
-        wait_log(
-            &v,
-            "route health injection mode mode=bgp",
+        wait_status(
+            &lab,
+            lb,
+            "announcing with its own speaker",
             Duration::from_secs(20),
+            |s| rhi_mode(s) == "bgp",
         );
         vc5ds.push(v);
     }
@@ -108,10 +111,12 @@ fn through_a_local_bird_which_may_restart_without_vc5d_noticing() {
         .replace(&lab.default_config(), &fast_checks(&lab));
     lab.write_config_for("lb1", &cfg).unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
-    wait_log(
-        &vc5d,
-        "route health injection mode mode=bird",
+    wait_status(
+        &lab,
+        "lb1",
+        "announcing through BIRD",
         Duration::from_secs(20),
+        |s| rhi_mode(s) == "bird",
     );
     let lb1 = vec!["lb1".to_string()];
     let vip4 = format!("{}/32", lab.vip4);
@@ -146,6 +151,7 @@ fn through_a_local_bird_which_may_restart_without_vc5d_noticing() {
     vc5d.kill().unwrap();
     vc5d.wait().unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    // Watched for 8 s (deliberately a fixed time): the VIP must stay.
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(8) {
         let out = lab
@@ -157,6 +163,7 @@ fn through_a_local_bird_which_may_restart_without_vc5d_noticing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Readiness is in the log only.
     wait_log(&vc5d, "vc5d ready", Duration::from_secs(10));
 
     // BIRD dies and comes back: vc5d reconnects and re-applies, untouched.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fast_checks, lab_with, wait_log};
+use common::{fast_checks, lab_with, rhi_mode, wait_status};
 use std::time::{Duration, Instant};
 use vc5::lab::Lab;
 
@@ -44,10 +44,12 @@ fn sighup_changes_attributes_without_withdraw(with_local_bird: bool) {
     lab.write_config_for("lb1", &cfg).unwrap();
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
     let mode = if with_local_bird { "bird" } else { "bgp" };
-    wait_log(
-        &vc5d,
-        &format!("route health injection mode mode={mode}"),
+    wait_status(
+        &lab,
+        "lb1",
+        &format!("announcing in mode {mode}"),
         Duration::from_secs(20),
+        |s| rhi_mode(s) == mode,
     );
     let nets = [format!("{}/32", lab.vip4), format!("{}/128", lab.vip6)];
     let t = Instant::now();
@@ -100,6 +102,8 @@ fn sighup_changes_attributes_without_withdraw(with_local_bird: bool) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Half a second more (deliberately a fixed time) for a withdraw or a
+    // session restart to show, if one came.
     std::thread::sleep(Duration::from_millis(500));
     let (w1, since1) = withdraws(&lab);
     assert_eq!(w1, w0, "the router received withdraws");

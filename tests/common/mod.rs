@@ -35,7 +35,9 @@ pub fn wait_ready(lab: &Lab, vc5d: &mut LabChild) {
         if let Some(status) = vc5d.try_wait()? {
             anyhow::bail!("vc5d exited: {status}");
         }
-        // The log holds every run of vc5d in this lab; look at the last.
+        // Readiness is in the log only (and in sd_notify's READY=1): the
+        // status has no such field. The log holds every run of vc5d in this
+        // lab; look at the last.
         let log = vc5d.log_text();
         let last = log.rsplit("=== ").next().unwrap_or_default();
         anyhow::ensure!(last.contains("vc5d ready"), "vc5d not ready yet");
@@ -111,6 +113,27 @@ pub fn wait_status(
     }
 }
 
+/// Whether `status` lists VIP `vip` and says `announceable` of it.
+pub fn vip_announceable(status: &serde_json::Value, vip: IpAddr, announceable: bool) -> bool {
+    let vip = vip.to_string();
+    status["vips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["vip"].as_str() == Some(vip.as_str()) && v["announceable"] == announceable)
+}
+
+/// What `status` says of the hold for local trouble: its reason, or None
+/// when there is none.
+pub fn local_trouble(status: &serde_json::Value) -> Option<&str> {
+    status["local_trouble"]["reason"].as_str()
+}
+
+/// The route health injection mode in `status` (`bgp`, `bird`, …).
+pub fn rhi_mode(status: &serde_json::Value) -> &str {
+    status["rhi"]["mode"].as_str().unwrap_or_default()
+}
+
 /// Whether every service row of `status` that has real `addr` says
 /// `healthy` of it (and there is one).
 pub fn real_healthy(status: &serde_json::Value, addr: IpAddr, healthy: bool) -> bool {
@@ -126,7 +149,9 @@ pub fn real_healthy(status: &serde_json::Value, addr: IpAddr, healthy: bool) -> 
 }
 
 /// Waits until `vc5d`'s log (its latest run) contains `text`; returns how
-/// long that took.
+/// long that took. Only for what the log alone says (readiness, why
+/// something happened): a state in `/status.json` is awaited with
+/// [`wait_status`].
 pub fn wait_log(vc5d: &LabChild, text: &str, timeout: Duration) -> Duration {
     let t = Instant::now();
     loop {

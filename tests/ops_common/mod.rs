@@ -303,9 +303,18 @@ impl StandIn {
         self.tx.send_replace(Arc::new(s.clone()));
     }
 
-    /// Stops answering commands, as a stopping vc5d does.
-    pub fn stop_commands(&self) {
+    /// Stops answering commands, as a stopping vc5d does; returns once the
+    /// command loop is gone (its channel closed).
+    pub async fn stop_commands(&self) {
         self.task.abort();
+        let t = std::time::Instant::now();
+        while !self.task.is_finished() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the command loop lives on"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     pub fn real(&self, service: &str, addr: &str) -> RealStatus {

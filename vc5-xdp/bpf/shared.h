@@ -4,8 +4,11 @@
  *
  * These layouts are an ABI: the maps are pinned and survive a restart of
  * vc5d, and vc5-xdp/src/maps.rs mirrors them #[repr(C)]. Padding is
- * explicit so that both sides agree byte for byte; a Rust test compares the
- * sizes and offsets here with the BTF of the built object.
+ * explicit so that both sides agree byte for byte. The size and every
+ * field offset of each struct are pinned at the end of this file, and by the
+ * same numbers in maps.rs, so that a change on one side alone fails the
+ * build; the Rust test btf_layout also compares the mirrors with the BTF of
+ * the built object (bpftool).
  */
 #ifndef VC5_SHARED_H
 #define VC5_SHARED_H
@@ -128,11 +131,6 @@ struct vc5_set6 {
 	struct vc5_way6 way[4]; /* VC5_WAYS */
 };
 
-_Static_assert(sizeof(struct vc5_way4) == 16, "vc5_way4 size");
-_Static_assert(sizeof(struct vc5_way6) == 40, "vc5_way6 size");
-_Static_assert(sizeof(struct vc5_set4) == 64, "vc5_set4 size");
-_Static_assert(sizeof(struct vc5_set6) == 160, "vc5_set6 size");
-
 /* One entry of a CPU's flow cache (flow_cache4/6): a direct-mapped copy
  * of flows this CPU saw in the flow table, so that an established flow costs an
  * inlined array read instead of a hash-map lookup. Valid only while the
@@ -179,12 +177,6 @@ struct vc5_flow_event {
 	__u32 backend; /* the local backend index the flow is pinned to */
 	__u8 key[36];  /* sizeof(struct vc5_flow6) */
 };
-/* A ring buffer has no value type, so this struct is not in the object's
- * BTF for the layout test to read: its layout is pinned here instead, and
- * by the same numbers in maps.rs. */
-_Static_assert(sizeof(struct vc5_flow_event) == 44, "vc5_flow_event size");
-_Static_assert(__builtin_offsetof(struct vc5_flow_event, backend) == 4, "backend");
-_Static_assert(__builtin_offsetof(struct vc5_flow_event, key) == 8, "key");
 
 /* sync_status[0] is this host's vc5-flowsync, sync_status[1..] its peers
  * (one per source address, in the order first heard). Written only by
@@ -233,5 +225,156 @@ struct vc5_backend_stats {
 	__u64 bytes;
 	__u64 new_flows;
 };
+
+/* The ABI, pinned: the size and field offsets of every struct above, the
+ * same numbers as the assertions at the end of maps.rs. A change here must
+ * change both, and is a change of the pinned maps' layout (see the comment
+ * at the top). These hold without bpftool, and for vc5_flow_event too, which
+ * leaves no type in the BTF (a ring buffer has no value type). The way
+ * offsets also keep a way's last 8-byte word the ports and the value, which
+ * flowtable.h and flowtable.rs store whole. */
+#define VC5_ABI_SIZE(s, n)                                                    \
+	_Static_assert(sizeof(struct s) == (n), "sizeof(struct " #s ") != " #n)
+#define VC5_ABI_AT(s, f, n)                                                   \
+	_Static_assert(__builtin_offsetof(struct s, f) == (n),                 \
+		       "offsetof(struct " #s ", " #f ") != " #n)
+
+VC5_ABI_SIZE(vc5_settings, 24);
+VC5_ABI_AT(vc5_settings, active, 0);
+VC5_ABI_AT(vc5_settings, seed, 4);
+VC5_ABI_AT(vc5_settings, clock, 12);
+VC5_ABI_AT(vc5_settings, generation, 16);
+VC5_ABI_AT(vc5_settings, insert_limit, 20);
+
+VC5_ABI_SIZE(vc5_svc_key, 20);
+VC5_ABI_AT(vc5_svc_key, addr, 0);
+VC5_ABI_AT(vc5_svc_key, port, 16);
+VC5_ABI_AT(vc5_svc_key, proto, 18);
+VC5_ABI_AT(vc5_svc_key, _pad, 19);
+
+VC5_ABI_SIZE(vc5_svc_slot, 24);
+VC5_ABI_AT(vc5_svc_slot, key, 0);
+VC5_ABI_AT(vc5_svc_slot, service, 20);
+VC5_ABI_AT(vc5_svc_slot, vip, 22);
+
+VC5_ABI_SIZE(vc5_table, 8704);
+VC5_ABI_AT(vc5_table, backend, 0);
+VC5_ABI_AT(vc5_table, moved, 8192);
+
+VC5_ABI_SIZE(vc5_backend, 40);
+VC5_ABI_AT(vc5_backend, mac, 0);
+VC5_ABI_AT(vc5_backend, src_mac, 6);
+VC5_ABI_AT(vc5_backend, ifindex, 12);
+VC5_ABI_AT(vc5_backend, flags, 16);
+VC5_ABI_AT(vc5_backend, service, 18);
+VC5_ABI_AT(vc5_backend, addr, 20);
+VC5_ABI_AT(vc5_backend, epoch, 36);
+VC5_ABI_AT(vc5_backend, _pad, 38);
+
+VC5_ABI_SIZE(vc5_flow4, 12);
+VC5_ABI_AT(vc5_flow4, saddr, 0);
+VC5_ABI_AT(vc5_flow4, daddr, 4);
+VC5_ABI_AT(vc5_flow4, sport, 8);
+VC5_ABI_AT(vc5_flow4, dport, 10);
+
+VC5_ABI_SIZE(vc5_flow6, 36);
+VC5_ABI_AT(vc5_flow6, saddr, 0);
+VC5_ABI_AT(vc5_flow6, daddr, 16);
+VC5_ABI_AT(vc5_flow6, sport, 32);
+VC5_ABI_AT(vc5_flow6, dport, 34);
+
+VC5_ABI_SIZE(vc5_flow, 8);
+VC5_ABI_AT(vc5_flow, backend, 0);
+VC5_ABI_AT(vc5_flow, seen, 4);
+
+VC5_ABI_SIZE(vc5_fval, 4);
+VC5_ABI_AT(vc5_fval, backend, 0);
+VC5_ABI_AT(vc5_fval, seen, 2);
+
+VC5_ABI_SIZE(vc5_way4, 16);
+VC5_ABI_AT(vc5_way4, key, 0);
+VC5_ABI_AT(vc5_way4, v, 12);
+
+VC5_ABI_SIZE(vc5_way6, 40);
+VC5_ABI_AT(vc5_way6, key, 0);
+VC5_ABI_AT(vc5_way6, v, 36);
+
+VC5_ABI_SIZE(vc5_set4, 64);
+VC5_ABI_AT(vc5_set4, way, 0);
+
+VC5_ABI_SIZE(vc5_set6, 160);
+VC5_ABI_AT(vc5_set6, way, 0);
+
+VC5_ABI_SIZE(vc5_cache4, 24);
+VC5_ABI_AT(vc5_cache4, key, 0);
+VC5_ABI_AT(vc5_cache4, proto, 12);
+VC5_ABI_AT(vc5_cache4, _pad, 13);
+VC5_ABI_AT(vc5_cache4, hits, 14);
+VC5_ABI_AT(vc5_cache4, backend, 16);
+VC5_ABI_AT(vc5_cache4, epoch, 18);
+VC5_ABI_AT(vc5_cache4, clock, 20);
+
+VC5_ABI_SIZE(vc5_cache6, 48);
+VC5_ABI_AT(vc5_cache6, key, 0);
+VC5_ABI_AT(vc5_cache6, proto, 36);
+VC5_ABI_AT(vc5_cache6, _pad, 37);
+VC5_ABI_AT(vc5_cache6, hits, 38);
+VC5_ABI_AT(vc5_cache6, backend, 40);
+VC5_ABI_AT(vc5_cache6, epoch, 42);
+VC5_ABI_AT(vc5_cache6, clock, 44);
+
+VC5_ABI_SIZE(vc5_peer_moved, 512);
+VC5_ABI_AT(vc5_peer_moved, bits, 0);
+
+VC5_ABI_SIZE(vc5_flow_event, 44);
+VC5_ABI_AT(vc5_flow_event, kind, 0);
+VC5_ABI_AT(vc5_flow_event, v6, 1);
+VC5_ABI_AT(vc5_flow_event, proto, 2);
+VC5_ABI_AT(vc5_flow_event, _pad, 3);
+VC5_ABI_AT(vc5_flow_event, backend, 4);
+VC5_ABI_AT(vc5_flow_event, key, 8);
+_Static_assert(sizeof(((struct vc5_flow_event *)0)->key) == sizeof(struct vc5_flow6),
+	       "vc5_flow_event.key holds a vc5_flow6");
+
+VC5_ABI_SIZE(vc5_sync_status, 264);
+VC5_ABI_AT(vc5_sync_status, on, 0);
+VC5_ABI_AT(vc5_sync_status, state, 4);
+VC5_ABI_AT(vc5_sync_status, sender, 8);
+VC5_ABI_AT(vc5_sync_status, epoch, 16);
+VC5_ABI_AT(vc5_sync_status, addr, 24);
+VC5_ABI_AT(vc5_sync_status, started_ms, 40);
+VC5_ABI_AT(vc5_sync_status, updated_ms, 48);
+VC5_ABI_AT(vc5_sync_status, datagrams, 56);
+VC5_ABI_AT(vc5_sync_status, records, 64);
+VC5_ABI_AT(vc5_sync_status, written, 72);
+VC5_ABI_AT(vc5_sync_status, gaps, 80);
+VC5_ABI_AT(vc5_sync_status, unknown_real, 88);
+VC5_ABI_AT(vc5_sync_status, rate_limited, 96);
+VC5_ABI_AT(vc5_sync_status, lost, 104);
+VC5_ABI_AT(vc5_sync_status, delay_p50_us, 112);
+VC5_ABI_AT(vc5_sync_status, delay_p99_us, 120);
+VC5_ABI_AT(vc5_sync_status, delay_max_us, 128);
+VC5_ABI_AT(vc5_sync_status, rejects, 136);
+
+VC5_ABI_SIZE(vc5_cpu_state, 32);
+VC5_ABI_AT(vc5_cpu_state, clock, 0);
+VC5_ABI_AT(vc5_cpu_state, inserts, 4);
+VC5_ABI_AT(vc5_cpu_state, sample, 8);
+VC5_ABI_AT(vc5_cpu_state, evicted, 12);
+VC5_ABI_AT(vc5_cpu_state, refused, 16);
+VC5_ABI_AT(vc5_cpu_state, full, 24);
+VC5_ABI_AT(vc5_cpu_state, deep, 28);
+
+VC5_ABI_SIZE(vc5_counter, 16);
+VC5_ABI_AT(vc5_counter, packets, 0);
+VC5_ABI_AT(vc5_counter, bytes, 8);
+
+VC5_ABI_SIZE(vc5_backend_stats, 24);
+VC5_ABI_AT(vc5_backend_stats, packets, 0);
+VC5_ABI_AT(vc5_backend_stats, bytes, 8);
+VC5_ABI_AT(vc5_backend_stats, new_flows, 16);
+
+#undef VC5_ABI_SIZE
+#undef VC5_ABI_AT
 
 #endif

@@ -2,8 +2,11 @@
 //! the constants of `bpf/consts.h`.
 //!
 //! The layouts are an ABI shared with the kernel side and with pinned maps
-//! that outlive a vc5d process, so padding is explicit; the test
-//! `btf_layout` checks every size and offset against the object's BTF.
+//! that outlive a vc5d process, so padding is explicit. The size and every
+//! field offset of each mirror are pinned at compile time at the end of
+//! this file, by the same numbers as the `_Static_assert`s at the end of
+//! `shared.h`, so that a change on one side alone fails the build; the
+//! test `btf_layout` also checks them against the object's BTF (bpftool).
 
 use std::net::IpAddr;
 
@@ -270,9 +273,6 @@ pub struct Set6 {
     pub way: [Way6; WAYS],
 }
 
-const _: () = assert!(size_of::<Way4>() == 16 && size_of::<Set4>() == 64);
-const _: () = assert!(size_of::<Way6>() == 40 && size_of::<Set6>() == 160);
-
 /// A flow as user space sees it: a peer's entry (`peer_*` maps, this
 /// layout) or one of this host's flow tables' ways, its stamp widened.
 #[repr(C)]
@@ -378,12 +378,6 @@ pub struct FlowEvent {
     pub key: [u8; 36],
 }
 
-// Pinned by _Static_assert in shared.h too: a ring buffer's records leave
-// no type in the BTF for the layout test.
-const _: () = assert!(std::mem::size_of::<FlowEvent>() == 44);
-const _: () = assert!(std::mem::offset_of!(FlowEvent, backend) == 4);
-const _: () = assert!(std::mem::offset_of!(FlowEvent, key) == 8);
-
 impl FlowEvent {
     /// Parses a ring-buffer record (None when it is too short).
     pub fn from_bytes(b: &[u8]) -> Option<FlowEvent> {
@@ -466,6 +460,130 @@ pub struct BackendStats {
     pub bytes: u64,
     pub new_flows: u64,
 }
+
+// The ABI, pinned: the size and field offsets of every mirror, the same
+// numbers as the VC5_ABI_SIZE / VC5_ABI_AT assertions at the end of
+// bpf/shared.h. A change here must change both, and is a change of the
+// pinned maps' layout. FlowEvent is pinned only here and there: a ring
+// buffer's records leave no type in the BTF for `btf_layout` to read.
+macro_rules! abi {
+    ($t:ty, $size:literal $(, $f:ident = $off:literal)* $(,)?) => {
+        const _: () = assert!(
+            core::mem::size_of::<$t>() == $size,
+            concat!("size of ", stringify!($t), " != ", stringify!($size)),
+        );
+        $(const _: () = assert!(
+            core::mem::offset_of!($t, $f) == $off,
+            concat!("offset of ", stringify!($t), ".", stringify!($f), " != ", stringify!($off)),
+        );)*
+    };
+}
+
+abi!(
+    Settings,
+    24,
+    active = 0,
+    seed = 4,
+    clock = 12,
+    generation = 16,
+    insert_limit = 20
+);
+abi!(SvcKey, 20, addr = 0, port = 16, proto = 18, _pad = 19);
+abi!(SvcSlot, 24, key = 0, service = 20, vip = 22);
+abi!(Table, 8704, backend = 0, moved = 8192);
+abi!(
+    Backend,
+    40,
+    mac = 0,
+    src_mac = 6,
+    ifindex = 12,
+    flags = 16,
+    service = 18,
+    addr = 20,
+    epoch = 36,
+    _pad = 38
+);
+abi!(Flow4, 12, saddr = 0, daddr = 4, sport = 8, dport = 10);
+abi!(Flow6, 36, saddr = 0, daddr = 16, sport = 32, dport = 34);
+abi!(Flow, 8, backend = 0, seen = 4);
+abi!(FlowVal, 4, backend = 0, seen = 2);
+abi!(Way4, 16, key = 0, v = 12);
+abi!(Way6, 40, key = 0, v = 36);
+abi!(Set4, 64, way = 0);
+abi!(Set6, 160, way = 0);
+abi!(
+    Cache4,
+    24,
+    key = 0,
+    proto = 12,
+    _pad = 13,
+    hits = 14,
+    backend = 16,
+    epoch = 18,
+    clock = 20
+);
+abi!(
+    Cache6,
+    48,
+    key = 0,
+    proto = 36,
+    _pad = 37,
+    hits = 38,
+    backend = 40,
+    epoch = 42,
+    clock = 44
+);
+abi!(PeerMoved, 512, bits = 0);
+abi!(
+    FlowEvent,
+    44,
+    kind = 0,
+    v6 = 1,
+    proto = 2,
+    _pad = 3,
+    backend = 4,
+    key = 8
+);
+// FlowEvent::key, its last field, holds a whole Flow6.
+const _: () = assert!(
+    core::mem::size_of::<FlowEvent>() - core::mem::offset_of!(FlowEvent, key)
+        == core::mem::size_of::<Flow6>()
+);
+abi!(
+    SyncStatus,
+    264,
+    on = 0,
+    state = 4,
+    sender = 8,
+    epoch = 16,
+    addr = 24,
+    started_ms = 40,
+    updated_ms = 48,
+    datagrams = 56,
+    records = 64,
+    written = 72,
+    gaps = 80,
+    unknown_real = 88,
+    rate_limited = 96,
+    lost = 104,
+    delay_p50_us = 112,
+    delay_p99_us = 120,
+    delay_max_us = 128,
+    rejects = 136
+);
+abi!(
+    CpuState,
+    32,
+    clock = 0,
+    inserts = 4,
+    sample = 8,
+    evicted = 12,
+    refused = 16,
+    full = 24,
+    deep = 28
+);
+abi!(Counter, 16, packets = 0, bytes = 8);
+abi!(BackendStats, 24, packets = 0, bytes = 8, new_flows = 16);
 
 /// Marks map keys and values as [`aya::Pod`].
 macro_rules! pod {

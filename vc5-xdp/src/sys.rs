@@ -33,6 +33,19 @@ struct BatchAttr {
     flags: u64,
 }
 
+// The kernel's layout of those members of `union bpf_attr` (uapi
+// linux/bpf.h), which is stable; bpf() passes only this many bytes
+// (size_of::<A>()).
+const _: () = assert!(core::mem::size_of::<ElemAttr>() == 32);
+const _: () = assert!(core::mem::offset_of!(ElemAttr, key) == 8);
+const _: () = assert!(core::mem::offset_of!(ElemAttr, value) == 16);
+const _: () = assert!(core::mem::offset_of!(ElemAttr, flags) == 24);
+const _: () = assert!(core::mem::size_of::<BatchAttr>() == 56);
+const _: () = assert!(core::mem::offset_of!(BatchAttr, count) == 32);
+const _: () = assert!(core::mem::offset_of!(BatchAttr, map_fd) == 36);
+const _: () = assert!(core::mem::offset_of!(BatchAttr, elem_flags) == 40);
+const _: () = assert!(core::mem::offset_of!(BatchAttr, flags) == 48);
+
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;

@@ -1,6 +1,7 @@
 //! Every map key and value mirrored in `maps.rs` has the size and field
 //! offsets that the built object's BTF gives for its C twin in
-//! `bpf/shared.h`. The BTF is read with `bpftool btf dump`.
+//! `bpf/shared.h`. The BTF is read with `bpftool btf dump`. The numbers
+//! both sides pin at compile time are compared too (that needs no bpftool).
 
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
@@ -74,10 +75,11 @@ macro_rules! layout {
     };
 }
 
-#[test]
-fn rust_mirrors_match_the_btf_of_the_object() {
-    let btf = btf_structs();
-    let mirrors: Vec<(&str, usize, Members<&str>)> = vec![
+/// Every mirror: its C name, its size and its fields' offsets, in order.
+/// `vc5_flow_event` is last: a ring buffer's records leave no type in the
+/// BTF, so only the header's assertions pin it.
+fn mirrors() -> Vec<(&'static str, usize, Members<&'static str>)> {
+    vec![
         layout!(
             "vc5_settings",
             Settings,
@@ -145,8 +147,21 @@ fn rust_mirrors_match_the_btf_of_the_object() {
                 rejects
             ]
         ),
-    ];
-    for (name, size, fields) in mirrors {
+        layout!(
+            "vc5_flow_event",
+            FlowEvent,
+            [kind, v6, proto, _pad, backend, key]
+        ),
+    ]
+}
+
+#[test]
+fn rust_mirrors_match_the_btf_of_the_object() {
+    let btf = btf_structs();
+    for (name, size, fields) in mirrors() {
+        if name == "vc5_flow_event" {
+            continue;
+        }
         let (bsize, bmembers) = btf
             .get(name)
             .unwrap_or_else(|| panic!("struct {name} not in the object's BTF"));
@@ -157,6 +172,55 @@ fn rust_mirrors_match_the_btf_of_the_object() {
         for ((f, off), (_, boff)) in fields.iter().zip(bmembers) {
             assert_eq!(off, boff, "offset of {name}.{f}");
         }
+    }
+}
+
+/// The numbers of shared.h's VC5_ABI_SIZE / VC5_ABI_AT assertions are
+/// those of maps.rs's: each side's build checks its own layout against its
+/// numbers, this (without bpftool) that the two sets agree and that every
+/// struct of shared.h and every field is pinned.
+#[test]
+fn static_asserts_of_shared_h_match_the_mirrors() {
+    let h = include_str!("../bpf/shared.h");
+    let args = |l: &str, m: &str| -> Option<Vec<String>> {
+        let rest = l.strip_prefix(m)?.strip_suffix(");")?;
+        Some(rest.split(',').map(|a| a.trim().to_string()).collect())
+    };
+    let mut pinned: HashMap<String, (usize, Members<String>)> = HashMap::new();
+    for l in h.lines() {
+        if let Some(a) = args(l, "VC5_ABI_SIZE(") {
+            let prev = pinned.insert(a[0].clone(), (a[1].parse().unwrap(), Vec::new()));
+            assert!(prev.is_none(), "{} pinned twice", a[0]);
+        } else if let Some(a) = args(l, "VC5_ABI_AT(") {
+            let (_, members) = pinned
+                .get_mut(&a[0])
+                .unwrap_or_else(|| panic!("VC5_ABI_AT({}) before its VC5_ABI_SIZE", a[0]));
+            members.push((a[1].clone(), a[2].parse().unwrap()));
+        }
+    }
+    let declared: Vec<&str> = h
+        .lines()
+        .filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {"))
+        .collect();
+    let mut names: Vec<&str> = pinned.keys().map(String::as_str).collect();
+    let mut rust: Vec<&str> = mirrors().iter().map(|m| m.0).collect();
+    let mut declared_sorted = declared.clone();
+    names.sort_unstable();
+    rust.sort_unstable();
+    declared_sorted.sort_unstable();
+    assert_eq!(
+        names, declared_sorted,
+        "structs of shared.h pinned by VC5_ABI_SIZE"
+    );
+    assert_eq!(
+        names, rust,
+        "structs pinned in shared.h and mirrored in maps.rs"
+    );
+    for (name, size, fields) in mirrors() {
+        let (csize, cmembers) = &pinned[name];
+        assert_eq!(size, *csize, "size of {name}");
+        let c: Vec<(&str, usize)> = cmembers.iter().map(|(f, o)| (f.as_str(), *o)).collect();
+        assert_eq!(fields, c, "fields and offsets of {name}");
     }
 }
 
