@@ -60,6 +60,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::bgp::codec::EncodeError;
 use crate::bgp::{self, PeerConfig, Speaker, SpeakerConfig, Transport};
 use crate::bird::client::BirdClient;
 use crate::bird::driver::{BirdConfig, BirdExit, Driver};
@@ -209,6 +210,9 @@ impl AnnouncerConfig {
         {
             return Err(ConfigError::NoRouterId(self.address));
         }
+        if let Some(sc) = self.speaker_config() {
+            bgp::check_attributes(&sc).map_err(ConfigError::Attributes)?;
+        }
         if self.bird_include.file_name().is_none() {
             return Err(ConfigError::IncludePath(self.bird_include.clone()));
         }
@@ -238,6 +242,10 @@ pub enum ConfigError {
     /// `bird_socket` or `bird_include` differs from the running announcer's.
     #[error("{0} cannot change while the announcer runs")]
     Fixed(&'static str),
+    /// The attributes (communities, MED, LOCAL_PREF) do not fit in an
+    /// UPDATE with a route.
+    #[error("the route attributes cannot be sent in a BGP UPDATE: {0}")]
+    Attributes(EncodeError),
 }
 
 /// The part of a speaker configuration that its sessions depend on: all but
@@ -614,6 +622,22 @@ mod tests {
         let mut c = cfg();
         c.backoff_min = Duration::from_secs(40);
         assert!(matches!(c.validate(), Err(ConfigError::Backoff(..))));
+    }
+
+    #[test]
+    fn attributes_must_fit_an_update() {
+        let mut c = cfg();
+        c.peers = vec!["192.0.2.2".parse().expect("addr")];
+        c.communities = (0..1000).map(|v| (65000, v)).collect();
+        assert_eq!(c.validate(), Ok(()));
+        c.communities = (0..1100).map(|v| (65000, v)).collect();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Attributes(EncodeError::NoRoomForNlri { .. }))
+        ));
+        // Without the speaker, BIRD's own limits apply.
+        c.as_number = 0;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

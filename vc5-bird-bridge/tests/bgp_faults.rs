@@ -35,7 +35,8 @@ fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Message> {
 }
 
 fn send(s: &mut TcpStream, m: Message) {
-    s.write_all(&m.encode(Codec::default())).expect("write");
+    s.write_all(&m.encode(Codec::default()).expect("encodes"))
+        .expect("write");
 }
 
 fn expect_open(s: &mut TcpStream, buf: &mut Vec<u8>) {
@@ -80,7 +81,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         .expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for garbage");
-    assert_eq!((n.code, n.subcode), (1, 1), "{n}");
+    assert_eq!((n.code(), n.subcode()), (1, 1), "{n}");
 
     // 2. A NOTIFICATION (Cease with a shutdown message): no reply to it.
     let (mut s, mut b) = next();
@@ -91,8 +92,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     send(
         &mut s,
         Message::Notification(Notification {
-            code: 6,
-            subcode: 2,
+            kind: (6, 2).into(),
             data,
         }),
     );
@@ -117,7 +117,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     s.write_all(&bad).expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for a bad UPDATE");
     assert_eq!(
-        (n.code, n.subcode, n.data.as_slice()),
+        (n.code(), n.subcode(), n.data.as_slice()),
         (3, 4, &[0xc0, 1, 1, 0][..]),
         "{n}"
     );
@@ -125,11 +125,11 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     // 4. An OPEN with hold time 1: OPEN Message Error / Unacceptable Hold Time.
     let (mut s, mut b) = next();
     expect_open(&mut s, &mut b);
-    let mut open = peer_open(9).encode(Codec::default());
+    let mut open = peer_open(9).encode(Codec::default()).expect("encodes");
     open[22..24].copy_from_slice(&1u16.to_be_bytes());
     s.write_all(&open).expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for hold time 1");
-    assert_eq!((n.code, n.subcode), (2, 6), "{n}");
+    assert_eq!((n.code(), n.subcode()), (2, 6), "{n}");
 
     // 5. Still coming back.
     let _ = next();

@@ -156,6 +156,36 @@ impl Speaker {
     }
 }
 
+/// Checks that UPDATEs with `sc`'s attributes can be built and encoded on
+/// any session (eBGP or iBGP, 4-octet AS or not), for routes of both
+/// families: the encoder, not a second estimate of it, decides.
+pub(crate) fn check_attributes(sc: &SpeakerConfig) -> Result<(), codec::EncodeError> {
+    let routes = [
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    ];
+    for ibgp in [false, true] {
+        for four_octet_as in [true, false] {
+            let attrs = codec::RouteAttributes {
+                local_as: sc.local_as,
+                ibgp,
+                // Both families, whether or not this host has next hops
+                // for them: the limit is the attributes'.
+                next_hop4: Some(sc.next_hop4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                next_hop6: Some(sc.next_hop6.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+                communities: community_values(&sc.communities),
+                med: sc.med,
+                local_pref: sc.local_pref,
+            };
+            let codec = codec::Codec { four_octet_as };
+            for m in codec::build_updates(&routes, &routes, &attrs, codec)? {
+                m.encode(codec)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The BGP identifier for `address`: the address itself when IPv4, else
 /// `fallback` (a router id must be 4 octets).
 pub fn router_id_for(address: IpAddr, fallback: Option<Ipv4Addr>) -> Option<Ipv4Addr> {

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::codec::{self, Message};
-use super::fsm::{Action, Config, Event, Fsm, State};
+use super::fsm::{Action, Config, Event, Fsm, SessionError, State};
 use crate::desired::Desired;
 use crate::status::{PeerStatus, Status};
 
@@ -103,7 +103,16 @@ impl PeerTask {
                         }
                         Action::Send(m) => {
                             let Some(s) = conn.as_mut() else { continue };
-                            let bytes = m.encode(fsm.codec());
+                            let bytes = match m.encode(fsm.codec()) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    // Not sent at all: part of it, or another
+                                    // message, would say something else.
+                                    error!(message = %m.kind(), error = %e, "cannot encode a message for the peer (a bug)");
+                                    pending.push(Event::EncodeError(e));
+                                    continue;
+                                }
+                            };
                             let w = tokio::time::timeout(
                                 self.transport.write_timeout,
                                 s.write_all(&bytes),
@@ -139,7 +148,12 @@ impl PeerTask {
                 if fsm.state() == State::Idle
                     && let (Some(e), Some(at)) = (fsm.last_error(), fsm.retry_at())
                 {
-                    info!(error = %e, retry_in = ?at.saturating_duration_since(Instant::now()), "session down, will retry");
+                    let retry_in = at.saturating_duration_since(Instant::now());
+                    if matches!(e, SessionError::Encode(_)) {
+                        error!(error = %e, ?retry_in, "session ended: vc5 could not encode what it must send (a bug), will retry");
+                    } else {
+                        info!(error = %e, ?retry_in, "session down, will retry");
+                    }
                 }
             }
             // One message at a time: an OPEN changes how what follows it
