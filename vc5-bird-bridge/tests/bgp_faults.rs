@@ -151,8 +151,7 @@ fn misbehaving_peer_gets_rfc4271_answers_and_backoff() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(200);
             cfg.backoff_max = Duration::from_secs(2);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(cfg, set(&[VIP4])).expect("start");
             // Record every distinct error the status shows.
             let seen = errors.clone();
             let mut rx = st.clone();
@@ -226,7 +225,7 @@ fn reconnection_backs_off_exponentially() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(100);
             cfg.backoff_max = Duration::from_millis(800);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "5 attempts", |s| {
                 s.peers.first().is_some_and(|p| p.connect_attempts >= 5)
             })
@@ -253,8 +252,7 @@ fn unreachable_refused_and_wrong_as_are_reported() {
             cfg.connect_timeout = Duration::from_millis(500);
             cfg.backoff_min = Duration::from_millis(100);
             cfg.backoff_max = Duration::from_millis(400);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(cfg, set(&[VIP4])).expect("start");
             let s = wait_status(&mut st, "three errors, retries", |s| {
                 s.peers.len() == 3
                     && s.peers.iter().all(|p| p.last_error.is_some() && p.connect_attempts >= 2)
@@ -289,7 +287,7 @@ fn unreachable_refused_and_wrong_as_are_reported() {
             rt.restart().expect("router restarts");
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.peer_as = Some(65002);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "we refuse", |s| {
                 s.peers.first().and_then(|p| p.last_error.as_deref()).is_some_and(|e| {
                     e.contains("sent NOTIFICATION OPEN Message Error (2/2) Bad Peer AS")
@@ -313,7 +311,7 @@ fn no_bird_and_no_peers_is_inactive() {
         let mut cfg = vc5_bird_bridge::AnnouncerConfig::new(ip(LB4), 0, vec![]);
         cfg.bird_socket = dir.path().join("none.ctl");
         cfg.bird_include = dir.path().join("vips.conf");
-        let (h, mut st) = Announcer::start(cfg).expect("start");
+        let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
         let s = wait_status(&mut st, "inactive", |s| s.mode == Mode::Inactive).await;
         assert!(
             s.last_error
@@ -389,7 +387,7 @@ fn as_zero_and_our_identifier_are_refused_on_the_wire() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(50);
             cfg.backoff_max = Duration::from_millis(100);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "three refusals", |s| {
                 s.peers.first().is_some_and(|p| p.connect_attempts >= 4)
             })
