@@ -54,11 +54,10 @@ const SYNC_POLL: Duration = Duration::from_millis(200);
 pub(super) fn start_announcer<P: Plane>(
     ctl: &mut Control<P>,
 ) -> Result<watch::Receiver<vc5_bird_bridge::Status>> {
-    let (rhi, rx) = Announcer::start(announcer_config(&ctl.args, &ctl.cfg))
+    // The set goes in with the start: the announcer's task never sees an
+    // empty set it was not meant to announce.
+    let (rhi, rx) = Announcer::start(announcer_config(&ctl.args, &ctl.cfg), ctl.to_announce())
         .map_err(|e| anyhow::anyhow!("route health injection: {e}"))?;
-    // Before the announcer's task first looks: it never sees an empty set
-    // it was not meant to announce.
-    rhi.set_vips(ctl.to_announce());
     ctl.rhi = Some(rhi);
     Ok(rx)
 }

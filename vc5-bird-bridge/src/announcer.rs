@@ -1,6 +1,6 @@
-//! The front API for the daemon: [`Announcer::start`], then
-//! [`AnnouncerHandle::set_vips`] whenever the healthy set changes,
-//! [`AnnouncerHandle::status`] for reports and
+//! The front API for the daemon: [`Announcer::start`] with the VIPs to
+//! announce from the start, then [`AnnouncerHandle::set_vips`] whenever the
+//! healthy set changes, [`AnnouncerHandle::status`] for reports and
 //! [`AnnouncerHandle::shutdown`] on SIGTERM.
 //!
 //! ## Mode selection
@@ -23,8 +23,23 @@
 //! BIRD", and the reason is kept in [`crate::Status::bird`].
 //!
 //! In every mode the include file is kept equal to the desired set (the
-//! empty set from the start, so VIPs left by a crashed vc5d are withdrawn
-//! as soon as BIRD is told, and a BIRD started later reads the right VIPs).
+//! set given to [`Announcer::start`] from the start, so VIPs left by a
+//! crashed vc5d and no longer healthy are withdrawn as soon as BIRD is told,
+//! and a BIRD started later reads the right VIPs).
+//!
+//! ## One writer of the status
+//!
+//! The announcer's task owns [`Status`]: it holds the only
+//! `watch::Sender`, and every change is made there. The parts it runs
+//! report to it instead: BIRD's driver sends `BirdReport`s and each BGP
+//! peer task sends its own status (`PeerReport`, keyed by the
+//! peer's address) over an `mpsc` channel, and the task files them with the
+//! rules in [`crate::status`]. The handle only reads: [`set_vips`] and
+//! [`reconfigure`] hand the task a new desired set, which the task shows in
+//! the status before any report that could say it was applied.
+//!
+//! [`set_vips`]: AnnouncerHandle::set_vips
+//! [`reconfigure`]: AnnouncerHandle::reconfigure
 //!
 //! ## Reload
 //!
@@ -56,16 +71,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::bgp::{self, PeerConfig, Speaker, SpeakerConfig, Transport};
+use crate::bgp::codec::EncodeError;
+use crate::bgp::{self, PeerConfig, PeerReport, Speaker, SpeakerConfig, Transport};
 use crate::bird::client::BirdClient;
-use crate::bird::driver::{BirdConfig, BirdExit, Driver};
+use crate::bird::driver::{BirdConfig, BirdExit, BirdReport, Driver};
 use crate::bird::include::{self, RouteOptions};
 use crate::desired::Desired;
-use crate::status::{Mode, Status};
+use crate::status::{Mode, PeerStatus, Status};
 
 /// Everything the announcer needs; the daemon fills it from its command
 /// line (`--bird-socket`, `--bird-include`, `--address`) and `rhi`.
@@ -209,6 +225,14 @@ impl AnnouncerConfig {
         {
             return Err(ConfigError::NoRouterId(self.address));
         }
+        // A peer's status is found by its address.
+        let mut seen = BTreeSet::new();
+        if let Some(p) = self.peers.iter().find(|p| !seen.insert(**p)) {
+            return Err(ConfigError::DuplicatePeer(*p));
+        }
+        if let Some(sc) = self.speaker_config() {
+            bgp::check_attributes(&sc).map_err(ConfigError::Attributes)?;
+        }
         if self.bird_include.file_name().is_none() {
             return Err(ConfigError::IncludePath(self.bird_include.clone()));
         }
@@ -238,6 +262,13 @@ pub enum ConfigError {
     /// `bird_socket` or `bird_include` differs from the running announcer's.
     #[error("{0} cannot change while the announcer runs")]
     Fixed(&'static str),
+    /// The same peer twice.
+    #[error("BGP peer {0} is listed twice")]
+    DuplicatePeer(IpAddr),
+    /// The attributes (communities, MED, LOCAL_PREF) do not fit in an
+    /// UPDATE with a route.
+    #[error("the route attributes cannot be sent in a BGP UPDATE: {0}")]
+    Attributes(EncodeError),
 }
 
 /// The part of a speaker configuration that its sessions depend on: all but
@@ -255,21 +286,26 @@ fn session_part(sc: &Option<SpeakerConfig>) -> Option<SpeakerConfig> {
 pub struct Announcer;
 
 impl Announcer {
-    /// Starts announcing (nothing, until [`AnnouncerHandle::set_vips`]).
-    /// Must be called inside a tokio runtime. Returns the handle and a
-    /// receiver that sees every status change.
+    /// Starts announcing `vips` (generation 1; the empty set announces
+    /// nothing until [`AnnouncerHandle::set_vips`]). The announcer's task
+    /// sees this set from its first step, so it never writes an include (or
+    /// tells a peer) with a set it was not meant to announce. Must be
+    /// called inside a tokio runtime. Returns the handle and a receiver that
+    /// sees every status change.
     pub fn start(
         cfg: AnnouncerConfig,
+        vips: BTreeSet<IpAddr>,
     ) -> Result<(AnnouncerHandle, watch::Receiver<Status>), ConfigError> {
         cfg.validate()?;
-        let (desired_tx, desired_rx) =
-            watch::channel(Arc::new(Desired::initial(cfg.route_options())));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (config_tx, config_rx) = watch::channel(cfg.clone());
-        let (reconnect_tx, reconnect_rx) = watch::channel(0u64);
+        let first = Desired::first(vips, cfg.route_options());
         let mut initial = Status::default();
         initial.bird.socket = cfg.bird_socket.clone();
         initial.bird.include = cfg.bird_include.clone();
+        initial.refresh_desired(&first);
+        let (desired_tx, desired_rx) = watch::channel(Arc::new(first));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (config_tx, config_rx) = watch::channel(cfg.clone());
+        let (reconnect_tx, reconnect_rx) = watch::channel(0u64);
         let (status_tx, status_rx) = watch::channel(initial);
         let control = Control {
             cfg,
@@ -277,7 +313,7 @@ impl Announcer {
             reconnect: reconnect_rx,
             desired: desired_rx,
             stop: stop_rx,
-            status: status_tx.clone(),
+            status: status_tx,
         };
         let task = tokio::spawn(control.run().instrument(info_span!("rhi")));
         let handle = AnnouncerHandle {
@@ -285,7 +321,7 @@ impl Announcer {
             config: config_tx,
             reconnect: reconnect_tx,
             stop: stop_tx,
-            status: status_tx,
+            status: status_rx.clone(),
             task: Mutex::new(Some(task)),
         };
         Ok((handle, status_rx))
@@ -299,7 +335,8 @@ pub struct AnnouncerHandle {
     config: watch::Sender<AnnouncerConfig>,
     reconnect: watch::Sender<u64>,
     stop: watch::Sender<bool>,
-    status: watch::Sender<Status>,
+    /// Read only: the announcer's task is the status's one writer.
+    status: watch::Receiver<Status>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -309,28 +346,18 @@ impl AnnouncerHandle {
     pub fn set_vips(&self, vips: BTreeSet<IpAddr>) -> u64 {
         let mut generation = 0;
         self.desired.send_if_modified(|d| {
-            if d.vips == vips && d.generation > 0 {
+            if d.vips == vips {
                 generation = d.generation;
                 return false;
             }
             generation = d.generation + 1;
             *d = Arc::new(Desired {
                 generation,
-                vips: vips.clone(),
+                vips,
                 routes: d.routes.clone(),
                 requested_at: SystemTime::now(),
                 requested_instant: Instant::now(),
             });
-            true
-        });
-        let requested_at = self.desired.borrow().requested_at;
-        self.status.send_if_modified(|s| {
-            if s.desired_generation == generation {
-                return false;
-            }
-            s.desired = vips;
-            s.desired_generation = generation;
-            s.requested_at = Some(requested_at);
             true
         });
         generation
@@ -378,14 +405,6 @@ impl AnnouncerHandle {
             });
             true
         });
-        self.status.send_if_modified(|s| {
-            if s.desired_generation == generation {
-                return false;
-            }
-            s.desired_generation = generation;
-            s.requested_at = Some(SystemTime::now());
-            true
-        });
         Ok(generation)
     }
 
@@ -397,14 +416,21 @@ impl AnnouncerHandle {
         self.reconnect.send_modify(|n| *n += 1);
     }
 
-    /// The current status.
+    /// The current status. Its desired set is the latest
+    /// [`set_vips`](Self::set_vips) or [`reconfigure`](Self::reconfigure)
+    /// even before the announcer's task has taken it in.
     pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+        let mut s = self.status.borrow().clone();
+        s.refresh_desired(&self.desired.borrow());
+        s
     }
 
     /// A receiver that sees every status change (for D-Bus signals).
     pub fn subscribe(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
+        let mut r = self.status.clone();
+        // As a new subscription: what is there now counts as seen.
+        r.mark_unchanged();
+        r
     }
 
     /// Withdraws every VIP and stops: in BIRD mode an empty include and
@@ -423,7 +449,7 @@ impl AnnouncerHandle {
     }
 }
 
-/// The control task: picks the mode and runs it.
+/// The control task: picks the mode and runs it, and owns the status.
 struct Control {
     cfg: AnnouncerConfig,
     /// New configurations from [`AnnouncerHandle::reconfigure`].
@@ -432,6 +458,7 @@ struct Control {
     reconnect: watch::Receiver<u64>,
     desired: watch::Receiver<Arc<Desired>>,
     stop: watch::Receiver<bool>,
+    /// The one sender of the status: every write is [`Control::publish`].
     status: watch::Sender<Status>,
 }
 
@@ -442,7 +469,10 @@ impl Control {
         self.write_include().await;
         loop {
             if *self.stop.borrow() {
-                self.status.send_modify(|s| s.mode = Mode::Stopped);
+                self.publish(|s| {
+                    s.mode = Mode::Stopped;
+                    true
+                });
                 return;
             }
             // BIRD mode reads only the attributes, from the desired set; the
@@ -450,14 +480,8 @@ impl Control {
             self.cfg = self.config.borrow_and_update().clone();
             let probe = self.probe_bird().await;
             if let Some(client) = probe {
-                let driver = Driver {
-                    cfg: self.cfg.bird_config(),
-                    desired: self.desired.clone(),
-                    stop: self.stop.clone(),
-                    status: self.status.clone(),
-                };
                 info!(socket = %self.cfg.bird_socket.display(), "BIRD mode");
-                match driver.run(client).await {
+                match self.bird_mode(client).await {
                     BirdExit::Stopped => return,
                     BirdExit::Unreachable(e) => {
                         warn!(error = %e, grace = ?self.cfg.bird_grace, "BIRD gone; falling back to the built-in BGP speaker");
@@ -468,6 +492,69 @@ impl Control {
                 return;
             }
         }
+    }
+
+    /// Changes the status: `f` says whether it changed anything. The desired
+    /// set is taken in first, so that no report shows a generation applied
+    /// before the status shows it desired.
+    fn publish(&self, f: impl FnOnce(&mut Status) -> bool) -> bool {
+        let desired = self.desired.borrow().clone();
+        self.status.send_if_modified(|s| {
+            let d = s.refresh_desired(&desired);
+            f(s) || d
+        })
+    }
+
+    fn peer_report(&self, r: PeerReport) {
+        let desired = self.desired.borrow().clone();
+        self.publish(|s| s.apply_peer(r, &desired));
+    }
+
+    fn bird_report(&self, r: BirdReport) {
+        let failure = match &r {
+            BirdReport::Failed {
+                message,
+                position,
+                log,
+            } => Some((message.clone(), position.clone(), *log)),
+            _ => None,
+        };
+        let changed = self.publish(|s| s.apply_bird(r));
+        // Each distinct error once, not at every retry.
+        if let (true, Some((message, position, log))) = (changed, failure) {
+            if log {
+                warn!(error = %message, ?position, "BIRD did not take the VIPs; its previous configuration stays in force");
+            } else {
+                debug!(error = %message, "BIRD unreachable");
+            }
+        }
+    }
+
+    /// BIRD mode: runs the driver, filing its reports, until it returns.
+    async fn bird_mode(&mut self, client: BirdClient) -> BirdExit {
+        let (reports, mut rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            cfg: self.cfg.bird_config(),
+            desired: self.desired.clone(),
+            stop: self.stop.clone(),
+            reports,
+        };
+        let run = driver.run(client);
+        tokio::pin!(run);
+        let exit = loop {
+            tokio::select! {
+                exit = &mut run => break exit,
+                Some(r) = rx.recv() => self.bird_report(r),
+                Ok(()) = self.desired.changed() => {
+                    self.publish(|_| false);
+                }
+            }
+        };
+        // What it said last (the withdrawal, at stop) is still queued.
+        while let Ok(r) = rx.try_recv() {
+            self.bird_report(r);
+        }
+        exit
     }
 
     /// Connects to BIRD once; records why not.
@@ -482,7 +569,7 @@ impl Control {
             Ok(c) => Some(c),
             Err(e) => {
                 let msg = e.to_string();
-                self.status.send_if_modified(|s| {
+                self.publish(|s| {
                     if s.bird.last_error.as_ref() == Some(&msg) && !s.bird.connected {
                         return false;
                     }
@@ -502,17 +589,17 @@ impl Control {
             tokio::select! {
                 _ = self.stop.changed() => {
                     if *self.stop.borrow() {
-                        if let Some(sp) = speaker {
-                            sp.shutdown(self.cfg.shutdown_timeout).await;
-                        }
+                        self.stop_speaker(speaker.take()).await;
                         self.write_include_set(&BTreeSet::new()).await;
-                        self.status.send_modify(|s| {
+                        self.publish(|s| {
                             s.mode = Mode::Stopped;
                             s.announced.clear();
+                            true
                         });
                         return true;
                     }
                 }
+                r = next_report(&mut speaker) => self.peer_report(r),
                 r = self.config.changed() => {
                     if r.is_ok() {
                         let new = self.config.borrow_and_update().clone();
@@ -521,15 +608,14 @@ impl Control {
                         self.cfg = new;
                         if restart {
                             info!("rhi settings the BGP sessions depend on changed: restarting them");
-                            if let Some(sp) = speaker.take() {
-                                sp.shutdown(self.cfg.shutdown_timeout).await;
-                            }
+                            self.stop_speaker(speaker.take()).await;
                             speaker = self.start_speaker();
                         }
                     }
                 }
                 r = self.desired.changed() => {
                     if r.is_ok() {
+                        self.publish(|_| false);
                         self.write_include().await;
                     }
                 }
@@ -537,12 +623,11 @@ impl Control {
                     if let Some(client) = self.probe_bird().await {
                         info!("BIRD answers: handing over to BIRD");
                         drop(client);
-                        if let Some(sp) = speaker {
-                            sp.shutdown(self.cfg.shutdown_timeout).await;
-                        }
-                        self.status.send_modify(|s| {
+                        self.stop_speaker(speaker.take()).await;
+                        self.publish(|s| {
                             s.peers.clear();
                             s.announced.clear();
+                            true
                         });
                         return false;
                     }
@@ -560,17 +645,26 @@ impl Control {
                     asn = sc.local_as,
                     "built-in BGP speaker mode"
                 );
-                self.status.send_modify(|s| s.mode = Mode::Bgp);
+                // Listed before their tasks run: a report finds its entry.
+                self.publish(|s| {
+                    s.mode = Mode::Bgp;
+                    s.peers = sc
+                        .peers
+                        .iter()
+                        .map(|p| PeerStatus::idle(p.address))
+                        .collect();
+                    s.announced.clear();
+                    true
+                });
                 Some(Speaker::start(
                     &sc,
                     self.desired.clone(),
                     self.reconnect.clone(),
-                    self.status.clone(),
                 ))
             }
             None => {
                 warn!("no BIRD and no BGP peers: VIPs are not announced");
-                self.status.send_modify(|s| {
+                self.publish(|s| {
                     s.mode = Mode::Inactive;
                     s.peers.clear();
                     s.announced.clear();
@@ -578,8 +672,19 @@ impl Control {
                         "no BIRD at {} and no BGP peers configured: nothing is announced",
                         self.cfg.bird_socket.display()
                     ));
+                    true
                 });
                 None
+            }
+        }
+    }
+
+    /// Withdraws and closes every session of `speaker`, and files its
+    /// peers' last reports.
+    async fn stop_speaker(&self, speaker: Option<Speaker>) {
+        if let Some(sp) = speaker {
+            for r in sp.shutdown(self.cfg.shutdown_timeout).await {
+                self.peer_report(r);
             }
         }
     }
@@ -594,6 +699,14 @@ impl Control {
         if let Err(e) = include::update_async(&self.cfg.bird_include, vips, &routes).await {
             warn!(path = %self.cfg.bird_include.display(), error = %e, "cannot write the BIRD include");
         }
+    }
+}
+
+/// The speaker's next report, or never when there is no speaker.
+async fn next_report(speaker: &mut Option<Speaker>) -> PeerReport {
+    match speaker {
+        Some(sp) => sp.report().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -614,6 +727,29 @@ mod tests {
         let mut c = cfg();
         c.backoff_min = Duration::from_secs(40);
         assert!(matches!(c.validate(), Err(ConfigError::Backoff(..))));
+    }
+
+    #[test]
+    fn peers_are_distinct_and_attributes_fit_an_update() {
+        let mut c = cfg();
+        c.peers = vec!["192.0.2.2".parse().expect("addr"); 2];
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::DuplicatePeer(
+                "192.0.2.2".parse().expect("addr")
+            ))
+        );
+        c.peers.pop();
+        c.communities = (0..1000).map(|v| (65000, v)).collect();
+        assert_eq!(c.validate(), Ok(()));
+        c.communities = (0..1100).map(|v| (65000, v)).collect();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Attributes(EncodeError::NoRoomForNlri { .. }))
+        ));
+        // Without the speaker, BIRD's own limits apply.
+        c.as_number = 0;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::time::{Instant, SystemTime};
 
 use crate::bird::include::RouteOptions;
 
-/// One `set_vips` call.
+/// One desired set: the one given to `Announcer::start`, then one per
+/// change by `set_vips` or `reconfigure`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    /// 0 before the first `set_vips`, then 1, 2, …
+    /// 1 for the set given to `Announcer::start`, then 2, 3, …
     pub generation: u64,
     /// Every VIP to announce.
     pub vips: BTreeSet<IpAddr>,
@@ -26,11 +27,11 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// The empty set of generation 0.
-    pub fn initial(routes: RouteOptions) -> Desired {
+    /// The set the announcer starts with: generation 1.
+    pub fn first(vips: BTreeSet<IpAddr>, routes: RouteOptions) -> Desired {
         Desired {
-            generation: 0,
-            vips: BTreeSet::new(),
+            generation: 1,
+            vips,
             routes,
             requested_at: SystemTime::now(),
             requested_instant: Instant::now(),

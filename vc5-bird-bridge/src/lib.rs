@@ -15,10 +15,13 @@
 //!                                    vec!["192.0.2.1".parse().unwrap()]);
 //! cfg.bird_socket = "/run/bird/bird.ctl".into();
 //! cfg.bird_include = "/run/vc5/bird-vips.conf".into();
-//! let (rhi, mut changes) = Announcer::start(cfg)?;
+//! // With the VIPs that may be announced from the start (generation 1):
+//! let vips: BTreeSet<std::net::IpAddr> = ["203.0.113.10".parse().unwrap()].into();
+//! let (rhi, mut changes) = Announcer::start(cfg, vips)?;
 //!
 //! // Whenever the healthy set changes (the full set, idempotent):
-//! let vips: BTreeSet<std::net::IpAddr> = ["203.0.113.10".parse().unwrap()].into();
+//! let vips: BTreeSet<std::net::IpAddr> =
+//!     ["203.0.113.10".parse().unwrap(), "203.0.113.11".parse().unwrap()].into();
 //! let generation = rhi.set_vips(vips);
 //!
 //! // SIGHUP: the new configuration, in place (new communities reach the

@@ -35,7 +35,8 @@ fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Message> {
 }
 
 fn send(s: &mut TcpStream, m: Message) {
-    s.write_all(&m.encode(Codec::default())).expect("write");
+    s.write_all(&m.encode(Codec::default()).expect("encodes"))
+        .expect("write");
 }
 
 fn expect_open(s: &mut TcpStream, buf: &mut Vec<u8>) {
@@ -80,7 +81,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         .expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for garbage");
-    assert_eq!((n.code, n.subcode), (1, 1), "{n}");
+    assert_eq!((n.code(), n.subcode()), (1, 1), "{n}");
 
     // 2. A NOTIFICATION (Cease with a shutdown message): no reply to it.
     let (mut s, mut b) = next();
@@ -91,8 +92,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     send(
         &mut s,
         Message::Notification(Notification {
-            code: 6,
-            subcode: 2,
+            kind: (6, 2).into(),
             data,
         }),
     );
@@ -117,7 +117,7 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     s.write_all(&bad).expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for a bad UPDATE");
     assert_eq!(
-        (n.code, n.subcode, n.data.as_slice()),
+        (n.code(), n.subcode(), n.data.as_slice()),
         (3, 4, &[0xc0, 1, 1, 0][..]),
         "{n}"
     );
@@ -125,11 +125,11 @@ fn fake_router(listener: TcpListener) -> Vec<Instant> {
     // 4. An OPEN with hold time 1: OPEN Message Error / Unacceptable Hold Time.
     let (mut s, mut b) = next();
     expect_open(&mut s, &mut b);
-    let mut open = peer_open(9).encode(Codec::default());
+    let mut open = peer_open(9).encode(Codec::default()).expect("encodes");
     open[22..24].copy_from_slice(&1u16.to_be_bytes());
     s.write_all(&open).expect("write");
     let n = notification_then_eof(&mut s, &mut b).expect("a NOTIFICATION for hold time 1");
-    assert_eq!((n.code, n.subcode), (2, 6), "{n}");
+    assert_eq!((n.code(), n.subcode()), (2, 6), "{n}");
 
     // 5. Still coming back.
     let _ = next();
@@ -151,8 +151,7 @@ fn misbehaving_peer_gets_rfc4271_answers_and_backoff() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(200);
             cfg.backoff_max = Duration::from_secs(2);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(cfg, set(&[VIP4])).expect("start");
             // Record every distinct error the status shows.
             let seen = errors.clone();
             let mut rx = st.clone();
@@ -226,7 +225,7 @@ fn reconnection_backs_off_exponentially() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(100);
             cfg.backoff_max = Duration::from_millis(800);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "5 attempts", |s| {
                 s.peers.first().is_some_and(|p| p.connect_attempts >= 5)
             })
@@ -253,8 +252,7 @@ fn unreachable_refused_and_wrong_as_are_reported() {
             cfg.connect_timeout = Duration::from_millis(500);
             cfg.backoff_min = Duration::from_millis(100);
             cfg.backoff_max = Duration::from_millis(400);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(cfg, set(&[VIP4])).expect("start");
             let s = wait_status(&mut st, "three errors, retries", |s| {
                 s.peers.len() == 3
                     && s.peers.iter().all(|p| p.last_error.is_some() && p.connect_attempts >= 2)
@@ -289,7 +287,7 @@ fn unreachable_refused_and_wrong_as_are_reported() {
             rt.restart().expect("router restarts");
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.peer_as = Some(65002);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "we refuse", |s| {
                 s.peers.first().and_then(|p| p.last_error.as_deref()).is_some_and(|e| {
                     e.contains("sent NOTIFICATION OPEN Message Error (2/2) Bad Peer AS")
@@ -313,7 +311,7 @@ fn no_bird_and_no_peers_is_inactive() {
         let mut cfg = vc5_bird_bridge::AnnouncerConfig::new(ip(LB4), 0, vec![]);
         cfg.bird_socket = dir.path().join("none.ctl");
         cfg.bird_include = dir.path().join("vips.conf");
-        let (h, mut st) = Announcer::start(cfg).expect("start");
+        let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
         let s = wait_status(&mut st, "inactive", |s| s.mode == Mode::Inactive).await;
         assert!(
             s.last_error
@@ -389,7 +387,7 @@ fn as_zero_and_our_identifier_are_refused_on_the_wire() {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.backoff_min = Duration::from_millis(50);
             cfg.backoff_max = Duration::from_millis(100);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "three refusals", |s| {
                 s.peers.first().is_some_and(|p| p.connect_attempts >= 4)
             })

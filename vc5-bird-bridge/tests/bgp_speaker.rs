@@ -35,7 +35,7 @@ fn speaker_with_bird_router() {
     });
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(speaker_cfg(&lab)).expect("start");
+            let (h, mut st) = Announcer::start(speaker_cfg(&lab), set(&[])).expect("start");
             let s = wait_status(&mut st, "BGP mode", |s| s.mode == Mode::Bgp).await;
             let why = s.bird.last_error.clone().expect("why not BIRD");
             assert!(why.contains("not a BIRD control socket"), "{why}");
@@ -104,8 +104,8 @@ fn speaker_with_frr() {
     };
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(speaker_cfg(&lab)).expect("start");
-            h.set_vips(set(&[VIP4, VIP6]));
+            let (h, mut st) =
+                Announcer::start(speaker_cfg(&lab), set(&[VIP4, VIP6])).expect("start");
             wait_status(&mut st, "Established", |s| {
                 s.peers
                     .first()
@@ -170,8 +170,8 @@ fn speaker_with_gobgp_ebgp() {
     };
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(speaker_cfg(&lab)).expect("start");
-            h.set_vips(set(&[VIP4, VIP6]));
+            let (h, mut st) =
+                Announcer::start(speaker_cfg(&lab), set(&[VIP4, VIP6])).expect("start");
             wait_status(&mut st, "announced", |s| s.announced == set(&[VIP4, VIP6])).await;
             assert!(
                 eventually(ROUTE_WAIT, || rib("ipv4").contains(&host(VIP4))).await,
@@ -211,8 +211,7 @@ fn speaker_with_gobgp_ibgp_sends_local_pref() {
     };
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(speaker_cfg(&lab)).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(speaker_cfg(&lab), set(&[VIP4])).expect("start");
             let s = wait_status(&mut st, "announced", |s| s.announced == set(&[VIP4])).await;
             assert_eq!(s.peers[0].remote_as, Some(LB_AS));
             assert!(

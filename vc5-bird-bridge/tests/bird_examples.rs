@@ -163,8 +163,8 @@ fn examples_give_ecmp_over_two_load_balancers() {
         .expect("runtime");
     runtime.block_on(async {
         // The announcers talk to BIRD over unix sockets: no namespace needed.
-        let (h1, mut s1) = Announcer::start(lb1.cfg.clone()).expect("start");
-        let (h2, mut s2) = Announcer::start(lb2.cfg.clone()).expect("start");
+        let (h1, mut s1) = Announcer::start(lb1.cfg.clone(), set(&[])).expect("start");
+        let (h2, mut s2) = Announcer::start(lb2.cfg.clone(), set(&[])).expect("start");
         wait_status(&mut s1, "BIRD mode", |s| s.mode == Mode::Bird).await;
         wait_status(&mut s2, "BIRD mode", |s| s.mode == Mode::Bird).await;
         h1.set_vips(set(&[VIP4, VIP6]));

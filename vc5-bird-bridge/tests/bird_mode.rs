@@ -17,7 +17,8 @@ fn bird_mode_announces_and_withdraws() {
     let _lb = lab.lb_bird(true);
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(lab.announcer_config(vec![])).expect("start");
+            let (h, mut st) =
+                Announcer::start(lab.announcer_config(vec![]), set(&[])).expect("start");
             wait_status(&mut st, "BIRD mode", |s| {
                 s.mode == Mode::Bird && s.bird.connected
             })
@@ -80,7 +81,8 @@ fn bird_restart_is_reconciled() {
     let mut lb = lab.lb_bird(true);
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(lab.announcer_config(vec![])).expect("start");
+            let (h, mut st) =
+                Announcer::start(lab.announcer_config(vec![]), set(&[])).expect("start");
             wait_status(&mut st, "BIRD mode", |s| s.mode == Mode::Bird).await;
             let g = h.set_vips(set(&[VIP4]));
             wait_status(&mut st, "applied", |s| s.applied_generation == Some(g)).await;
@@ -116,7 +118,8 @@ fn rejected_configuration_is_reported_and_retried() {
     let mut lb = lab.lb_bird(true);
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(lab.announcer_config(vec![])).expect("start");
+            let (h, mut st) =
+                Announcer::start(lab.announcer_config(vec![]), set(&[])).expect("start");
             wait_status(&mut st, "BIRD mode", |s| s.mode == Mode::Bird).await;
             let g1 = h.set_vips(set(&[VIP4]));
             wait_status(&mut st, "applied", |s| s.applied_generation == Some(g1)).await;
@@ -159,8 +162,8 @@ fn bird_conf_without_the_include_is_reported() {
     let mut lb = lab.lb_bird(false);
     lab.lb
         .block_on(async {
-            let (h, mut st) = Announcer::start(lab.announcer_config(vec![])).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) =
+                Announcer::start(lab.announcer_config(vec![]), set(&[VIP4])).expect("start");
             let s = wait_status(&mut st, "error", |s| {
                 s.bird
                     .last_error
@@ -187,7 +190,7 @@ fn falls_back_to_the_speaker_and_back() {
         .block_on(async {
             let mut cfg = lab.announcer_config(vec![ip(RT4)]);
             cfg.bird_grace = Duration::from_secs(1);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
+            let (h, mut st) = Announcer::start(cfg, set(&[])).expect("start");
             wait_status(&mut st, "BIRD mode", |s| s.mode == Mode::Bird).await;
             h.set_vips(set(&[VIP4, VIP6]));
             assert!(eventually(ROUTE_WAIT, || rt.has_route(&host(VIP4), Some(LB4))).await);

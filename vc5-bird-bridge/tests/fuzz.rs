@@ -26,8 +26,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use vc5_bird_bridge::bgp::codec::{
-    self, Attribute, Capability, Codec, HEADER_LEN, MAX_MESSAGE_LEN, Message, Notification, Open,
-    RouteAttributes, Update, build_updates,
+    self, Afi, Attribute, Capability, Codec, EncodeError, HEADER_LEN, MAX_MESSAGE_LEN, Message,
+    Notification, Open, RouteAttributes, Safi, Update, build_updates,
 };
 use vc5_bird_bridge::bird::reply::{self, ReplyParser};
 
@@ -171,26 +171,43 @@ fn corpus() -> Vec<(Vec<u8>, Codec)> {
         .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, i)))
         .collect();
     let mut out = vec![
-        (Message::Open(Open::ours(65000, 90, ID)).encode(four), four),
         (
-            Message::Open(Open::ours(4_200_000_000, 0, ID)).encode(four),
+            Message::Open(Open::ours(65000, 90, ID))
+                .encode(four)
+                .expect("encodes"),
             four,
         ),
-        (Message::Keepalive.encode(four), four),
         (
-            Message::Notification(Notification::admin_shutdown()).encode(four),
+            Message::Open(Open::ours(4_200_000_000, 0, ID))
+                .encode(four)
+                .expect("encodes"),
+            four,
+        ),
+        (Message::Keepalive.encode(four).expect("encodes"), four),
+        (
+            Message::Notification(Notification::admin_shutdown())
+                .encode(four)
+                .expect("encodes"),
             four,
         ),
         (
             Message::Notification(Notification {
-                code: 6,
-                subcode: 2,
+                kind: (6, 2).into(),
                 data: b"\x0bmaintenance".to_vec(),
             })
-            .encode(four),
+            .encode(four)
+            .expect("encodes"),
             four,
         ),
-        (Message::RouteRefresh { afi: 2, safi: 1 }.encode(four), four),
+        (
+            Message::RouteRefresh {
+                afi: Afi::Ipv6,
+                safi: Safi::Unicast,
+            }
+            .encode(four)
+            .expect("encodes"),
+            four,
+        ),
     ];
     for codec in [four, two] {
         for (a, w) in [
@@ -201,8 +218,8 @@ fn corpus() -> Vec<(Vec<u8>, Codec)> {
             (&[][..], &v4[..]),
             (&v4[..], &[][..]),
         ] {
-            for m in build_updates(a, w, &attrs(), codec) {
-                out.push((m.encode(codec), codec));
+            for m in build_updates(a, w, &attrs(), codec).expect("builds") {
+                out.push((m.encode(codec).expect("encodes"), codec));
             }
         }
     }
@@ -269,13 +286,19 @@ fn check_bgp(buf: &[u8], codec: Codec) -> Result<Option<(Message, usize)>, codec
         Ok(Some((m, used))) => {
             assert!(*used >= HEADER_LEN && *used <= buf.len() && *used <= MAX_MESSAGE_LEN);
             // What decodes re-encodes to the same message.
-            let again = m.encode(codec);
-            match codec::decode(&again, codec) {
-                Ok(Some((m2, n))) => {
-                    assert_eq!(&m2, m, "re-encoding changed the message");
-                    assert_eq!(n, again.len());
-                }
-                other => panic!("our encoding of {m:?} does not decode: {other:?}"),
+            match m.encode(codec) {
+                Ok(again) => match codec::decode(&again, codec) {
+                    Ok(Some((m2, n))) => {
+                        assert_eq!(&m2, m, "re-encoding changed the message");
+                        assert_eq!(n, again.len());
+                    }
+                    other => panic!("our encoding of {m:?} does not decode: {other:?}"),
+                },
+                // The one message that decodes but does not encode: an OPEN
+                // with more capabilities than fit without RFC 9072's
+                // extended length, which vc5 never sends.
+                Err(EncodeError::CapabilitiesTooLong { .. }) if matches!(m, Message::Open(_)) => {}
+                Err(e) => panic!("what decodes does not re-encode: {m:?}: {e}"),
             }
         }
         Ok(None) => {
@@ -287,8 +310,10 @@ fn check_bgp(buf: &[u8], codec: Codec) -> Result<Option<(Message, usize)>, codec
         }
         Err(e) => {
             let n = e.notification();
-            assert!((1..=6).contains(&n.code), "{e:?} -> {n:?}");
-            let wire = Message::Notification(n.clone()).encode(codec);
+            assert!((1..=6).contains(&n.code()), "{e:?} -> {n:?}");
+            let wire = Message::Notification(n.clone())
+                .encode(codec)
+                .expect("a NOTIFICATION for a decode error encodes");
             assert!(
                 wire.len() <= MAX_MESSAGE_LEN,
                 "{e:?}: NOTIFICATION too long"
@@ -384,8 +409,8 @@ mod routecore_diff {
             },
             Message::Update(u) => update_fields(u),
             Message::Notification(n) => Fields::Notification {
-                code: n.code,
-                subcode: n.subcode,
+                code: n.code(),
+                subcode: n.subcode(),
             },
             Message::Keepalive => Fields::Keepalive,
             Message::RouteRefresh { .. } => Fields::Other,
@@ -563,7 +588,7 @@ mod routecore_diff {
     fn other_mp(u: &Update) -> bool {
         u.attributes.iter().any(|a| match a {
             Attribute::MpReach { afi, safi, .. } | Attribute::MpUnreach { afi, safi, .. } => {
-                !matches!((afi, safi), (1 | 2, 1))
+                !matches!((afi, safi), (Afi::Ipv4 | Afi::Ipv6, Safi::Unicast))
             }
             _ => false,
         })
@@ -574,7 +599,7 @@ mod routecore_diff {
         let d = format!("{e:?}");
         let n = e.notification();
         let name = d.split('(').next().unwrap_or(&d);
-        format!("{name}, NOTIFICATION {}/{}", n.code, n.subcode)
+        format!("{name}, NOTIFICATION {}/{}", n.code(), n.subcode())
     }
 
     fn hex(b: &[u8]) -> String {

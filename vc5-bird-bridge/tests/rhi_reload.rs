@@ -109,7 +109,7 @@ fn bird_mode_attribute_reload_never_withdraws() {
     lab.lb
         .block_on(async {
             let cfg = lab.announcer_config(vec![]);
-            let (h, mut st) = Announcer::start(cfg.clone()).expect("start");
+            let (h, mut st) = Announcer::start(cfg.clone(), set(&[])).expect("start");
             wait_status(&mut st, "BIRD mode", |s| {
                 s.mode == Mode::Bird && s.bird.connected
             })
@@ -152,8 +152,8 @@ fn speaker_attribute_reload_never_withdraws() {
     lab.lb
         .block_on(async {
             let cfg = lab.announcer_config(vec![ip(RT4)]);
-            let (h, mut st) = Announcer::start(cfg.clone()).expect("start");
-            let g = h.set_vips(set(&[VIP4, VIP6]));
+            let (h, mut st) = Announcer::start(cfg.clone(), set(&[VIP4, VIP6])).expect("start");
+            let g = h.status().desired_generation;
             let s = wait_status(&mut st, "announced", |s| {
                 s.mode == Mode::Bgp
                     && s.applied_generation == Some(g)
@@ -205,8 +205,7 @@ fn reconnect_now_establishes_within_a_second() {
             // Far longer than the test waits: only reconnect_now can help.
             cfg.backoff_min = Duration::from_secs(60);
             cfg.backoff_max = Duration::from_secs(120);
-            let (h, mut st) = Announcer::start(cfg).expect("start");
-            h.set_vips(set(&[VIP4]));
+            let (h, mut st) = Announcer::start(cfg, set(&[VIP4])).expect("start");
             let s = wait_status(&mut st, "first attempt refused", |s| {
                 s.peers
                     .first()

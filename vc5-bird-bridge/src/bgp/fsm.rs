@@ -44,8 +44,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use super::codec::{
-    AFI_IPV4, AFI_IPV6, Codec, DecodeError, Message, Notification, Open, RouteAttributes,
-    SAFI_UNICAST, build_updates, err,
+    Afi, CeaseSubcode, Codec, DecodeError, EncodeError, FsmSubcode, Message, Notification,
+    NotificationKind, Open, RouteAttributes, Safi, build_updates,
 };
 
 /// The hold timer while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
@@ -120,6 +120,9 @@ pub enum Event {
     Message(Message),
     /// Bytes arrived that do not decode.
     DecodeError(DecodeError),
+    /// A message the machine asked to send could not be encoded (a bug, or
+    /// a configuration the announcer should have refused).
+    EncodeError(EncodeError),
     /// Time passed: fire the timers that are due (see [`Fsm::next_deadline`]).
     Tick,
     /// New path attributes for every route; routes the peer already has are
@@ -170,6 +173,9 @@ pub enum SessionError {
     NotificationSent(Notification, String),
     /// No message from the peer within the hold time.
     HoldTimerExpired,
+    /// A message for the peer could not be encoded, so the session could
+    /// not carry what it must; it was ended with Cease.
+    Encode(EncodeError),
 }
 
 impl fmt::Display for SessionError {
@@ -179,6 +185,7 @@ impl fmt::Display for SessionError {
             SessionError::NotificationReceived(n) => write!(f, "peer sent NOTIFICATION {n}"),
             SessionError::NotificationSent(n, why) => write!(f, "sent NOTIFICATION {n}: {why}"),
             SessionError::HoldTimerExpired => f.write_str("hold timer expired"),
+            SessionError::Encode(e) => write!(f, "cannot encode a message for the peer: {e}"),
         }
     }
 }
@@ -319,7 +326,7 @@ impl Fsm {
         let mut out = Vec::new();
         if self.hold_at.is_some_and(|t| t <= now) {
             self.hold_at = None;
-            let n = Notification::new(err::HOLD_TIMER_EXPIRED, 0);
+            let n = Notification::new(NotificationKind::HoldTimerExpired);
             out.push(Action::Send(Message::Notification(n)));
             self.fail(SessionError::HoldTimerExpired, now, &mut out);
         }
@@ -379,11 +386,7 @@ impl Fsm {
                 self.cfg.local_pref = local_pref;
                 if changed && self.state == State::Established {
                     let all: Vec<IpAddr> = self.adj_out.iter().copied().collect();
-                    let msgs = build_updates(&all, &[], &self.attributes(), self.codec);
-                    if !msgs.is_empty() {
-                        out.extend(msgs.into_iter().map(Action::Send));
-                        self.arm_keepalive(now);
-                    }
+                    self.send_updates(&all, &[], now, &mut out);
                 }
             }
             Event::Tick => out.extend(self.expire(now)),
@@ -420,6 +423,11 @@ impl Fsm {
                         now,
                         &mut out,
                     );
+                }
+            }
+            Event::EncodeError(e) => {
+                if self.state != State::Idle {
+                    self.encode_failed(e, now, &mut out);
                 }
             }
             Event::Message(m) => self.message(m, now, &mut out),
@@ -468,7 +476,7 @@ impl Fsm {
             }
             (State::Established, Message::RouteRefresh { afi, safi }) => {
                 self.arm_hold(now);
-                if safi == SAFI_UNICAST && (afi == AFI_IPV4 || afi == AFI_IPV6) {
+                if safi == Safi::Unicast && matches!(afi, Afi::Ipv4 | Afi::Ipv6) {
                     self.resend(afi, now, out);
                 }
             }
@@ -476,11 +484,11 @@ impl Fsm {
             (state @ (State::OpenSent | State::OpenConfirm | State::Established), other) => {
                 // RFC 6608 subcodes say in which state the surprise came.
                 let sub = match state {
-                    State::OpenSent => err::FSM_UNEXPECTED_IN_OPENSENT,
-                    State::OpenConfirm => err::FSM_UNEXPECTED_IN_OPENCONFIRM,
-                    _ => err::FSM_UNEXPECTED_IN_ESTABLISHED,
+                    State::OpenSent => FsmSubcode::UnexpectedInOpenSent,
+                    State::OpenConfirm => FsmSubcode::UnexpectedInOpenConfirm,
+                    _ => FsmSubcode::UnexpectedInEstablished,
                 };
-                let n = Notification::new(err::FSM, sub);
+                let n = Notification::new(sub);
                 out.push(Action::Send(Message::Notification(n.clone())));
                 let why = format!("unexpected {} in {state}", kind(&other));
                 self.fail(SessionError::NotificationSent(n, why), now, out);
@@ -511,8 +519,8 @@ impl Fsm {
             bgp_id: o.bgp_id,
             hold_time,
             ibgp,
-            ipv4: o.supports(AFI_IPV4, SAFI_UNICAST),
-            ipv6: o.supports(AFI_IPV6, SAFI_UNICAST),
+            ipv4: o.supports(Afi::Ipv4, Safi::Unicast),
+            ipv6: o.supports(Afi::Ipv6, Safi::Unicast),
         })
     }
 
@@ -551,28 +559,59 @@ impl Fsm {
             .collect();
         let announce: Vec<IpAddr> = want.difference(&self.adj_out).copied().collect();
         let withdraw: Vec<IpAddr> = self.adj_out.difference(&want).copied().collect();
-        let msgs = build_updates(&announce, &withdraw, &self.attributes(), self.codec);
-        if !msgs.is_empty() {
-            out.extend(msgs.into_iter().map(Action::Send));
-            self.arm_keepalive(now);
+        if self.send_updates(&announce, &withdraw, now, out) {
+            self.adj_out = want;
+            out.push(Action::Applied(self.desired_generation));
         }
-        self.adj_out = want;
-        out.push(Action::Applied(self.desired_generation));
     }
 
     /// Answers ROUTE-REFRESH: everything we announce in that family again.
-    fn resend(&mut self, afi: u16, now: Instant, out: &mut Vec<Action>) {
+    fn resend(&mut self, afi: Afi, now: Instant, out: &mut Vec<Action>) {
         let again: Vec<IpAddr> = self
             .adj_out
             .iter()
-            .filter(|a| a.is_ipv6() == (afi == AFI_IPV6))
+            .filter(|a| a.is_ipv6() == (afi == Afi::Ipv6))
             .copied()
             .collect();
-        let msgs = build_updates(&again, &[], &self.attributes(), self.codec);
-        if !msgs.is_empty() {
-            out.extend(msgs.into_iter().map(Action::Send));
-            self.arm_keepalive(now);
+        self.send_updates(&again, &[], now, out);
+    }
+
+    /// Sends the UPDATEs that announce `announce` and withdraw `withdraw`;
+    /// false (and the session ended) when they cannot be built.
+    fn send_updates(
+        &mut self,
+        announce: &[IpAddr],
+        withdraw: &[IpAddr],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        match build_updates(announce, withdraw, &self.attributes(), self.codec) {
+            Ok(msgs) => {
+                if !msgs.is_empty() {
+                    out.extend(msgs.into_iter().map(Action::Send));
+                    self.arm_keepalive(now);
+                }
+                true
+            }
+            Err(e) => {
+                self.encode_failed(e, now, out);
+                false
+            }
         }
+    }
+
+    /// A message for the peer cannot be encoded. Sending part of it, or
+    /// another one, would tell the peer something vc5 does not mean, and
+    /// staying up without sending it would leave the peer with routes vc5
+    /// no longer wants: the session ends (Cease; nothing fits better) and
+    /// is retried with backoff, the error in the peer's status. The
+    /// announcer refuses configurations whose UPDATEs do not encode, so
+    /// this is a bug when it happens.
+    fn encode_failed(&mut self, e: EncodeError, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::Send(Message::Notification(Notification::new(
+            CeaseSubcode::Unspecific,
+        ))));
+        self.fail(SessionError::Encode(e), now, out);
     }
 
     fn stop(&mut self, out: &mut Vec<Action>) {
@@ -584,8 +623,11 @@ impl Fsm {
             // Withdraw explicitly before the Cease: the peer may keep stale
             // routes for a while after a session ends (graceful restart).
             let all: Vec<IpAddr> = std::mem::take(&mut self.adj_out).into_iter().collect();
-            let msgs = build_updates(&[], &all, &self.attributes(), self.codec);
-            out.extend(msgs.into_iter().map(Action::Send));
+            match build_updates(&[], &all, &self.attributes(), self.codec) {
+                Ok(msgs) => out.extend(msgs.into_iter().map(Action::Send)),
+                // The Cease below withdraws them all the same.
+                Err(e) => self.last_error = Some(SessionError::Encode(e)),
+            }
         }
         if matches!(
             self.state,

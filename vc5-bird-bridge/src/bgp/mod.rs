@@ -4,6 +4,11 @@
 //! - [`fsm`]: the session state machine, without I/O;
 //! - [`peer`]: one task per peer, owning its connection and machine.
 //!
+//! The peer tasks do not write the announcer's status: each reports its own
+//! (`PeerReport`, keyed by the peer's address) over the
+//! speaker's channel, and the announcer's task, which alone owns the
+//! status, files it and recomputes what the peers have together.
+//!
 //! The speaker opens a session to every configured peer (TCP 179, from
 //! `--address`), with the 4-octet AS capability and multiprotocol IPv4 and
 //! IPv6 unicast, and announces the desired VIPs as /32 and /128 routes: IPv4
@@ -19,12 +24,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::desired::Desired;
-use crate::status::{PeerStatus, Status};
+pub(crate) use peer::PeerReport;
 pub use peer::{PeerConfig, Transport};
 
 /// Configuration of the built-in speaker.
@@ -81,67 +86,61 @@ pub(crate) fn community_values(c: &[(u16, u16)]) -> Vec<u32> {
         .collect()
 }
 
-/// The running speaker: one task per peer.
+/// The running speaker: one task per peer, and the channel they report on.
 pub(crate) struct Speaker {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// One channel per speaker: when a speaker is replaced, what its tasks
+    /// still say goes nowhere, never into the new speaker's peers.
+    reports: mpsc::UnboundedReceiver<PeerReport>,
 }
 
 impl Speaker {
-    /// Starts a task per peer; they report into `status.peers`. Each change
-    /// of `reconnect` makes idle peers connect at once.
+    /// Starts a task per peer; they report on [`Speaker::report`]. Each
+    /// change of `reconnect` makes idle peers connect at once.
     pub fn start(
         cfg: &SpeakerConfig,
         desired: watch::Receiver<Arc<Desired>>,
         reconnect: watch::Receiver<u64>,
-        status: watch::Sender<Status>,
     ) -> Speaker {
         let (stop, stop_rx) = watch::channel(false);
-        status.send_modify(|s| {
-            s.peers = cfg
-                .peers
-                .iter()
-                .map(|p| PeerStatus {
-                    address: p.address,
-                    state: fsm::State::Idle,
-                    remote_as: None,
-                    remote_id: None,
-                    hold_time: None,
-                    established_since: None,
-                    last_error: None,
-                    next_retry_in: None,
-                    connect_attempts: 0,
-                    announced: Default::default(),
-                    unannounceable: Default::default(),
-                    applied_generation: None,
-                })
-                .collect();
-            s.announced.clear();
-        });
+        let (report_tx, reports) = mpsc::unbounded_channel();
         let tasks = cfg
             .peers
             .iter()
-            .enumerate()
-            .map(|(index, p)| {
+            .map(|p| {
                 let task = peer::PeerTask {
-                    index,
                     peer: p.clone(),
                     fsm: cfg.fsm_config(p),
                     transport: cfg.transport.clone(),
                     desired: desired.clone(),
                     reconnect: reconnect.clone(),
                     stop: stop_rx.clone(),
-                    status: status.clone(),
+                    reports: report_tx.clone(),
                 };
                 tokio::spawn(task.run())
             })
             .collect();
-        Speaker { stop, tasks }
+        Speaker {
+            stop,
+            tasks,
+            reports,
+        }
+    }
+
+    /// The next report of any peer; pending forever once every task has
+    /// ended (so that it can sit in a `select!`).
+    pub async fn report(&mut self) -> PeerReport {
+        match self.reports.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
     }
 
     /// Withdraws everything, sends Cease to every peer and waits (at most
-    /// `limit`) for the tasks to finish.
-    pub async fn shutdown(self, limit: Duration) {
+    /// `limit`) for the tasks to finish. Returns the reports not yet taken,
+    /// their last words (Idle, nothing announced) among them.
+    pub async fn shutdown(mut self, limit: Duration) -> Vec<PeerReport> {
         let _ = self.stop.send(true);
         let all = async {
             for t in self.tasks {
@@ -153,7 +152,42 @@ impl Speaker {
         if tokio::time::timeout(limit, all).await.is_err() {
             warn!("BGP peers did not finish within {limit:?}");
         }
+        let mut left = Vec::new();
+        while let Ok(r) = self.reports.try_recv() {
+            left.push(r);
+        }
+        left
     }
+}
+
+/// Checks that UPDATEs with `sc`'s attributes can be built and encoded on
+/// any session (eBGP or iBGP, 4-octet AS or not), for routes of both
+/// families: the encoder, not a second estimate of it, decides.
+pub(crate) fn check_attributes(sc: &SpeakerConfig) -> Result<(), codec::EncodeError> {
+    let routes = [
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    ];
+    for ibgp in [false, true] {
+        for four_octet_as in [true, false] {
+            let attrs = codec::RouteAttributes {
+                local_as: sc.local_as,
+                ibgp,
+                // Both families, whether or not this host has next hops
+                // for them: the limit is the attributes'.
+                next_hop4: Some(sc.next_hop4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                next_hop6: Some(sc.next_hop6.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+                communities: community_values(&sc.communities),
+                med: sc.med,
+                local_pref: sc.local_pref,
+            };
+            let codec = codec::Codec { four_octet_as };
+            for m in codec::build_updates(&routes, &routes, &attrs, codec)? {
+                m.encode(codec)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The BGP identifier for `address`: the address itself when IPv4, else

@@ -1,8 +1,8 @@
 //! One task per BGP peer: it owns the TCP connection and the [`Fsm`], feeds
 //! the machine with socket input, timer expiries and desired-route changes,
-//! carries out its actions and publishes the peer's status.
+//! carries out its actions and reports the peer's status to the announcer's
+//! task (`PeerReport`), which alone writes [`crate::Status`].
 
-use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::codec::{self, Message};
-use super::fsm::{Action, Config, Event, Fsm, State};
+use super::fsm::{Action, Config, Event, Fsm, SessionError, State};
 use crate::desired::Desired;
-use crate::status::{PeerStatus, Status};
+use crate::status::PeerStatus;
 
 /// How to reach one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,16 +40,33 @@ pub struct Transport {
     pub write_timeout: Duration,
 }
 
+/// A peer task's status, sent to the announcer's task whenever it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerReport {
+    /// Which peer: its address, the key its entry in
+    /// [`crate::Status::peers`] is found by (the configured peers are
+    /// distinct addresses; [`crate::AnnouncerConfig::validate`] checks).
+    pub peer: IpAddr,
+    /// Its status now.
+    pub status: PeerStatus,
+    /// When it was taken, on the wall clock (for `applied_at`)…
+    pub at: SystemTime,
+    /// …and on the monotonic one (for `apply_latency`).
+    pub at_instant: Instant,
+}
+
 /// Everything a peer task needs.
 pub(crate) struct PeerTask {
-    pub index: usize,
     pub peer: PeerConfig,
     pub fsm: Config,
     pub transport: Transport,
     pub desired: watch::Receiver<Arc<Desired>>,
     pub reconnect: watch::Receiver<u64>,
     pub stop: watch::Receiver<bool>,
-    pub status: watch::Sender<Status>,
+    /// To the announcer's task. Unbounded: a report never waits (the
+    /// announcer may be waiting for this task to finish), and there is at
+    /// most one per change of state.
+    pub reports: mpsc::UnboundedSender<PeerReport>,
 }
 
 impl PeerTask {
@@ -66,6 +83,7 @@ impl PeerTask {
         let mut rbuf: Vec<u8> = Vec::with_capacity(codec::MAX_MESSAGE_LEN * 2);
         let mut read_chunk = vec![0u8; 16 * 1024];
         let mut applied: Option<u64> = None;
+        let mut reported: Option<PeerStatus> = None;
         let mut pending: Vec<Event> = Vec::new();
 
         let d = self.desired.borrow_and_update().clone();
@@ -103,7 +121,16 @@ impl PeerTask {
                         }
                         Action::Send(m) => {
                             let Some(s) = conn.as_mut() else { continue };
-                            let bytes = m.encode(fsm.codec());
+                            let bytes = match m.encode(fsm.codec()) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    // Not sent at all: part of it, or another
+                                    // message, would say something else.
+                                    error!(message = %m.kind(), error = %e, "cannot encode a message for the peer (a bug)");
+                                    pending.push(Event::EncodeError(e));
+                                    continue;
+                                }
+                            };
                             let w = tokio::time::timeout(
                                 self.transport.write_timeout,
                                 s.write_all(&bytes),
@@ -139,7 +166,12 @@ impl PeerTask {
                 if fsm.state() == State::Idle
                     && let (Some(e), Some(at)) = (fsm.last_error(), fsm.retry_at())
                 {
-                    info!(error = %e, retry_in = ?at.saturating_duration_since(Instant::now()), "session down, will retry");
+                    let retry_in = at.saturating_duration_since(Instant::now());
+                    if matches!(e, SessionError::Encode(_)) {
+                        error!(error = %e, ?retry_in, "session ended: vc5 could not encode what it must send (a bug), will retry");
+                    } else {
+                        info!(error = %e, ?retry_in, "session down, will retry");
+                    }
                 }
             }
             // One message at a time: an OPEN changes how what follows it
@@ -159,7 +191,7 @@ impl PeerTask {
                     }
                 }
             }
-            self.publish(&fsm, applied);
+            self.report(&fsm, applied, &mut reported);
             if fsm.stopped() && conn.is_none() {
                 info!("stopped");
                 return;
@@ -216,7 +248,9 @@ impl PeerTask {
         }
     }
 
-    fn publish(&self, fsm: &Fsm, applied: Option<u64>) {
+    /// Sends the peer's status to the announcer when it differs from the
+    /// last one sent.
+    fn report(&self, fsm: &Fsm, applied: Option<u64>, reported: &mut Option<PeerStatus>) {
         let now_sys = SystemTime::now();
         let now = Instant::now();
         let ps = PeerStatus {
@@ -239,17 +273,17 @@ impl PeerTask {
                 None
             },
         };
-        let desired = self.desired.borrow().clone();
-        self.status.send_if_modified(|s| {
-            let Some(slot) = s.peers.get_mut(self.index) else {
-                return false;
-            };
-            if *slot == ps {
-                return false;
-            }
-            *slot = ps;
-            aggregate(s, &desired, now_sys, now);
-            true
+        if reported.as_ref() == Some(&ps) {
+            return;
+        }
+        *reported = Some(ps.clone());
+        // An error means the announcer is gone (it drops the receiver of a
+        // speaker it replaced): nobody is left to tell.
+        let _ = self.reports.send(PeerReport {
+            peer: self.peer.address,
+            status: ps,
+            at: now_sys,
+            at_instant: now,
         });
     }
 }
@@ -260,36 +294,6 @@ fn attributes_event(d: &Desired) -> Event {
         med: d.routes.med,
         local_pref: d.routes.local_pref,
     }
-}
-
-/// Recomputes the speaker-wide fields of `s` from its peers.
-pub(crate) fn aggregate(s: &mut Status, desired: &Desired, now_sys: SystemTime, now: Instant) {
-    let up: Vec<&PeerStatus> = s
-        .peers
-        .iter()
-        .filter(|p| p.state == State::Established)
-        .collect();
-    s.announced = up
-        .iter()
-        .flat_map(|p| p.announced.iter().copied())
-        .collect::<BTreeSet<_>>();
-    let applied = up.iter().map(|p| p.applied_generation).min().flatten();
-    if applied.is_some() && applied != s.applied_generation {
-        s.applied_generation = applied;
-        s.applied_at = Some(now_sys);
-        if applied == Some(desired.generation) {
-            s.apply_latency = Some(now.saturating_duration_since(desired.requested_instant));
-        }
-    }
-    s.last_error = s
-        .peers
-        .iter()
-        .filter(|p| p.state != State::Established)
-        .find_map(|p| {
-            p.last_error
-                .as_ref()
-                .map(|e| format!("peer {}: {e}", p.address))
-        });
 }
 
 /// Awaits the connect task, or never when there is none.

@@ -204,7 +204,7 @@ async fn measure(
         cfg.peers = vec![RT4.parse().map_err(|e| format!("{e}"))?];
         cfg.backoff_min = Duration::from_millis(100);
     }
-    let (h, mut st) = Announcer::start(cfg).map_err(|e| e.to_string())?;
+    let (h, mut st) = Announcer::start(cfg, BTreeSet::new()).map_err(|e| e.to_string())?;
     let want = if mode == "bird" {
         Mode::Bird
     } else {

@@ -13,6 +13,9 @@
 //! the desired state re-applied, so a restarted BIRD is back in line within a
 //! second of answering. If BIRD stays unreachable for [`BirdConfig::grace`],
 //! the driver gives up and the announcer falls back to its own BGP speaker.
+//!
+//! The driver does not write the announcer's status: it reports what
+//! happened (`BirdReport`) to the announcer's task, which alone owns it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -20,13 +23,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
 
 use super::client::{BirdClient, BirdError};
 use super::include::{self, PROTOCOL_PATTERN};
+use super::reply::Position;
 use crate::desired::Desired;
-use crate::status::{BirdProtocol, Mode, Status};
+use crate::status::BirdProtocol;
 
 /// How the driver reaches BIRD and how patient it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,21 +82,56 @@ pub(crate) enum BirdExit {
     Unreachable(String),
 }
 
-/// An error worth a status line.
-struct Failure {
-    message: String,
-    position: Option<super::reply::Position>,
+/// What the driver tells the announcer's task (see
+/// [`crate::Status::apply_bird`] for what each does to the status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BirdReport {
+    /// A control connection is open, to a BIRD of this version.
+    Connected {
+        /// From BIRD's greeting.
+        version: Option<String>,
+    },
+    /// The control connection was lost.
+    Disconnected(String),
+    /// BIRD refused the VIPs, or cannot be reached.
+    Failed {
+        /// The error.
+        message: String,
+        /// Where in its configuration BIRD found it.
+        position: Option<Position>,
+        /// Whether a new error is worth a warning (a refusal) or only a
+        /// debug line (BIRD away while reconnecting).
+        log: bool,
+    },
+    /// BIRD runs the include of this generation.
+    Configured {
+        /// The desired set's generation.
+        generation: u64,
+        /// Its VIPs.
+        vips: BTreeSet<IpAddr>,
+        /// vc5's protocols as BIRD listed them after `configure`.
+        protocols: Vec<BirdProtocol>,
+        /// When BIRD took it.
+        at: SystemTime,
+        /// From the desired set's request to then.
+        latency: Duration,
+    },
+    /// BIRD's protocols, listed again.
+    Protocols(Vec<BirdProtocol>),
+    /// Stopped: BIRD withdrew every VIP, or why it could not be told to.
+    Stopped(Result<(), String>),
 }
 
-impl From<&BirdError> for Failure {
-    fn from(e: &BirdError) -> Failure {
+impl BirdReport {
+    fn failed(e: &BirdError, log: bool) -> BirdReport {
         let position = match e {
             BirdError::Command { position, .. } => position.clone(),
             _ => None,
         };
-        Failure {
+        BirdReport::Failed {
             message: e.to_string(),
             position,
+            log,
         }
     }
 }
@@ -101,7 +140,9 @@ pub(crate) struct Driver {
     pub cfg: BirdConfig,
     pub desired: watch::Receiver<Arc<Desired>>,
     pub stop: watch::Receiver<bool>,
-    pub status: watch::Sender<Status>,
+    /// To the announcer's task. Unbounded: the task reads it while it
+    /// drives this future, and a report must never wait.
+    pub reports: mpsc::UnboundedSender<BirdReport>,
 }
 
 impl Driver {
@@ -143,7 +184,7 @@ impl Driver {
                     }
                     Err(e) => {
                         let since = *unreachable_since.get_or_insert_with(Instant::now);
-                        self.failed(&Failure::from(&e), false);
+                        self.report(BirdReport::failed(&e, false));
                         if since.elapsed() >= self.cfg.grace {
                             return BirdExit::Unreachable(e.to_string());
                         }
@@ -184,7 +225,7 @@ impl Driver {
                     }
                     Err(e) => {
                         retry_at = Some(Instant::now() + self.cfg.retry_interval);
-                        self.failed(&Failure::from(&e), true);
+                        self.report(BirdReport::failed(&e, true));
                     }
                 }
                 // Refresh the protocol list soon after a change.
@@ -252,31 +293,19 @@ impl Driver {
             took = ?now - t0,
             "BIRD configured"
         );
-        let protocols = parse_protocols(&check);
-        self.status.send_modify(|s| {
-            s.bird.configured = d.vips.clone();
-            s.bird.last_error = None;
-            s.bird.error_position = None;
-            merge_protocols(&mut s.bird.protocols, protocols);
-            s.announced = d.vips.clone();
-            s.applied_generation = Some(d.generation);
-            s.applied_at = Some(SystemTime::now());
-            s.apply_latency = Some(now.saturating_duration_since(d.requested_instant));
-            s.last_error = None;
+        self.report(BirdReport::Configured {
+            generation: d.generation,
+            vips: d.vips.clone(),
+            protocols: parse_protocols(&check),
+            at: SystemTime::now(),
+            latency: now.saturating_duration_since(d.requested_instant),
         });
         Ok(())
     }
 
     async fn refresh_protocols(&self, c: &mut BirdClient) -> Result<(), BirdError> {
         let r = c.run("show protocols").await?;
-        let protocols = parse_protocols(&r);
-        self.status.send_if_modified(|s| {
-            if s.bird.protocols == protocols {
-                return false;
-            }
-            s.bird.protocols = protocols;
-            true
-        });
+        self.report(BirdReport::Protocols(parse_protocols(&r)));
         Ok(())
     }
 
@@ -305,56 +334,22 @@ impl Driver {
             Ok(()) => info!("all VIPs withdrawn from BIRD"),
             Err(e) => warn!(error = %e, "could not have BIRD withdraw the VIPs"),
         }
-        self.status.send_modify(|s| {
-            s.mode = Mode::Stopped;
-            s.bird.connected = false;
-            if let Err(e) = &result {
-                s.bird.last_error = Some(e.to_string());
-                s.last_error = Some(format!("BIRD: {e}"));
-            } else {
-                s.bird.configured.clear();
-                s.announced.clear();
-            }
-        });
+        self.report(BirdReport::Stopped(result.map_err(|e| e.to_string())));
     }
 
     fn connected(&self, c: Option<&BirdClient>) {
         let version = c.and_then(|c| c.version()).map(str::to_owned);
-        self.status.send_modify(|s| {
-            s.mode = Mode::Bird;
-            s.peers.clear();
-            s.bird.connected = true;
-            s.bird.version = version;
-            s.bird.connections += 1;
-        });
+        self.report(BirdReport::Connected { version });
     }
 
     fn disconnected(&self, e: &BirdError) {
-        self.status.send_modify(|s| {
-            s.bird.connected = false;
-            s.bird.last_error = Some(e.to_string());
-            s.last_error = Some(format!("BIRD: {e}"));
-        });
+        self.report(BirdReport::Disconnected(e.to_string()));
     }
 
-    fn failed(&self, f: &Failure, log: bool) {
-        let changed = self.status.send_if_modified(|s| {
-            if s.bird.last_error.as_deref() == Some(f.message.as_str()) {
-                return false;
-            }
-            s.bird.last_error = Some(f.message.clone());
-            s.bird.error_position = f.position.clone();
-            s.last_error = Some(format!("BIRD: {}", f.message));
-            true
-        });
-        // Log each distinct error once, not at every retry.
-        if changed {
-            if log {
-                warn!(error = %f.message, position = ?f.position, "BIRD did not take the VIPs; its previous configuration stays in force");
-            } else {
-                debug!(error = %f.message, "BIRD unreachable");
-            }
-        }
+    fn report(&self, r: BirdReport) {
+        // An error means the announcer's task is gone, and with it whoever
+        // would read the status.
+        let _ = self.reports.send(r);
     }
 }
 
@@ -377,16 +372,6 @@ pub(crate) fn parse_protocols(r: &super::reply::Reply) -> Vec<BirdProtocol> {
             })
         })
         .collect()
-}
-
-/// Replaces the entries of `new`'s protocols in `list`, keeping the others.
-fn merge_protocols(list: &mut Vec<BirdProtocol>, new: Vec<BirdProtocol>) {
-    for p in new {
-        match list.iter_mut().find(|q| q.name == p.name) {
-            Some(q) => *q = p,
-            None => list.push(p),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 //! against `routecore` (an independent implementation).
 
 use super::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 const M: [u8; 16] = [0xff; 16];
 
-fn with_header(kind: u8, body: &[u8]) -> Vec<u8> {
+fn with_header(kind: impl Into<u8>, body: &[u8]) -> Vec<u8> {
     let mut v = M.to_vec();
     v.extend_from_slice(&((HEADER_LEN + body.len()) as u16).to_be_bytes());
-    v.push(kind);
+    v.push(kind.into());
     v.extend_from_slice(body);
     v
 }
@@ -29,7 +30,7 @@ fn decode_one(bytes: &[u8], codec: Codec) -> Message {
 }
 
 fn roundtrip(m: &Message, wire: &[u8], codec: Codec) {
-    assert_eq!(m.encode(codec), wire, "encoding of {m:?}");
+    assert_eq!(m.encode(codec).expect("encodes"), wire, "encoding of {m:?}");
     assert_eq!(&decode_one(wire, codec), m, "decoding of {wire:02x?}");
 }
 
@@ -48,21 +49,23 @@ fn open_with_capabilities() {
     let open = Message::Open(Open::ours(65000, 90, ID));
     let body = hex("04 fde8 005a c0000201 16 02 14
          01 04 0001 00 01   01 04 0002 00 01   02 00   41 04 0000fde8");
-    let wire = with_header(msg_type::OPEN, &body);
+    let wire = with_header(MessageType::Open, &body);
     roundtrip(&open, &wire, Codec::default());
     let Message::Open(o) = decode_one(&wire, Codec::default()) else {
         panic!("not an OPEN");
     };
     assert_eq!(o.asn(), 65000);
     assert!(o.four_octet_as());
-    assert!(o.supports(AFI_IPV4, SAFI_UNICAST) && o.supports(AFI_IPV6, SAFI_UNICAST));
+    assert!(o.supports(Afi::Ipv4, Safi::Unicast) && o.supports(Afi::Ipv6, Safi::Unicast));
 }
 
 #[test]
 fn open_with_large_as_sends_as_trans() {
     let open = Open::ours(4_200_000_000, 180, ID);
     assert_eq!(open.my_as, AS_TRANS);
-    let wire = Message::Open(open).encode(Codec::default());
+    let wire = Message::Open(open)
+        .encode(Codec::default())
+        .expect("encodes");
     assert_eq!(&wire[20..22], &[0x5b, 0xa0]);
     let Message::Open(o) = decode_one(&wire, Codec::default()) else {
         panic!("not an OPEN");
@@ -72,21 +75,21 @@ fn open_with_large_as_sends_as_trans() {
 
 #[test]
 fn open_without_capabilities_implies_ipv4() {
-    let wire = with_header(msg_type::OPEN, &hex("04 fde9 00b4 c0000202 00"));
+    let wire = with_header(MessageType::Open, &hex("04 fde9 00b4 c0000202 00"));
     let Message::Open(o) = decode_one(&wire, Codec::default()) else {
         panic!("not an OPEN");
     };
     assert_eq!(o.asn(), 65001);
     assert!(!o.four_octet_as());
-    assert!(o.supports(AFI_IPV4, SAFI_UNICAST));
-    assert!(!o.supports(AFI_IPV6, SAFI_UNICAST));
+    assert!(o.supports(Afi::Ipv4, Safi::Unicast));
+    assert!(!o.supports(Afi::Ipv6, Safi::Unicast));
 }
 
 #[test]
 fn open_with_extended_parameters() {
     // RFC 9072: non-ext length 255, type 255, 2-octet length, 2-octet param lengths.
     let wire = with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("04 fde9 00b4 c0000202 ff ff 0009 02 0006 41 04 0000fde9"),
     );
     let Message::Open(o) = decode_one(&wire, Codec::default()) else {
@@ -99,7 +102,7 @@ fn open_with_extended_parameters() {
 fn keepalive() {
     roundtrip(
         &Message::Keepalive,
-        &with_header(msg_type::KEEPALIVE, &[]),
+        &with_header(MessageType::Keepalive, &[]),
         Codec::default(),
     );
 }
@@ -109,11 +112,11 @@ fn notification() {
     let n = Message::Notification(Notification::admin_shutdown());
     roundtrip(
         &n,
-        &with_header(msg_type::NOTIFICATION, &[6, 2]),
+        &with_header(MessageType::Notification, &[6, 2]),
         Codec::default(),
     );
     // With an RFC 8203 shutdown message.
-    let wire = with_header(msg_type::NOTIFICATION, &hex("06 02 03 627965"));
+    let wire = with_header(MessageType::Notification, &hex("06 02 03 627965"));
     let Message::Notification(n) = decode_one(&wire, Codec::default()) else {
         panic!("not a NOTIFICATION");
     };
@@ -128,10 +131,10 @@ fn notification() {
 fn route_refresh() {
     roundtrip(
         &Message::RouteRefresh {
-            afi: AFI_IPV6,
-            safi: SAFI_UNICAST,
+            afi: Afi::Ipv6,
+            safi: Safi::Unicast,
         },
-        &with_header(msg_type::ROUTE_REFRESH, &hex("0002 00 01")),
+        &with_header(MessageType::RouteRefresh, &hex("0002 00 01")),
         Codec::default(),
     );
 }
@@ -150,7 +153,7 @@ fn ebgp_attrs() -> RouteAttributes {
 
 #[test]
 fn update_announce_v4_ebgp() {
-    let msgs = build_updates(&[VIP4.into()], &[], &ebgp_attrs(), Codec::default());
+    let msgs = build_updates(&[VIP4.into()], &[], &ebgp_attrs(), Codec::default()).expect("builds");
     assert_eq!(msgs.len(), 1);
     let attrs = hex("40 01 01 00
          40 02 06 02 01 0000fde8
@@ -164,7 +167,7 @@ fn update_announce_v4_ebgp() {
     // LOCAL_PREF is not sent on eBGP even when configured.
     roundtrip(
         &msgs[0],
-        &with_header(msg_type::UPDATE, &body),
+        &with_header(MessageType::Update, &body),
         Codec::default(),
     );
 }
@@ -175,7 +178,7 @@ fn update_announce_v4_ibgp_has_local_pref_and_empty_path() {
     a.ibgp = true;
     a.communities.clear();
     a.med = None;
-    let msgs = build_updates(&[VIP4.into()], &[], &a, Codec::default());
+    let msgs = build_updates(&[VIP4.into()], &[], &a, Codec::default()).expect("builds");
     let attrs = hex("40 01 01 00  40 02 00  40 03 04 c0000201  40 05 04 000000c8");
     let mut body = vec![0, 0];
     body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
@@ -183,18 +186,18 @@ fn update_announce_v4_ibgp_has_local_pref_and_empty_path() {
     body.extend_from_slice(&hex("20 cb00710a"));
     roundtrip(
         &msgs[0],
-        &with_header(msg_type::UPDATE, &body),
+        &with_header(MessageType::Update, &body),
         Codec::default(),
     );
 }
 
 #[test]
 fn update_withdraw_v4() {
-    let msgs = build_updates(&[], &[VIP4.into()], &ebgp_attrs(), Codec::default());
+    let msgs = build_updates(&[], &[VIP4.into()], &ebgp_attrs(), Codec::default()).expect("builds");
     assert_eq!(msgs.len(), 1);
     roundtrip(
         &msgs[0],
-        &with_header(msg_type::UPDATE, &hex("0005 20cb00710a 0000")),
+        &with_header(MessageType::Update, &hex("0005 20cb00710a 0000")),
         Codec::default(),
     );
 }
@@ -204,7 +207,7 @@ fn update_announce_v6_mp_reach() {
     let mut a = ebgp_attrs();
     a.communities.clear();
     a.med = None;
-    let msgs = build_updates(&[vip6().into()], &[], &a, Codec::default());
+    let msgs = build_updates(&[vip6().into()], &[], &a, Codec::default()).expect("builds");
     assert_eq!(msgs.len(), 1);
     let attrs = hex("40 01 01 00
          40 02 06 02 01 0000fde8
@@ -215,21 +218,22 @@ fn update_announce_v6_mp_reach() {
     body.extend_from_slice(&attrs);
     roundtrip(
         &msgs[0],
-        &with_header(msg_type::UPDATE, &body),
+        &with_header(MessageType::Update, &body),
         Codec::default(),
     );
 }
 
 #[test]
 fn update_withdraw_v6_mp_unreach() {
-    let msgs = build_updates(&[], &[vip6().into()], &ebgp_attrs(), Codec::default());
+    let msgs =
+        build_updates(&[], &[vip6().into()], &ebgp_attrs(), Codec::default()).expect("builds");
     let attrs = hex("80 0f 14 0002 01 80 20010db8ffff00000000000000000010");
     let mut body = vec![0, 0];
     body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
     body.extend_from_slice(&attrs);
     roundtrip(
         &msgs[0],
-        &with_header(msg_type::UPDATE, &body),
+        &with_header(MessageType::Update, &body),
         Codec::default(),
     );
 }
@@ -243,7 +247,7 @@ fn update_two_octet_session_with_large_as_adds_as4_path() {
     let codec = Codec {
         four_octet_as: false,
     };
-    let msgs = build_updates(&[VIP4.into()], &[], &a, codec);
+    let msgs = build_updates(&[VIP4.into()], &[], &a, codec).expect("builds");
     let attrs = hex("40 01 01 00
          40 02 04 02 01 5ba0
          c0 11 06 02 01 fa56ea00
@@ -252,7 +256,7 @@ fn update_two_octet_session_with_large_as_adds_as4_path() {
     body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
     body.extend_from_slice(&attrs);
     body.extend_from_slice(&hex("20 cb00710a"));
-    roundtrip(&msgs[0], &with_header(msg_type::UPDATE, &body), codec);
+    roundtrip(&msgs[0], &with_header(MessageType::Update, &body), codec);
 }
 
 #[test]
@@ -265,10 +269,10 @@ fn many_routes_are_split_below_the_message_limit() {
         .collect();
     let all: Vec<IpAddr> = v4.iter().chain(v6.iter()).copied().collect();
     for (ann, wd) in [(&all[..], &[][..]), (&[][..], &all[..])] {
-        let msgs = build_updates(ann, wd, &ebgp_attrs(), Codec::default());
+        let msgs = build_updates(ann, wd, &ebgp_attrs(), Codec::default()).expect("builds");
         let mut seen = 0;
         for m in &msgs {
-            let wire = m.encode(Codec::default());
+            let wire = m.encode(Codec::default()).expect("encodes");
             assert!(wire.len() <= MAX_MESSAGE_LEN, "{} octets", wire.len());
             let Message::Update(u) = decode_one(&wire, Codec::default()) else {
                 panic!("not an UPDATE");
@@ -291,7 +295,8 @@ fn many_routes_are_split_below_the_message_limit() {
 fn missing_next_hop_family_is_not_announced() {
     let mut a = ebgp_attrs();
     a.next_hop6 = None;
-    let msgs = build_updates(&[VIP4.into(), vip6().into()], &[], &a, Codec::default());
+    let msgs =
+        build_updates(&[VIP4.into(), vip6().into()], &[], &a, Codec::default()).expect("builds");
     assert_eq!(msgs.len(), 1);
     assert!(matches!(&msgs[0], Message::Update(u) if u.nlri.len() == 1));
 }
@@ -306,110 +311,134 @@ fn err_of(bytes: &[u8]) -> (DecodeError, Notification) {
 
 #[test]
 fn header_errors_map_to_rfc4271_codes() {
-    let mut bad_marker = with_header(msg_type::KEEPALIVE, &[]);
+    let mut bad_marker = with_header(MessageType::Keepalive, &[]);
     bad_marker[3] = 0;
     let (_, n) = err_of(&bad_marker);
-    assert_eq!((n.code, n.subcode), (1, 1));
+    assert_eq!((n.code(), n.subcode()), (1, 1));
 
     // KEEPALIVE with a body: bad length, data = the length field.
-    let (_, n) = err_of(&with_header(msg_type::KEEPALIVE, &[0]));
-    assert_eq!((n.code, n.subcode, n.data.as_slice()), (1, 2, &[0, 20][..]));
+    let (_, n) = err_of(&with_header(MessageType::Keepalive, &[0]));
+    assert_eq!(
+        (n.code(), n.subcode(), n.data.as_slice()),
+        (1, 2, &[0, 20][..])
+    );
 
     let mut too_long = M.to_vec();
     too_long.extend_from_slice(&[0x10, 0x01, 2]);
     let (_, n) = err_of(&too_long);
     assert_eq!(
-        (n.code, n.subcode, n.data.as_slice()),
+        (n.code(), n.subcode(), n.data.as_slice()),
         (1, 2, &[0x10, 0x01][..])
     );
 
     let (_, n) = err_of(&with_header(9, &[]));
-    assert_eq!((n.code, n.subcode, n.data.as_slice()), (1, 3, &[9][..]));
+    assert_eq!((n.code(), n.subcode(), n.data.as_slice()), (1, 3, &[9][..]));
 
-    let (_, n) = err_of(&with_header(msg_type::OPEN, &[4, 0, 1]));
-    assert_eq!((n.code, n.subcode), (1, 2));
+    let (_, n) = err_of(&with_header(MessageType::Open, &[4, 0, 1]));
+    assert_eq!((n.code(), n.subcode()), (1, 2));
 }
 
 #[test]
 fn open_errors_map_to_rfc4271_codes() {
     let (_, n) = err_of(&with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("03 fde9 00b4 c0000202 00"),
     ));
-    assert_eq!((n.code, n.subcode, n.data.as_slice()), (2, 1, &[0, 4][..]));
+    assert_eq!(
+        (n.code(), n.subcode(), n.data.as_slice()),
+        (2, 1, &[0, 4][..])
+    );
     let (_, n) = err_of(&with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("04 fde9 0002 c0000202 00"),
     ));
-    assert_eq!((n.code, n.subcode), (2, 6));
+    assert_eq!((n.code(), n.subcode()), (2, 6));
     let (_, n) = err_of(&with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("04 fde9 00b4 00000000 00"),
     ));
-    assert_eq!((n.code, n.subcode), (2, 3));
+    assert_eq!((n.code(), n.subcode()), (2, 3));
     let (_, n) = err_of(&with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("04 fde9 00b4 c0000202 03 01 01 00"),
     ));
-    assert_eq!((n.code, n.subcode), (2, 4));
+    assert_eq!((n.code(), n.subcode()), (2, 4));
     let (_, n) = err_of(&with_header(
-        msg_type::OPEN,
+        MessageType::Open,
         &hex("04 fde9 00b4 c0000202 05 02 03 41 04 00"),
     ));
-    assert_eq!(n.code, 2);
+    assert_eq!(n.code(), 2);
     assert_eq!(
         DecodeError::BadPeerAs(1).notification(),
-        Notification::new(2, 2)
+        Notification::new((2, 2))
     );
 }
 
 #[test]
 fn update_errors_map_to_rfc4271_codes() {
     // Withdrawn length past the end.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0009 20cb00710a 0000")));
-    assert_eq!((n.code, n.subcode), (3, 1));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0009 20cb00710a 0000"),
+    ));
+    assert_eq!((n.code(), n.subcode()), (3, 1));
     // Prefix length 33.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0005 21cb00710a 0000")));
-    assert_eq!((n.code, n.subcode), (3, 10));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0005 21cb00710a 0000"),
+    ));
+    assert_eq!((n.code(), n.subcode()), (3, 10));
     // ORIGIN marked optional.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0000 0004 c0010100")));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0000 0004 c0010100"),
+    ));
     assert_eq!(
-        (n.code, n.subcode, n.data.as_slice()),
+        (n.code(), n.subcode(), n.data.as_slice()),
         (3, 4, &hex("c0010100")[..])
     );
     // ORIGIN of length 2.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0000 0005 4001020000")));
-    assert_eq!((n.code, n.subcode), (3, 5));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0000 0005 4001020000"),
+    ));
+    assert_eq!((n.code(), n.subcode()), (3, 5));
     // ORIGIN 7.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0000 0004 40010107")));
-    assert_eq!((n.code, n.subcode), (3, 6));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0000 0004 40010107"),
+    ));
+    assert_eq!((n.code(), n.subcode()), (3, 6));
     // NLRI without NEXT_HOP.
     let (_, n) = err_of(&with_header(
-        msg_type::UPDATE,
+        MessageType::Update,
         &hex("0000 0007 40010100 400200  20cb00710a"),
     ));
-    assert_eq!((n.code, n.subcode, n.data.as_slice()), (3, 3, &[3][..]));
+    assert_eq!((n.code(), n.subcode(), n.data.as_slice()), (3, 3, &[3][..]));
     // AS_PATH segment overrunning.
     let (_, n) = err_of(&with_header(
-        msg_type::UPDATE,
+        MessageType::Update,
         &hex("0000 0007 400204 02050000"),
     ));
-    assert_eq!((n.code, n.subcode), (3, 11));
+    assert_eq!((n.code(), n.subcode()), (3, 11));
     // Same attribute twice.
     let (_, n) = err_of(&with_header(
-        msg_type::UPDATE,
+        MessageType::Update,
         &hex("0000 0008 40010100 40010100"),
     ));
-    assert_eq!((n.code, n.subcode), (3, 1));
+    assert_eq!((n.code(), n.subcode()), (3, 1));
     // Unknown well-known attribute.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0000 0003 406300")));
-    assert_eq!((n.code, n.subcode), (3, 2));
+    let (_, n) = err_of(&with_header(MessageType::Update, &hex("0000 0003 406300")));
+    assert_eq!((n.code(), n.subcode()), (3, 2));
     // Truncated MP_REACH_NLRI.
-    let (_, n) = err_of(&with_header(msg_type::UPDATE, &hex("0000 0005 800e020002")));
-    assert_eq!((n.code, n.subcode), (3, 9));
+    let (_, n) = err_of(&with_header(
+        MessageType::Update,
+        &hex("0000 0005 800e020002"),
+    ));
+    assert_eq!((n.code(), n.subcode()), (3, 9));
     // Unknown optional attribute: accepted and kept.
     let m = decode_one(
-        &with_header(msg_type::UPDATE, &hex("0000 0004 c0630100")),
+        &with_header(MessageType::Update, &hex("0000 0004 c0630100")),
         Codec::default(),
     );
     assert!(
@@ -419,7 +448,9 @@ fn update_errors_map_to_rfc4271_codes() {
 
 #[test]
 fn incomplete_input_asks_for_more() {
-    let wire = Message::Open(Open::ours(65000, 90, ID)).encode(Codec::default());
+    let wire = Message::Open(Open::ours(65000, 90, ID))
+        .encode(Codec::default())
+        .expect("encodes");
     for cut in 0..wire.len() {
         assert_eq!(
             decode(&wire[..cut], Codec::default()),
@@ -445,17 +476,25 @@ fn random_and_mutated_input_never_panics() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let seeds: Vec<Vec<u8>> = {
         let mut v = vec![
-            Message::Open(Open::ours(65000, 90, ID)).encode(Codec::default()),
-            Message::Keepalive.encode(Codec::default()),
-            Message::Notification(Notification::admin_shutdown()).encode(Codec::default()),
+            Message::Open(Open::ours(65000, 90, ID))
+                .encode(Codec::default())
+                .expect("encodes"),
+            Message::Keepalive
+                .encode(Codec::default())
+                .expect("encodes"),
+            Message::Notification(Notification::admin_shutdown())
+                .encode(Codec::default())
+                .expect("encodes"),
         ];
         for m in build_updates(
             &[VIP4.into(), vip6().into()],
             &[Ipv4Addr::new(203, 0, 113, 11).into()],
             &ebgp_attrs(),
             Codec::default(),
-        ) {
-            v.push(m.encode(Codec::default()));
+        )
+        .expect("builds")
+        {
+            v.push(m.encode(Codec::default()).expect("encodes"));
         }
         v
     };
@@ -478,8 +517,10 @@ fn random_and_mutated_input_never_panics() {
                 },
             ) {
                 let n = e.notification();
-                assert!((1..=6).contains(&n.code));
-                let _ = Message::Notification(n).encode(Codec::default());
+                assert!((1..=6).contains(&n.code()));
+                let _ = Message::Notification(n)
+                    .encode(Codec::default())
+                    .expect("encodes");
             }
         }
     }
@@ -504,8 +545,9 @@ mod routecore_check {
 
     #[test]
     fn routecore_parses_our_open() {
-        let RcMessage::Open(o) =
-            rc(&Message::Open(Open::ours(4_200_000_000, 90, ID)).encode(Codec::default()))
+        let RcMessage::Open(o) = rc(&Message::Open(Open::ours(4_200_000_000, 90, ID))
+            .encode(Codec::default())
+            .expect("encodes"))
         else {
             panic!("not an OPEN");
         };
@@ -523,10 +565,11 @@ mod routecore_check {
             &[],
             &ebgp_attrs(),
             Codec::default(),
-        );
+        )
+        .expect("builds");
         let mut seen = Vec::new();
         for m in &msgs {
-            let RcMessage::Update(u) = rc(&m.encode(Codec::default())) else {
+            let RcMessage::Update(u) = rc(&m.encode(Codec::default()).expect("encodes")) else {
                 panic!("not an UPDATE");
             };
             for n in u.announcements_vec().expect("announcements") {
@@ -549,10 +592,11 @@ mod routecore_check {
             &[VIP4.into(), vip6().into()],
             &ebgp_attrs(),
             Codec::default(),
-        );
+        )
+        .expect("builds");
         let mut seen = Vec::new();
         for m in &msgs {
-            let RcMessage::Update(u) = rc(&m.encode(Codec::default())) else {
+            let RcMessage::Update(u) = rc(&m.encode(Codec::default()).expect("encodes")) else {
                 panic!("not an UPDATE");
             };
             for n in u.withdrawals_vec().expect("withdrawals") {
@@ -566,11 +610,14 @@ mod routecore_check {
     #[test]
     fn routecore_parses_our_keepalive_and_notification() {
         assert!(matches!(
-            rc(&Message::Keepalive.encode(Codec::default())),
+            rc(&Message::Keepalive
+                .encode(Codec::default())
+                .expect("encodes")),
             RcMessage::Keepalive(_)
         ));
-        let RcMessage::Notification(n) =
-            rc(&Message::Notification(Notification::admin_shutdown()).encode(Codec::default()))
+        let RcMessage::Notification(n) = rc(&Message::Notification(Notification::admin_shutdown())
+            .encode(Codec::default())
+            .expect("encodes"))
         else {
             panic!("not a NOTIFICATION");
         };
@@ -596,7 +643,7 @@ mod routecore_check {
         assert_eq!(o.asn(), 65010);
         assert_eq!(o.hold_time, 180);
         assert_eq!(o.bgp_id, Ipv4Addr::new(198, 51, 100, 1));
-        assert!(o.supports(AFI_IPV6, SAFI_UNICAST));
+        assert!(o.supports(Afi::Ipv6, Safi::Unicast));
     }
 
     #[test]
@@ -639,7 +686,7 @@ mod routecore_check {
         };
         // routecore puts IPv4 withdrawals in MP_UNREACH_NLRI.
         assert!(u.attributes.iter().any(|a| matches!(a,
-            Attribute::MpUnreach { afi: AFI_IPV4, withdrawn, .. } if withdrawn == &vec![Prefix::host(VIP4.into())])));
+            Attribute::MpUnreach { afi: Afi::Ipv4, withdrawn, .. } if withdrawn == &vec![Prefix::host(VIP4.into())])));
     }
 }
 
@@ -663,6 +710,217 @@ fn extended_length_of_unknown_attributes_is_not_kept() {
             value: vec![0xaa, 0xbb, 0xcc]
         }
     );
-    let again = Message::Update(u.clone()).encode(Codec::default());
+    let again = Message::Update(u.clone())
+        .encode(Codec::default())
+        .expect("encodes");
     assert_eq!(decode_one(&again, Codec::default()), Message::Update(u));
+}
+
+// ------------------------------------------------------------ encode errors
+
+/// The largest UPDATE: 4096 octets encode, one more is refused rather than
+/// sent with a length the peer would refuse.
+#[test]
+fn update_beyond_the_message_limit_is_refused() {
+    // Header 19, lengths 4, ORIGIN 4, then an unknown optional attribute
+    // with a 4-octet header whose value fills the rest.
+    let fill = |n: usize| {
+        Message::Update(Update {
+            withdrawn: vec![],
+            attributes: vec![
+                Attribute::Origin(Origin::Igp),
+                Attribute::Other {
+                    flags: attr_flags::OPTIONAL,
+                    code: 0x63,
+                    value: vec![0; n],
+                },
+            ],
+            nlri: vec![],
+        })
+    };
+    let room = MAX_MESSAGE_LEN - HEADER_LEN - 4 - 4 - 4;
+    let wire = fill(room)
+        .encode(Codec::default())
+        .expect("4096 octets encode");
+    assert_eq!(wire.len(), MAX_MESSAGE_LEN);
+    assert_eq!(decode_one(&wire, Codec::default()), fill(room));
+    assert_eq!(
+        fill(room + 1).encode(Codec::default()),
+        Err(EncodeError::MessageTooLong {
+            kind: MessageType::Update,
+            len: MAX_MESSAGE_LEN + 1
+        })
+    );
+    // Far beyond 16 bits: the attribute's own length is the first to fail.
+    assert_eq!(
+        fill(70_000).encode(Codec::default()),
+        Err(EncodeError::AttributeTooLong {
+            code: 0x63,
+            len: 70_000
+        })
+    );
+    // Too many prefixes in the classic field.
+    let many = Message::Update(Update {
+        withdrawn: (0..1000u32)
+            .map(|i| Prefix::host(IpAddr::V4(Ipv4Addr::from(0xcb00_0000 + i))))
+            .collect(),
+        ..Update::default()
+    });
+    assert!(matches!(
+        many.encode(Codec::default()),
+        Err(EncodeError::MessageTooLong {
+            kind: MessageType::Update,
+            len: 5023
+        })
+    ));
+}
+
+#[test]
+fn update_parts_that_overflow_their_fields_are_refused() {
+    let update = |a: Attribute| {
+        Message::Update(Update {
+            attributes: vec![a],
+            ..Update::default()
+        })
+    };
+    let long_path = AsSegment {
+        kind: SegmentType::AsSequence,
+        asns: vec![65000; 256],
+    };
+    assert_eq!(
+        update(Attribute::AsPath(vec![long_path])).encode(Codec::default()),
+        Err(EncodeError::SegmentLength { len: 256 })
+    );
+    let empty = AsSegment {
+        kind: SegmentType::AsSet,
+        asns: vec![],
+    };
+    assert_eq!(
+        update(Attribute::As4Path(vec![empty])).encode(Codec::default()),
+        Err(EncodeError::SegmentLength { len: 0 })
+    );
+    assert_eq!(
+        update(Attribute::MpReach {
+            afi: Afi::Ipv6,
+            safi: Safi::Unicast,
+            next_hop: vec![0; 256],
+            nlri: vec![],
+        })
+        .encode(Codec::default()),
+        Err(EncodeError::NextHopTooLong { len: 256 })
+    );
+    let bad = Prefix {
+        addr: VIP4.into(),
+        len: 33,
+    };
+    assert_eq!(
+        Message::Update(Update {
+            nlri: vec![bad],
+            ..Update::default()
+        })
+        .encode(Codec::default()),
+        Err(EncodeError::PrefixLength(bad))
+    );
+    let bad6 = Prefix {
+        addr: vip6().into(),
+        len: 129,
+    };
+    assert_eq!(
+        update(Attribute::MpUnreach {
+            afi: Afi::Ipv6,
+            safi: Safi::Unicast,
+            withdrawn: vec![bad6],
+        })
+        .encode(Codec::default()),
+        Err(EncodeError::PrefixLength(bad6))
+    );
+}
+
+/// Attributes too long for any UPDATE with a route: build_updates says so
+/// instead of splitting the routes into messages that cannot be sent.
+#[test]
+fn attributes_without_room_for_a_route_are_refused() {
+    // Each community is 4 octets: about a thousand fill an UPDATE.
+    let mut a = ebgp_attrs();
+    a.communities = (0..1100).collect();
+    for vip in [IpAddr::from(VIP4), vip6().into()] {
+        let r = build_updates(&[vip], &[], &a, Codec::default());
+        assert!(matches!(r, Err(EncodeError::NoRoomForNlri { .. })), "{r:?}");
+    }
+    // Withdrawals carry no attributes: they always fit.
+    let w = build_updates(&[], &[VIP4.into(), vip6().into()], &a, Codec::default())
+        .expect("withdrawals build");
+    assert_eq!(w.len(), 2);
+    // The most communities that still fit one IPv4 route: every message
+    // built then encodes within the limit.
+    let mut n = 1100;
+    let msgs = loop {
+        a.communities = (0..n).collect();
+        if let Ok(m) = build_updates(&[VIP4.into(), vip6().into()], &[], &a, Codec::default()) {
+            break m;
+        }
+        n -= 1;
+    };
+    assert!(n > 1000, "{n}");
+    for m in &msgs {
+        let wire = m.encode(Codec::default()).expect("what builds encodes");
+        assert!(wire.len() <= MAX_MESSAGE_LEN);
+    }
+}
+
+#[test]
+fn open_beyond_one_capabilities_parameter_is_refused() {
+    // 253 octets of capabilities fit the one parameter (255 less its type
+    // and length); 254 do not.
+    let with = |value_len: usize| {
+        let mut o = Open::ours(65000, 90, ID);
+        o.capabilities = vec![Capability::Other {
+            code: 0x80,
+            value: vec![7; value_len],
+        }];
+        Message::Open(o)
+    };
+    let wire = with(251).encode(Codec::default()).expect("253 octets fit");
+    assert_eq!(wire[HEADER_LEN + 9], 255, "optional parameters length");
+    assert_eq!(decode_one(&wire, Codec::default()), with(251));
+    assert_eq!(
+        with(252).encode(Codec::default()),
+        Err(EncodeError::CapabilitiesTooLong { len: 254 })
+    );
+    assert_eq!(
+        with(256).encode(Codec::default()),
+        Err(EncodeError::CapabilityTooLong {
+            code: 0x80,
+            len: 256
+        })
+    );
+    // Many small ones add up the same way.
+    let mut o = Open::ours(65000, 90, ID);
+    o.capabilities = vec![Capability::RouteRefresh; 127];
+    assert_eq!(
+        Message::Open(o).encode(Codec::default()),
+        Err(EncodeError::CapabilitiesTooLong { len: 254 })
+    );
+}
+
+#[test]
+fn notification_beyond_the_message_limit_is_refused() {
+    let n = |len: usize| {
+        Message::Notification(Notification {
+            kind: NotificationKind::Cease(CeaseSubcode::AdministrativeShutdown),
+            data: vec![0; len],
+        })
+    };
+    let room = MAX_MESSAGE_LEN - HEADER_LEN - 2;
+    assert_eq!(
+        n(room).encode(Codec::default()).map(|w| w.len()),
+        Ok(MAX_MESSAGE_LEN)
+    );
+    assert_eq!(
+        n(room + 1).encode(Codec::default()),
+        Err(EncodeError::MessageTooLong {
+            kind: MessageType::Notification,
+            len: MAX_MESSAGE_LEN + 1
+        })
+    );
 }

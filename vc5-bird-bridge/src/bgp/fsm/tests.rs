@@ -1,7 +1,7 @@
 //! State machine tests: every transition an active speaker takes.
 
 use super::*;
-use crate::bgp::codec::{Attribute, Capability, Update};
+use crate::bgp::codec::{Afi, Attribute, Capability, Safi, Update};
 
 const ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -168,9 +168,9 @@ fn keepalive_and_hold_timers() {
     // Silence past the hold time: NOTIFICATION 4/0, Idle, retry scheduled.
     let a = f.expire(t0 + Duration::from_secs(51));
     assert!(
-        a.contains(&Action::Send(Message::Notification(Notification::new(
+        a.contains(&Action::Send(Message::Notification(Notification::new((
             4, 0
-        ))))
+        )))))
     );
     assert!(a.contains(&Action::Close));
     assert_eq!(f.state(), State::Idle);
@@ -340,7 +340,7 @@ fn new_attributes_are_sent_again_without_withdrawal() {
 fn notification_from_peer_goes_idle_without_reply() {
     let t0 = Instant::now();
     let (mut f, _) = established(cfg(), 65001, t0);
-    let n = Notification::new(6, 4);
+    let n = Notification::new((6, 4));
     let a = f.handle(Event::Message(Message::Notification(n.clone())), t0);
     assert_eq!(a, vec![Action::Close]);
     assert_eq!(f.state(), State::Idle);
@@ -359,11 +359,13 @@ fn wrong_peer_as_is_refused_with_bad_peer_as() {
     assert_eq!(
         a,
         vec![
-            Action::Send(Message::Notification(Notification::new(2, 2))),
+            Action::Send(Message::Notification(Notification::new((2, 2)))),
             Action::Close
         ]
     );
-    assert!(matches!(f.last_error(), Some(SessionError::NotificationSent(n, _)) if n.subcode == 2));
+    assert!(
+        matches!(f.last_error(), Some(SessionError::NotificationSent(n, _)) if n.subcode() == 2)
+    );
 }
 
 #[test]
@@ -375,7 +377,7 @@ fn ibgp_with_our_own_identifier_is_refused() {
     let a = f.handle(Event::Message(Message::Open(Open::ours(65000, 90, ID))), t0);
     assert_eq!(
         a[0],
-        Action::Send(Message::Notification(Notification::new(2, 3)))
+        Action::Send(Message::Notification(Notification::new((2, 3))))
     );
 }
 
@@ -390,7 +392,7 @@ fn decode_errors_send_their_notification() {
     assert_eq!(
         a,
         vec![
-            Action::Send(Message::Notification(Notification::new(1, 1))),
+            Action::Send(Message::Notification(Notification::new((1, 1)))),
             Action::Close
         ]
     );
@@ -406,13 +408,13 @@ fn unexpected_messages_are_fsm_errors() {
     let a = f.handle(Event::Message(Message::Keepalive), t0);
     assert_eq!(
         a[0],
-        Action::Send(Message::Notification(Notification::new(5, 1)))
+        Action::Send(Message::Notification(Notification::new((5, 1))))
     );
     let (mut f, _) = established(cfg(), 65001, t0);
     let a = f.handle(Event::Message(peer_open(65001, 90)), t0);
     assert_eq!(
         a[0],
-        Action::Send(Message::Notification(Notification::new(5, 3)))
+        Action::Send(Message::Notification(Notification::new((5, 3))))
     );
 }
 
@@ -459,7 +461,7 @@ fn ipv6_routes_need_the_family_and_a_next_hop() {
     // A peer that only does IPv4 unicast.
     let mut o = Open::ours(65001, 90, PEER_ID);
     o.capabilities
-        .retain(|c| !matches!(c, Capability::Multiprotocol { afi: 2, .. }));
+        .retain(|c| !matches!(c, Capability::Multiprotocol { afi: Afi::Ipv6, .. }));
     f.handle(Event::Message(Message::Open(o)), t0);
     f.handle(Event::Message(Message::Keepalive), t0);
     let a = f.handle(
@@ -497,7 +499,10 @@ fn route_refresh_resends_the_family() {
         t0,
     );
     let a = f.handle(
-        Event::Message(Message::RouteRefresh { afi: 2, safi: 1 }),
+        Event::Message(Message::RouteRefresh {
+            afi: Afi::Ipv6,
+            safi: Safi::Unicast,
+        }),
         t0,
     );
     let ups = sent_updates(&a);
@@ -528,7 +533,7 @@ fn reply_to_open_bytes(open_hex: &str) -> Vec<u8> {
     assert_eq!(f.state(), State::Idle);
     a.iter()
         .filter_map(|x| match x {
-            Action::Send(m) => Some(m.encode(f.codec())),
+            Action::Send(m) => Some(m.encode(f.codec()).expect("encodes")),
             _ => None,
         })
         .flatten()
@@ -578,4 +583,48 @@ fn peer_with_our_identifier_is_refused_on_ebgp_too() {
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Attributes whose UPDATE cannot be encoded (the announcer refuses such a
+/// configuration, so this is the bug path): nothing partial is sent, the
+/// session ends with Cease and the error is the session's.
+#[test]
+fn updates_that_cannot_be_encoded_end_the_session() {
+    let t0 = Instant::now();
+    let (mut f, _) = established(cfg(), 65001, t0);
+    f.handle(
+        Event::SetRoutes {
+            generation: 1,
+            routes: routes(&["203.0.113.10"]),
+        },
+        t0,
+    );
+    let a = f.handle(
+        Event::SetAttributes {
+            communities: (0..1100).collect(),
+            med: None,
+            local_pref: None,
+        },
+        t0,
+    );
+    assert_eq!(
+        a,
+        vec![
+            Action::Send(Message::Notification(Notification::new((6, 0)))),
+            Action::Close
+        ]
+    );
+    assert_eq!(f.state(), State::Idle);
+    assert!(matches!(
+        f.last_error(),
+        Some(SessionError::Encode(EncodeError::NoRoomForNlri { .. }))
+    ));
+    assert!(f.retry_at().is_some(), "retried like any failure");
+
+    // A message the peer task could not encode ends it the same way.
+    let (mut f, _) = established(cfg(), 65001, t0);
+    let e = EncodeError::NextHopTooLong { len: 300 };
+    let a = f.handle(Event::EncodeError(e.clone()), t0);
+    assert_eq!(a.last(), Some(&Action::Close));
+    assert_eq!(f.last_error(), Some(&SessionError::Encode(e)));
 }
