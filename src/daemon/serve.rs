@@ -6,9 +6,7 @@ use super::args::Args;
 use super::checks::{CheckId, all_checks, check_ids, health_event, targets};
 use super::control::{Control, Plane};
 use super::reload::reload;
-use super::trouble::{
-    Input, TOGETHER_HOLD_MAX, coalesce, links_without_carrier, local_trouble, no_carrier,
-};
+use super::trouble::{Input, TOGETHER_HOLD_MAX, coalesce, links_without_carrier, no_carrier};
 use super::unix_ms;
 use crate::config::Config;
 use crate::logbuf::LogBuffer;
@@ -291,7 +289,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                 }
             }
             Some(changes) = res_rx.recv() => {
-                if local_trouble(&mut ctl.hold, &ours, &ctl.cfg) {
+                if ctl.held(&ours) {
                     if let Some(h) = ctl.hold.as_mut() {
                         h.keep(Input::L2(changes));
                     }
@@ -308,7 +306,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                 while let Ok(ev) = health_rx.try_recv() {
                     evs.push(ev);
                 }
-                if local_trouble(&mut ctl.hold, &ours, &ctl.cfg) {
+                if ctl.held(&ours) {
                     if let Some(h) = ctl.hold.as_mut() {
                         h.keep(Input::Health(evs));
                     }

@@ -41,6 +41,18 @@ pub(super) struct Window {
 }
 
 impl<P: Plane> Control<P> {
+    /// Whether the news must be held back for this host's own trouble
+    /// ([`local_trouble`]); a hold that begins here is published at once, so
+    /// the status shows it before the next counter refresh.
+    pub(super) fn held(&mut self, ours: &[u32]) -> bool {
+        let began = self.hold.is_none();
+        let held = local_trouble(&mut self.hold, ours, &self.cfg);
+        if held && began {
+            self.publish();
+        }
+        held
+    }
+
     /// Closes the window once a check period has passed since it opened.
     /// Returns whether it closed (the data plane must then be reprogrammed:
     /// reals on probation lose their flows).
