@@ -1,6 +1,7 @@
 //! Spellings: which characters a name may hold and how one is quoted in a
-//! message, what a host name and a DNS name look like, DNS record types and
-//! response codes by name, and durations such as `"500ms"`.
+//! message, what a host name and a DNS name look like, and durations such as
+//! `"500ms"`. DNS record types and response codes are spelled by vc5-health
+//! (`vc5_health::spec::parse_qtype` and friends), after hickory-proto.
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -89,81 +90,6 @@ pub(super) fn is_dns_name(s: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_graphic())
         })
-}
-
-/// Record types known by name; others are written `TYPEnnn` (RFC 3597).
-const QTYPES: &[(&str, u16)] = &[
-    ("A", 1),
-    ("NS", 2),
-    ("CNAME", 5),
-    ("SOA", 6),
-    ("PTR", 12),
-    ("MX", 15),
-    ("TXT", 16),
-    ("AAAA", 28),
-    ("SRV", 33),
-    ("NAPTR", 35),
-    ("DS", 43),
-    ("RRSIG", 46),
-    ("DNSKEY", 48),
-    ("SVCB", 64),
-    ("HTTPS", 65),
-    ("ANY", 255),
-    ("CAA", 257),
-];
-
-/// Response codes known by name (RFC 1035, RFC 2136).
-const RCODES: &[(&str, u16)] = &[
-    ("NOERROR", 0),
-    ("FORMERR", 1),
-    ("SERVFAIL", 2),
-    ("NXDOMAIN", 3),
-    ("NOTIMP", 4),
-    ("REFUSED", 5),
-    ("YXDOMAIN", 6),
-    ("YXRRSET", 7),
-    ("NXRRSET", 8),
-    ("NOTAUTH", 9),
-    ("NOTZONE", 10),
-];
-
-/// Extended response codes are 12 bits wide (RFC 6891).
-pub(super) const MAX_RCODE: u16 = 4095;
-
-pub(super) fn qtype_code(qtype: &str) -> Option<u16> {
-    QTYPES
-        .iter()
-        .find(|(name, _)| *name == qtype)
-        .map(|&(_, code)| code)
-        .or_else(|| qtype.strip_prefix("TYPE")?.parse().ok())
-}
-
-pub(super) fn normalise_qtype(s: &str) -> Option<String> {
-    let upper = s.trim().to_ascii_uppercase();
-    // Type 0 is reserved and never asked for.
-    if upper == "0" || upper == "TYPE0" {
-        return None;
-    }
-    if let Ok(code) = upper.parse::<u16>() {
-        return Some(
-            QTYPES
-                .iter()
-                .find(|&&(_, c)| c == code)
-                .map_or_else(|| format!("TYPE{code}"), |(name, _)| (*name).to_owned()),
-        );
-    }
-    qtype_code(&upper).map(|_| upper)
-}
-
-pub(super) fn parse_rcode(s: &str) -> Option<u16> {
-    let s = s.trim();
-    if let Ok(code) = s.parse::<u16>() {
-        return (code <= MAX_RCODE).then_some(code);
-    }
-    RCODES
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(s))
-        .map(|&(_, code)| code)
 }
 
 /// Parses `"500ms"`, `"2s"`, `"1.5m"`, `"1h"` or a bare number of seconds, exactly:

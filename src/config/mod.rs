@@ -40,9 +40,15 @@
 //!
 //! A check: `name`, `type` (`tcp`, `http`, `https`, `dns`), `port`, `interval`,
 //! `timeout`, `rise`, `fall`; for http and https `path`, `host`, `method`, `expect`
-//! (a status code or a list); for https `verify`; for dns `query`, `qtype`,
-//! `transport` (`udp` or `tcp`) and `rcode` (a number or a name such as `NXDOMAIN`).
+//! (a status code or a list); for https `verify`; for dns `query`, `qtype` (a
+//! mnemonic such as `AAAA`, `TYPEnnn` or a number), `transport` (`udp` or `tcp`)
+//! and `rcode` (a number up to 4095 or a name such as `NXDOMAIN`), both read and
+//! shown after hickory-proto's `RecordType` and `ResponseCode`.
 //! A key that does not apply to the check's type is an error rather than ignored.
+//! What a check does is vc5-health's [`vc5_health::CheckKind`], and every default
+//! left out of the file is vc5-health's ([`vc5_health::HttpCheck::default`],
+//! [`vc5_health::DnsCheck::default`], `vc5_health::spec::DEFAULT_*`): the
+//! configuration keeps no defaults of its own for checks.
 //! Durations are a number of seconds or a string such as `"500ms"`, `"2s"`, `"1m"`,
 //! with millisecond resolution.
 //!
@@ -50,6 +56,11 @@
 //!
 //! - A check's `port` must be one of its service's ports, and may be left out only
 //!   when the service has one port.
+//! - A check's `name` (default `TYPE:PORT`, e.g. `http:80`) is unique within its
+//!   service, since the daemon knows a check by service, real and name. Two checks
+//!   of one type and port must therefore be named; they are refused, not numbered,
+//!   because a number from the list's order would swap their states when they are
+//!   reordered.
 //! - `need` is at most the number of the service's reals, disabled ones included, so
 //!   that disabling a real never makes a valid file invalid.
 //! - A real listed in several groups of one service must have the same settings in
@@ -94,9 +105,12 @@
 //! # Normalised form
 //!
 //! [`Config::to_json`] prints the model with the field names of the structs below,
-//! except that check durations are integers named `interval_ms` and `timeout_ms`, a
-//! check's kind is named `type`, communities are `"ASN:VALUE"` strings, and
-//! `flow_sync_wait` is an integer named `flow_sync_wait_ms`.
+//! except that communities are `"ASN:VALUE"` strings, `flow_sync_wait` is an integer
+//! named `flow_sync_wait_ms`, and a check is flat: `name`, `type`, `port`, the keys
+//! of its type (`path`, `host`, `method`, `expect` for http and https;
+//! `verify_tls` for https; `dns: {query, qtype, transport, rcode}` for dns, `qtype`
+//! a mnemonic or `TYPEnnn` and `rcode` a number), then `interval_ms`, `timeout_ms`,
+//! `rise` and `fall`.
 //!
 //! # Where things are
 //!
@@ -124,14 +138,12 @@ use std::path::Path;
 use serde_saphyr::Location;
 
 pub use model::{
-    Check, CheckKind, Config, DEFAULT_CHECK_METHOD, DEFAULT_CHECK_PATH, DEFAULT_DNS_QTYPE,
-    DEFAULT_DNS_QUERY, DEFAULT_DNS_RCODE, DEFAULT_DNS_TRANSPORT, DEFAULT_EXPECT, DEFAULT_FALL,
-    DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE, DEFAULT_FLOW_SYNC_RESYNC_RATE,
-    DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, DEFAULT_INTERVAL, DEFAULT_NEED, DEFAULT_PROTOCOL,
-    DEFAULT_RISE, DEFAULT_TIMEOUT, DEFAULT_VERIFY_TLS, DEFAULT_WEIGHT, DnsCheck, MAX_BACKENDS,
-    MAX_DESC_CHARS, MAX_ENDPOINTS, MAX_FILE_BYTES, MAX_FLOW_INSERT_LIMIT, MAX_FLOW_SYNC_RATE,
-    MAX_FLOW_SYNC_WAIT, MAX_INTERVAL, MAX_NAME_CHARS, MAX_NODES, MAX_RISE_FALL, MIN_FLOW_SYNC_RATE,
-    MIN_FLOW_SYNC_WAIT, MIN_INTERVAL, MIN_TIMEOUT, Protocol, Real, Rhi, Service,
+    Check, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
+    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, DEFAULT_NEED,
+    DEFAULT_PROTOCOL, DEFAULT_WEIGHT, MAX_BACKENDS, MAX_DESC_CHARS, MAX_ENDPOINTS, MAX_FILE_BYTES,
+    MAX_FLOW_INSERT_LIMIT, MAX_FLOW_SYNC_RATE, MAX_FLOW_SYNC_WAIT, MAX_INTERVAL, MAX_NAME_CHARS,
+    MAX_NODES, MAX_RISE_FALL, MIN_FLOW_SYNC_RATE, MIN_FLOW_SYNC_WAIT, MIN_INTERVAL, MIN_TIMEOUT,
+    Protocol, Real, Rhi, Service,
 };
 
 use normalise::Normaliser;

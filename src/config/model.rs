@@ -8,10 +8,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use vc5_health::{CheckKind as HealthKind, CheckSpec, HttpCheck};
-
-use super::lexical::qtype_code;
+use vc5_health::spec::qtype_name;
+use vc5_health::{CheckKind, CheckSpec, TlsVerify};
 
 /// Healthy reals a service needs when `need` is not given: the original's default.
 pub const DEFAULT_NEED: usize = 1;
@@ -23,36 +23,6 @@ pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
 /// BGP hold time in seconds when `rhi.hold_time` is not given: the value RFC 4271
 /// suggests.
 pub const DEFAULT_HOLD_TIME: u16 = 90;
-/// Path an http or https check requests when `path` is not given.
-pub const DEFAULT_CHECK_PATH: &str = "/";
-/// Method an http or https check uses when `method` is not given.
-pub const DEFAULT_CHECK_METHOD: &str = "GET";
-/// Status codes an http or https check accepts when `expect` is not given.
-pub const DEFAULT_EXPECT: &[u16] = &[200];
-/// Time between two runs of a check when `interval` is not given.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
-/// Time a check may take when `timeout` is not given; it must stay below the interval.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Consecutive passes that make a failed real healthy when `rise` is not given.
-pub const DEFAULT_RISE: u32 = 2;
-/// Consecutive failures that make a healthy real fail when `fall` is not given.
-pub const DEFAULT_FALL: u32 = 3;
-/// Whether an https check verifies the server's certificate when `verify` is not
-/// given. Reals are usually addressed by IP and carry certificates for the service's
-/// name, so verifying by default would fail most checks.
-pub const DEFAULT_VERIFY_TLS: bool = false;
-/// Name a dns check asks for when `query` is not given: the root, which any
-/// recursive resolver can answer from its priming data.
-pub const DEFAULT_DNS_QUERY: &str = ".";
-/// Record type a dns check asks for when `qtype` is not given. `NS` rather than `A`
-/// because `. NS` is the conventional liveness query for a resolver (`dig . NS`) and
-/// is answered from the root hints, while `. A` has no data to return.
-pub const DEFAULT_DNS_QTYPE: &str = "NS";
-/// Transport a dns check uses when `transport` is not given.
-pub const DEFAULT_DNS_TRANSPORT: Protocol = Protocol::Udp;
-/// Response code a dns check expects when `rcode` is not given: NOERROR.
-pub const DEFAULT_DNS_RCODE: u16 = 0;
-
 /// How long vc5d holds its announcements at start for vc5-flowsync's resync when
 /// `flow_sync_wait` is not given.
 pub const DEFAULT_FLOW_SYNC_WAIT: Duration = vc5_xdp::flowsync::settings::DEFAULT_WAIT;
@@ -185,7 +155,8 @@ impl Rhi {
     }
 }
 
-/// A transport protocol: of a service, or of a dns check.
+/// A transport protocol: of a service, and as the file writes a dns check's
+/// `transport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -266,74 +237,27 @@ pub struct Real {
     pub disabled: bool,
 }
 
-/// What a health check does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    /// A TCP connection is accepted.
-    Tcp,
-    /// An HTTP request gets an expected status.
-    Http,
-    /// An HTTP request over TLS gets an expected status.
-    Https,
-    /// A DNS query gets an expected response code.
-    Dns,
-}
-
-impl CheckKind {
-    /// The name used in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckKind::Tcp => "tcp",
-            CheckKind::Http => "http",
-            CheckKind::Https => "https",
-            CheckKind::Dns => "dns",
-        }
-    }
-
-    pub(super) fn is_http(self) -> bool {
-        matches!(self, CheckKind::Http | CheckKind::Https)
-    }
-}
-
-impl fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A health check, run against every real of its service.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A health check, run against every real of its service: what it does is
+/// vc5-health's own [`CheckKind`], defaults filled in from vc5-health's; the
+/// configuration adds only the name, the port and the timing.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Check {
-    /// Name shown in status; defaults to `TYPE:PORT`, e.g. `http:80`.
+    /// Identifies the check within its service (in the status, the logs, and
+    /// over a reload); unique within the service. Defaults to `TYPE:PORT`, e.g.
+    /// `http:80`.
     pub name: String,
-    /// What the check does (`type` in the file).
-    #[serde(rename = "type")]
-    pub kind: CheckKind,
     /// Port on the real, always one of the service's ports.
     pub port: u16,
-    /// HTTP request path (http, https).
-    pub path: String,
-    /// HTTP `Host` header and TLS server name (http, https); `None`: the real's address.
-    pub host: Option<String>,
-    /// HTTP method (http, https).
-    pub method: String,
-    /// Accepted HTTP status codes (http, https).
-    pub expect: Vec<u16>,
+    /// What the check does (`type` in the file, with its keys).
+    pub kind: CheckKind,
     /// Time between the starts of two runs.
-    #[serde(rename = "interval_ms", serialize_with = "serialize_millis")]
     pub interval: Duration,
     /// Time a run may take before it counts as failed.
-    #[serde(rename = "timeout_ms", serialize_with = "serialize_millis")]
     pub timeout: Duration,
     /// Consecutive passes that make a failed real healthy.
     pub rise: u32,
     /// Consecutive failures that make a healthy real fail.
     pub fall: u32,
-    /// Whether an https check verifies the certificate (`verify` in the file).
-    pub verify_tls: bool,
-    /// The query of a dns check; `None` for the other kinds.
-    pub dns: Option<DnsCheck>,
 }
 
 impl Check {
@@ -341,38 +265,7 @@ impl Check {
     /// `source` when given. Validation runs the monitor's own checks on this, so
     /// the daemon must build its checks with this function too.
     pub fn spec(&self, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
-        use vc5_health::{DnsCheck as HealthDns, DnsTransport, TlsVerify};
-        let http = || HttpCheck {
-            method: self.method.clone(),
-            path: self.path.clone(),
-            host: self.host.clone(),
-            expect: self.expect.clone(),
-        };
-        let kind = match self.kind {
-            CheckKind::Tcp => HealthKind::Tcp,
-            CheckKind::Http => HealthKind::Http(http()),
-            CheckKind::Https => HealthKind::Https {
-                http: http(),
-                verify: if self.verify_tls {
-                    TlsVerify::WebPki
-                } else {
-                    TlsVerify::None
-                },
-            },
-            CheckKind::Dns => {
-                let d = self.dns.as_ref();
-                HealthKind::Dns(HealthDns {
-                    query: d.map_or_else(|| DEFAULT_DNS_QUERY.into(), |d| d.query.clone()),
-                    qtype: d.map_or(2, |d| d.qtype_code()),
-                    transport: match d.map(|d| d.transport) {
-                        Some(Protocol::Tcp) => DnsTransport::Tcp,
-                        _ => DnsTransport::Udp,
-                    },
-                    rcode: d.map_or(DEFAULT_DNS_RCODE, |d| d.rcode),
-                })
-            }
-        };
-        let spec = CheckSpec::new(SocketAddr::new(real, self.port), kind)
+        let spec = CheckSpec::new(SocketAddr::new(real, self.port), self.kind.clone())
             .with_timing(self.interval, self.timeout)
             .with_rise_fall(self.rise, self.fall);
         match source {
@@ -382,23 +275,56 @@ impl Check {
     }
 }
 
-/// The query a dns check sends and the answer it wants.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DnsCheck {
-    /// Name asked for, e.g. `.` or `example.com`.
-    pub query: String,
-    /// Record type as an upper-case mnemonic (`A`, `NS`, …) or `TYPEnnn`.
-    pub qtype: String,
-    /// Transport of the query.
-    pub transport: Protocol,
-    /// Response code that counts as a pass (0 = NOERROR).
-    pub rcode: u16,
-}
-
-impl DnsCheck {
-    /// The numeric record type to put in the question.
-    pub fn qtype_code(&self) -> u16 {
-        qtype_code(&self.qtype).unwrap_or(0)
+/// `--check` prints a check as `name`, `type`, `port`, the keys of its type
+/// (`path`, `host`, `method`, `expect` for http and https, `verify_tls` for https,
+/// `dns` for dns), then `interval_ms`, `timeout_ms`, `rise` and `fall`.
+impl Serialize for Check {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("type", self.kind.name())?;
+        m.serialize_entry("port", &self.port)?;
+        match &self.kind {
+            CheckKind::Tcp => {}
+            CheckKind::Http(http) | CheckKind::Https { http, .. } => {
+                m.serialize_entry("path", &http.path)?;
+                m.serialize_entry("host", &http.host)?;
+                m.serialize_entry("method", &http.method)?;
+                m.serialize_entry("expect", &http.expect)?;
+            }
+            CheckKind::Dns(dns) => {
+                #[derive(Serialize)]
+                struct Dns<'a> {
+                    query: &'a str,
+                    qtype: String,
+                    transport: String,
+                    rcode: u16,
+                }
+                m.serialize_entry(
+                    "dns",
+                    &Dns {
+                        query: &dns.query,
+                        qtype: qtype_name(dns.qtype),
+                        transport: dns.transport.to_string(),
+                        rcode: u16::from(dns.rcode),
+                    },
+                )?;
+            }
+        }
+        if let CheckKind::Https { verify, .. } = &self.kind {
+            m.serialize_entry("verify_tls", &(*verify != TlsVerify::None))?;
+        }
+        m.serialize_entry(
+            "interval_ms",
+            &u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+        )?;
+        m.serialize_entry(
+            "timeout_ms",
+            &u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        )?;
+        m.serialize_entry("rise", &self.rise)?;
+        m.serialize_entry("fall", &self.fall)?;
+        m.end()
     }
 }
 

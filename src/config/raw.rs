@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
-use super::model::{CheckKind, Protocol};
+use super::model::Protocol;
 use super::spanned::{Bool, Int, OneOrMany, RawDuration, Text};
 
 #[derive(Deserialize)]
@@ -79,7 +79,7 @@ pub(super) struct RawCheck {
     #[serde(default, deserialize_with = "present")]
     pub(super) name: Option<Spanned<Text>>,
     #[serde(rename = "type")]
-    pub(super) kind: CheckKind,
+    pub(super) kind: CheckType,
     #[serde(default, deserialize_with = "present")]
     pub(super) port: Option<Spanned<Int>>,
     #[serde(default, deserialize_with = "present")]
@@ -108,6 +108,34 @@ pub(super) struct RawCheck {
     pub(super) transport: Option<Spanned<Protocol>>,
     #[serde(default, deserialize_with = "present")]
     pub(super) rcode: Option<Spanned<Text>>,
+}
+
+/// A check's `type` as the file writes it; the second pass turns it, with the
+/// keys of that type, into vc5-health's `CheckKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum CheckType {
+    Tcp,
+    Http,
+    Https,
+    Dns,
+}
+
+impl CheckType {
+    pub(super) fn is_http(self) -> bool {
+        matches!(self, CheckType::Http | CheckType::Https)
+    }
+}
+
+impl fmt::Display for CheckType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckType::Tcp => "tcp",
+            CheckType::Http => "http",
+            CheckType::Https => "https",
+            CheckType::Dns => "dns",
+        })
+    }
 }
 
 /// For an optional key: absent is `None` (through `#[serde(default)]`), while a

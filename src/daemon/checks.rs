@@ -8,46 +8,15 @@ use std::sync::Arc;
 use tracing::{info, info_span, warn};
 use vc5_health::{CheckSpec, CheckState, Event as HealthEvent, Outcome};
 
-/// A check of one real for one service: (service name, real, what the check
-/// is). Identified by what it does rather than by its place in the list, so
-/// that a reload that reorders checks keeps each one's own state, and a check
-/// whose probe changed starts afresh (its first result decides at once).
-pub(super) type CheckId = (String, IpAddr, CheckKey);
-
-/// What a check is, for [`CheckId`]: a fingerprint of what it asks and what
-/// passes (kind, port, request, expected answers), leaving out its name and
-/// timing. A renamed check, or one with a new interval, timeout, rise or fall,
-/// is the same check and keeps its state (the monitor carries it to the new
-/// timing). Computed from the configuration without building a [`CheckSpec`],
-/// since the control loop looks checks up many times per change; the test
-/// `check_keys_follow_what_the_check_is` holds it to the spec's fields.
-/// 64 bits: two different checks of one service would have to collide.
-pub(super) type CheckKey = u64;
-
-/// The [`CheckKey`] of a configured check.
-pub(super) fn check_key(c: &config::Check) -> CheckKey {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    // DefaultHasher::new() has fixed keys: the same check hashes the same on
-    // every reload within this process, which is all an id needs.
-    let mut h = DefaultHasher::new();
-    c.kind.hash(&mut h);
-    c.port.hash(&mut h);
-    match c.kind {
-        config::CheckKind::Tcp => {}
-        config::CheckKind::Http | config::CheckKind::Https => {
-            (&c.method, &c.path, &c.host, &c.expect).hash(&mut h);
-            if c.kind == config::CheckKind::Https {
-                c.verify_tls.hash(&mut h);
-            }
-        }
-        config::CheckKind::Dns => {
-            if let Some(d) = &c.dns {
-                (&d.query, d.qtype_code(), d.transport, d.rcode).hash(&mut h);
-            }
-        }
-    }
-    h.finish()
-}
+/// A check of one real for one service: (service name, real, check name).
+/// The name is unique within the service (the configuration refuses two
+/// alike), so the id does not depend on the check's place in the list: a
+/// reload that reorders checks keeps each one's own state. A check that keeps
+/// its name but probes otherwise (another port, request or expected answer;
+/// not merely other timing) starts afresh: the monitor starts it `Unknown`
+/// (`vc5_health::CheckSpec::same_probe`), and the reload forgets the control
+/// loop's view of it ([`probe_changed`]).
+pub(super) type CheckId = (String, IpAddr, String);
 
 /// The health monitor's view of one check.
 #[derive(Debug, Clone)]
@@ -60,29 +29,40 @@ pub(super) struct CheckView {
     pub(super) latest: Arc<vc5_health::Latest>,
 }
 
-/// The health check of the configuration, as the monitor runs it: the same
-/// mapping that configuration validation checks, so a loaded file's checks run.
-pub(super) fn check_spec(c: &config::Check, real: IpAddr, source: Option<IpAddr>) -> CheckSpec {
-    c.spec(real, source)
-}
-
 /// Every check of the configuration: one per service, real and check.
 pub(super) fn check_ids(cfg: &Config) -> impl Iterator<Item = (CheckId, &config::Check)> {
     cfg.services.iter().flat_map(|s| {
         s.reals.iter().flat_map(move |r| {
             s.checks
                 .iter()
-                .map(move |c| ((s.name.clone(), r.addr, check_key(c)), c))
+                .map(move |c| ((s.name.clone(), r.addr, c.name.clone()), c))
         })
     })
 }
 
+/// Every check of the configuration as the monitor runs it: the spec that
+/// configuration validation checks, so a loaded file's checks run.
 pub(super) fn all_checks(cfg: &Config, source: Option<IpAddr>) -> Vec<(CheckId, CheckSpec)> {
     check_ids(cfg)
         .map(|(id, c)| {
-            let spec = check_spec(c, id.1, source);
+            let spec = c.spec(id.1, source);
             (id, spec)
         })
+        .collect()
+}
+
+/// The checks of `new` that `old` has under the same id but that probe
+/// otherwise (what [`CheckSpec::same_probe`] says of their specs): their
+/// state says nothing about the new probe.
+pub(super) fn probe_changed(old: &Config, new: &Config) -> Vec<CheckId> {
+    let before: HashMap<CheckId, &config::Check> = check_ids(old).collect();
+    check_ids(new)
+        .filter(|(id, c)| {
+            before
+                .get(id)
+                .is_some_and(|was| !was.spec(id.1, None).same_probe(&c.spec(id.1, None)))
+        })
+        .map(|(id, _)| id)
         .collect()
 }
 
@@ -138,29 +118,8 @@ mod check_id_tests {
     use super::*;
     use std::time::Duration;
 
-    /// A check's key changes exactly when what it does changes: equal keys
-    /// for checks whose specs differ only in timing (and name), different
-    /// keys for any other difference; reordering changes no key.
-    #[test]
-    fn check_keys_follow_what_the_check_is() {
-        let checks = [
-            "{type: http, port: 80, path: /health}",
-            "{name: renamed, type: http, port: 80, path: /health, interval: 5s, rise: 4, fall: 5, timeout: 2s}",
-            "{type: http, port: 80, path: /other}",
-            "{type: http, port: 81, path: /health}",
-            "{type: http, port: 80, path: /health, host: example.com}",
-            "{type: http, port: 80, path: /health, expect: [200, 204]}",
-            "{type: http, port: 80, path: /health, method: HEAD}",
-            "{type: https, port: 80, path: /health}",
-            "{type: https, port: 80, path: /health, verify: true}",
-            "{type: tcp, port: 80}",
-            "{type: tcp, port: 81}",
-            "{type: dns, port: 80}",
-            "{type: dns, port: 80, query: example.com}",
-            "{type: dns, port: 80, qtype: A}",
-            "{type: dns, port: 80, transport: tcp}",
-            "{type: dns, port: 80, rcode: 3}",
-        ];
+    /// One service `s` (ports 80 and 81, real 10.0.0.1) with `checks`.
+    fn cfg(checks: &[&str]) -> Config {
         let yaml = format!(
             "services:\n  - name: s\n    addr: 192.0.2.1\n    port: [80, 81]\n    real: r\n    checks:\n{}reals:\n  r: [10.0.0.1]\n",
             checks
@@ -168,10 +127,37 @@ mod check_id_tests {
                 .map(|c| format!("      - {c}\n"))
                 .collect::<String>()
         );
-        let cfg = config::parse(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+        config::parse(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Ids are (service, real, name): one per check, whatever the order.
+    /// Whether a reload starts a check afresh follows what the check does:
+    /// the same probe for specs that differ only in timing, another for any
+    /// other difference.
+    #[test]
+    fn check_ids_are_names_and_probes_follow_what_the_check_is() {
+        let checks = [
+            "{name: k01, type: http, port: 80, path: /health}",
+            "{name: k02, type: http, port: 80, path: /health, interval: 5s, rise: 4, fall: 5, timeout: 2s}",
+            "{name: k03, type: http, port: 80, path: /other}",
+            "{name: k04, type: http, port: 81, path: /health}",
+            "{name: k05, type: http, port: 80, path: /health, host: example.com}",
+            "{name: k06, type: http, port: 80, path: /health, expect: [200, 204]}",
+            "{name: k07, type: http, port: 80, path: /health, method: HEAD}",
+            "{name: k08, type: https, port: 80, path: /health}",
+            "{name: k09, type: https, port: 80, path: /health, verify: true}",
+            "{name: k10, type: tcp, port: 80}",
+            "{name: k11, type: tcp, port: 81}",
+            "{name: k12, type: dns, port: 80}",
+            "{name: k13, type: dns, port: 80, query: example.com}",
+            "{name: k14, type: dns, port: 80, qtype: A}",
+            "{name: k15, type: dns, port: 80, transport: tcp}",
+            "{name: k16, type: dns, port: 80, rcode: 3}",
+        ];
+        let cfg = cfg(&checks);
         let real = IpAddr::from([10, 0, 0, 1]);
         let untimed = |c: &config::Check| {
-            let mut s = check_spec(c, real, None);
+            let mut s = c.spec(real, None);
             s.interval = Duration::ZERO;
             s.timeout = Duration::ZERO;
             (s.rise, s.fall) = (0, 0);
@@ -181,21 +167,58 @@ mod check_id_tests {
         for a in all {
             for b in all {
                 assert_eq!(
-                    check_key(a) == check_key(b),
+                    a.spec(real, None).same_probe(&b.spec(real, None)),
                     untimed(a) == untimed(b),
                     "{a:?} / {b:?}"
                 );
             }
         }
-        // The first two are one check; every other differs.
-        assert_eq!(check_key(&all[0]), check_key(&all[1]));
-        let keys: BTreeSet<_> = all.iter().map(check_key).collect();
-        assert_eq!(keys.len(), checks.len() - 1);
-        // Ids do not depend on positions.
+        // The first two probe alike; every other differs.
+        assert!(all[0].spec(real, None).same_probe(&all[1].spec(real, None)));
+        let probes: Vec<CheckSpec> = all.iter().map(untimed).collect();
+        let distinct = probes
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| !probes[..*i].contains(p))
+            .count();
+        assert_eq!(distinct, checks.len() - 1);
+        // One id per check, named as configured, not depending on positions.
         let ids: BTreeSet<CheckId> = check_ids(&cfg).map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), checks.len());
+        assert!(ids.iter().all(|(s, r, _)| s == "s" && *r == real));
+        let names: Vec<&str> = ids.iter().map(|(_, _, n)| n.as_str()).collect();
+        let want: Vec<String> = (1..=checks.len()).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(names, want);
         let mut reversed = cfg.clone();
         reversed.services[0].checks.reverse();
         let ids2: BTreeSet<CheckId> = check_ids(&reversed).map(|(id, _)| id).collect();
         assert_eq!(ids, ids2);
+    }
+
+    /// Over a reload, a check that keeps its name and changes its timing
+    /// keeps its id and its state; one that keeps its name and probes
+    /// otherwise keeps its id but starts afresh; a renamed one is a new check.
+    #[test]
+    fn a_changed_probe_under_the_same_name_is_found() {
+        let old = cfg(&[
+            "{name: a, type: http, port: 80, path: /health}",
+            "{name: b, type: tcp, port: 80}",
+            "{name: c, type: dns, port: 80, qtype: A}",
+            "{type: tcp, port: 81}",
+        ]);
+        let new = cfg(&[
+            "{name: c, type: dns, port: 80, qtype: 1, interval: 10s}",
+            "{name: b, type: tcp, port: 81}",
+            "{name: a, type: http, port: 80, path: /other}",
+            "{name: renamed, type: tcp, port: 81}",
+        ]);
+        let real = IpAddr::from([10, 0, 0, 1]);
+        let id = |n: &str| ("s".to_string(), real, n.to_string());
+        let mut changed = probe_changed(&old, &new);
+        changed.sort();
+        assert_eq!(changed, [id("a"), id("b")]);
+        assert!(probe_changed(&new, &new).is_empty());
+        let ids: BTreeSet<CheckId> = check_ids(&new).map(|(id, _)| id).collect();
+        assert!(!ids.contains(&id("tcp:81")) && ids.contains(&id("renamed")));
     }
 }

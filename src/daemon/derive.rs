@@ -7,7 +7,7 @@
 //! the status from it, and reports what changed as [`changes`] between the
 //! previous derivation and the new one.
 
-use super::checks::{CheckView, check_key};
+use super::checks::CheckView;
 use super::proto_number;
 use crate::config::{self, Config};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -114,7 +114,7 @@ pub(super) fn check_healthy(
             let views = s
                 .checks
                 .iter()
-                .map(|c| checks.get(&(key.0.clone(), r.addr, check_key(c))));
+                .map(|c| checks.get(&(key.0.clone(), r.addr, c.name.clone())));
             if state(s, r, views, drained.contains(&key)).is_healthy() {
                 out.insert(key);
             }
@@ -128,9 +128,7 @@ impl Derivation {
         let mut services = Vec::with_capacity(i.cfg.services.len());
         let mut ups = Vec::new();
         for s in &i.cfg.services {
-            // The checks' keys once per service, not once per real.
-            let keys: Vec<u64> = s.checks.iter().map(check_key).collect();
-            let reals: Vec<RealView> = s.reals.iter().map(|r| real(i, s, r, &keys)).collect();
+            let reals: Vec<RealView> = s.reals.iter().map(|r| real(i, s, r)).collect();
             let healthy = reals.iter().filter(|r| r.healthy).count();
             let up = healthy >= s.need;
             ups.extend(s.addrs.iter().map(|v| (*v, up)));
@@ -184,12 +182,13 @@ impl Derivation {
     }
 }
 
-fn real(i: &Inputs, s: &config::Service, r: &config::Real, keys: &[u64]) -> RealView {
+fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
     let key = (s.name.clone(), r.addr);
     let drained = i.drained.contains(&key);
-    let views: Vec<Option<&CheckView>> = keys
+    let views: Vec<Option<&CheckView>> = s
+        .checks
         .iter()
-        .map(|k| i.checks.get(&(key.0.clone(), r.addr, *k)))
+        .map(|c| i.checks.get(&(key.0.clone(), r.addr, c.name.clone())))
         .collect();
     let state = state(s, r, views.iter().copied(), drained);
     let l2 = i.l2.get(&r.addr).copied().flatten();
@@ -390,7 +389,7 @@ reals:
             why: Option<Failure>,
         ) {
             self.checks
-                .insert((svc.into(), real, check_key(c)), view(state, why));
+                .insert((svc.into(), real, c.name.clone()), view(state, why));
         }
 
         /// Sets check `i` of service `svc` for `real`.
@@ -650,9 +649,10 @@ reals:
     }
 
     /// Over a reload, reals and checks that stay keep their state: the
-    /// check views are keyed by what the check does, so the new
-    /// configuration derives the same reals from the same views, with no
-    /// event; a new real comes in with `before: None`.
+    /// check views are keyed by service, real and check name, not position,
+    /// so the new configuration, its checks reordered, derives the same
+    /// reals from the same views, with no event; a new real comes in with
+    /// `before: None`.
     #[test]
     fn a_reload_keeps_what_stays() {
         let mut w = World::new(cfg("", false));

@@ -1,7 +1,7 @@
 //! Reloading the configuration: everything that can refuse it is asked
 //! before anything changes, and a refusal leaves the running one in force.
 
-use super::checks::{CheckId, CheckView, all_checks, check_ids, targets};
+use super::checks::{CheckId, CheckView, all_checks, check_ids, probe_changed, targets};
 use super::control::{Control, Plane};
 use super::serve::{ToResolver, announcer_config, notify, start_announcer};
 use crate::config::{self, Config};
@@ -26,6 +26,21 @@ pub(super) async fn reload<P: Plane>(
         Err(_) => "reload refused; the running configuration stays",
     }));
     r
+}
+
+/// Takes out of `checks` the views of the checks that keep their id from
+/// `old` to `new` but probe otherwise: they start afresh, as the monitor
+/// starts them, and no derivation of `new` may judge a real by the old
+/// probe's state. Returns them, for a refused reload to put back.
+fn take_changed(
+    old: &Config,
+    new: &Config,
+    checks: &mut HashMap<CheckId, CheckView>,
+) -> Vec<(CheckId, CheckView)> {
+    probe_changed(old, new)
+        .into_iter()
+        .filter_map(|id| checks.remove_entry(&id))
+        .collect()
 }
 
 /// Forgets the checks and drains of services, reals and checks that `cfg`
@@ -58,8 +73,10 @@ pub(super) async fn reload_inner<P: Plane>(
         .validate()
         .map_err(|e| format!("route health injection: {e}"))?;
     let old = std::mem::replace(&mut ctl.cfg, new);
+    let changed = take_changed(&old, &ctl.cfg, &mut ctl.checks);
     if let Err(e) = ctl.apply() {
         ctl.cfg = old;
+        ctl.checks.extend(changed);
         let _ = ctl.apply();
         return Err(format!("{e:#}"));
     }
@@ -76,6 +93,7 @@ pub(super) async fn reload_inner<P: Plane>(
             // Not a reload that half happened: back to the old checks and
             // the old programming, and say so.
             ctl.cfg = old;
+            ctl.checks.extend(changed);
             let _ = monitor
                 .set_checks(all_checks(&ctl.cfg, ctl.args.address))
                 .await;
@@ -98,6 +116,13 @@ pub(super) async fn reload_inner<P: Plane>(
         }
     }
     forget_removed(&ctl.cfg, &mut ctl.checks, &mut ctl.drained);
+    // A window of reals failing together may undo what came since it opened;
+    // it must not bring back the old probes' views either.
+    if let Some(w) = &mut ctl.window {
+        for (id, _) in &changed {
+            w.before.remove(id);
+        }
+    }
     let _ = to_resolver.send(ToResolver::Targets(targets(&ctl.cfg)));
     if ctl.sync_hold.is_some() && !ctl.cfg.flow_sync() {
         info!("flow sync no longer configured: hold over, announcing the VIPs");
@@ -283,7 +308,14 @@ mod tests {
         );
         let checks: BTreeSet<CheckId> = b.ctl.checks.keys().cloned().collect();
         let specs = b.ctl.dp.programmed[0].clone();
-        let err = b.reload(&yaml(4, false)).await.unwrap_err();
+        // s0's check probing otherwise under its old name: its view is put
+        // back with everything else.
+        let refused = yaml(4, false).replacen(
+            "{type: tcp, port: 80, interval: 1h}",
+            "{name: 'tcp:80', type: http, port: 80, interval: 1h}",
+            1,
+        );
+        let err = b.reload(&refused).await.unwrap_err();
         assert!(err.contains("too many service endpoints: 4"), "{err}");
         assert_eq!(b.ctl.cfg, cfg);
         assert_eq!(b.ctl.drained, drained);
@@ -324,6 +356,47 @@ mod tests {
         assert_eq!(modes, [RealMode::Drain, RealMode::Serve, RealMode::Drain]);
         assert_eq!(d.services[0].reals[2].state.to_string(), "pending");
         assert!(!d.services[0].reals[2].healthy);
+    }
+
+    /// A check that keeps its name keeps its state over a reload that
+    /// changes only its timing; one whose probe changed under the same
+    /// name starts afresh (its real pending until its first result), as
+    /// the monitor starts it.
+    #[tokio::test]
+    async fn a_reload_keeps_a_retimed_check_and_forgets_a_changed_probe() {
+        let mut b = bed(&yaml(2, false), 100);
+        let text = yaml(2, false)
+            .replacen(
+                "{type: tcp, port: 80, interval: 1h}",
+                "{name: 'tcp:80', type: http, port: 80, interval: 1h}",
+                1,
+            )
+            .replacen(
+                "{type: tcp, port: 80, interval: 1h}",
+                "{type: tcp, port: 80, interval: 30m, rise: 5}",
+                1,
+            );
+        b.reload(&text).await.unwrap();
+        let mut kept: Vec<&CheckId> = b.ctl.checks.keys().collect();
+        kept.sort();
+        let id = |r: &str| ("s1".to_string(), r.parse().unwrap(), "tcp:80".to_string());
+        assert_eq!(kept, [&id("198.51.100.2"), &id("198.51.100.3")]);
+        assert!(
+            b.ctl
+                .checks
+                .values()
+                .all(|v| v.state == CheckState::Passing)
+        );
+        let d = b.ctl.derived.as_ref().unwrap();
+        let states: Vec<String> = d.services[0]
+            .reals
+            .iter()
+            .chain(&d.services[1].reals)
+            .map(|r| r.state.to_string())
+            .collect();
+        // s0's first real is drained, but a real whose checks have not
+        // reported is pending first.
+        assert_eq!(states, ["pending", "pending", "serving", "serving"]);
     }
 
     /// `forget_removed` alone: a drain of a real that moved to another

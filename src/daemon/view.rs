@@ -1,6 +1,5 @@
 //! The status snapshot the front ends show, built from the derivation.
 
-use super::checks::check_key;
 use super::control::{Control, Plane};
 use super::{proto_number, unix_ms};
 use crate::status::{
@@ -59,7 +58,7 @@ impl<P: Plane> Control<P> {
                             .checks
                             .iter()
                             .map(|c| {
-                                let v = self.checks.get(&(s.name.clone(), r.addr, check_key(c)));
+                                let v = self.checks.get(&(s.name.clone(), r.addr, c.name.clone()));
                                 // The latest run, not the one of the last
                                 // transition: a steady check runs on unseen.
                                 let latest = v.and_then(|v| v.latest.get());

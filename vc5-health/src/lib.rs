@@ -2,11 +2,13 @@
 //! reals, services and VIPs are healthy.
 //!
 //! The crate knows nothing of the daemon, its configuration file, the data plane or
-//! D-Bus: the daemon translates its configuration into [`CheckSpec`]s, hands them to
-//! a [`Monitor`], and folds the [`Event`]s it gets back through the pure functions
+//! D-Bus: the daemon's configuration holds this crate's [`CheckKind`]s (with their
+//! defaults, from here), the daemon makes a [`CheckSpec`] of each for each real,
+//! hands them to a [`Monitor`], and folds the [`Event`]s it gets back through the pure functions
 //! of [`rules`] into real states, service states and the set of announceable VIPs.
 //!
-//! - [`spec`]: what a check is (tcp, http, https, dns), with the default timing.
+//! - [`spec`]: what a check is (tcp, http, https, dns), with every default, and
+//!   DNS record types and response codes by name.
 //! - [`probe`]: running a check once, bounded by its timeout, into an [`Outcome`]
 //!   with a human-readable [`Failure`] reason.
 //! - [`hysteresis`]: rise/fall, with the first result deciding the initial state.
@@ -28,14 +30,14 @@
 //! use std::net::{IpAddr, SocketAddr};
 //! use vc5_health::*;
 //!
-//! /// The daemon's id for a check: (service, real, what the check is).
-//! type Id = (String, IpAddr, u64);
+//! /// The daemon's id for a check: (service, real, check name).
+//! type Id = (String, IpAddr, String);
 //!
 //! # async fn daemon(address: IpAddr) -> Result<(), MonitorError> {
 //! let (monitor, mut events) = Monitor::<Id>::start();
 //! let vip = IpAddr::from([192, 0, 2, 1]);
 //! let real = IpAddr::from([10, 0, 0, 1]);
-//! let id: Id = ("web".into(), real, 0);
+//! let id: Id = ("web".into(), real, "http:80".into());
 //! let spec = CheckSpec::http(SocketAddr::new(real, 80)).with_source(address);
 //! monitor.set_checks([(id.clone(), spec)]).await?;
 //! monitor.request_snapshot()?;
@@ -72,7 +74,8 @@ pub use rules::{
     Admin, Quorum, RealState, Verdict, announceable_vips, real_state, service_up, verdict,
 };
 pub use spec::{
-    CaCerts, CheckKind, CheckSpec, DnsCheck, DnsTransport, HttpCheck, SpecError, TlsVerify,
+    CaCerts, CheckKind, CheckSpec, DnsCheck, DnsTransport, HttpCheck, RecordType, ResponseCode,
+    SpecError, TlsVerify,
 };
 
 /// A random number, for DNS ids and start-time jitter. Neither needs cryptographic

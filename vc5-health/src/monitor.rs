@@ -27,9 +27,12 @@
 //! [`Monitor::set_checks`] replaces the whole set, as a configuration reload does:
 //! specs no longer wanted are stopped, specs still wanted keep running with their
 //! state and counters untouched, new ones are started. An id whose spec changed
-//! (say, its interval) gets a new check, which starts in the state the id had
-//! rather than `Unknown`, so that editing a check does not withdraw a VIP while
-//! the new one takes its first measurement; hysteresis then applies as usual.
+//! only in its timing (interval, timeout, rise, fall) gets a new check, which
+//! starts in the state the id had rather than `Unknown`, so that retuning a check
+//! does not withdraw a VIP while the new one takes its first measurement;
+//! hysteresis then applies as usual. An id whose probe changed (target, kind or
+//! source: [`CheckSpec::same_probe`]) starts `Unknown` and its first result
+//! decides, since the old check's state says nothing about the new one.
 //!
 //! # Timing
 //!
@@ -386,10 +389,16 @@ where
             }
         }
 
-        let before: HashMap<K, CheckState> = self
+        let before: HashMap<K, (CheckState, Arc<CheckSpec>)> = self
             .by_id
             .iter()
-            .filter_map(|(id, slot)| Some((id.clone(), self.slots.get(slot)?.tracker.state())))
+            .filter_map(|(id, slot)| {
+                let slot = self.slots.get(slot)?;
+                Some((
+                    id.clone(),
+                    (slot.tracker.state(), slot.prober.spec().clone()),
+                ))
+            })
             .collect();
 
         let unwanted: Vec<u64> = self
@@ -413,9 +422,16 @@ where
             }
         }
         for (prober, ids) in new {
-            // Carry the ids' common state over to their new check; if they
-            // disagree, or one is new, the first result decides.
-            let mut states = ids.iter().map(|id| before.get(id).copied());
+            // Carry the ids' common state over to their new check where only
+            // its timing changed; if they disagree, or one is new or probes
+            // otherwise than it did, the first result decides.
+            let spec = prober.spec().clone();
+            let mut states = ids.iter().map(|id| {
+                before
+                    .get(id)
+                    .filter(|(_, was)| was.same_probe(&spec))
+                    .map(|&(state, _)| state)
+            });
             let first = states.next().flatten();
             let initial = match first {
                 Some(state) if states.all(|s| s == Some(state)) => state,
@@ -437,7 +453,9 @@ where
             let Some(slot) = self.slots.get(&n) else {
                 continue;
             };
-            let from = before.get(id).copied().unwrap_or(CheckState::Unknown);
+            let from = before
+                .get(id)
+                .map_or(CheckState::Unknown, |&(state, _)| state);
             let to = slot.tracker.state();
             if from != to {
                 self.emit(Event::Transition(Transition {

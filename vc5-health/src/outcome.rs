@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::spec::{ResponseCode, rcode_name};
+
 /// The result of one run of a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -128,7 +130,7 @@ pub enum Failure {
     #[error("TLS handshake: {0}")]
     Tls(String),
     /// A DNS answer with a response code that is not expected.
-    #[error("DNS rcode {}", rcode_name(*.0))]
+    #[error("DNS rcode {}", rcode_name(<ResponseCode as From<u16>>::from(*.0)))]
     DnsRcode(u16),
     /// An answer that is not valid for the protocol.
     #[error("garbage response: {0}")]
@@ -197,19 +199,6 @@ pub(crate) fn quote(data: &[u8]) -> String {
     format!("\"{}\"{more}", shown.escape_ascii())
 }
 
-/// The mnemonic of a DNS response code (RFC 1035, 2136, 6891), or its number.
-pub fn rcode_name(rcode: u16) -> String {
-    const NAMES: [&str; 11] = [
-        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-        "NXRRSET", "NOTAUTH", "NOTZONE",
-    ];
-    match NAMES.get(usize::from(rcode)) {
-        Some(name) => (*name).to_owned(),
-        None if rcode == 16 => "BADVERS".to_owned(),
-        None => format!("RCODE{rcode}"),
-    }
-}
-
 /// A duration as an operator writes it: `1s`, `500ms`, `1.5s`.
 pub(crate) struct DisplayDuration(pub Duration);
 
@@ -251,7 +240,8 @@ mod tests {
         );
         assert_eq!(Failure::HttpStatus(503).to_string(), "HTTP 503");
         assert_eq!(Failure::DnsRcode(2).to_string(), "DNS rcode SERVFAIL");
-        assert_eq!(Failure::DnsRcode(23).to_string(), "DNS rcode RCODE23");
+        assert_eq!(Failure::DnsRcode(23).to_string(), "DNS rcode BADCOOKIE");
+        assert_eq!(Failure::DnsRcode(24).to_string(), "DNS rcode RCODE24");
         assert_eq!(Failure::Refused.to_string(), "connection refused");
         assert_eq!(
             Failure::garbage("not HTTP", b"SSH-2.0-OpenSSH\r\n").to_string(),

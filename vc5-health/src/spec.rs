@@ -5,15 +5,19 @@
 //! whole spec as the identity of a check: two services that check the same real in
 //! the same way share one running check (see [`crate::monitor`]).
 //!
-//! The defaults below are the daemon's configuration defaults; they are repeated here
-//! (rather than imported) because this crate does not depend on the daemon, and they
-//! are public so that the daemon can assert in a test that the two agree.
+//! The defaults below are the defaults of the daemon's configuration too: it builds
+//! its checks from [`HttpCheck::default`], [`DnsCheck::default`] and these constants
+//! rather than keeping its own. DNS record types and response codes are
+//! hickory-proto's [`RecordType`] and [`ResponseCode`], written and read by
+//! [`qtype_name`], [`parse_qtype`], [`rcode_name`] and [`parse_rcode`].
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use hickory_proto::op::ResponseCode;
+pub use hickory_proto::rr::RecordType;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -33,10 +37,16 @@ pub const DEFAULT_PATH: &str = "/";
 pub const DEFAULT_EXPECT: &[u16] = &[200];
 /// DNS name asked for when none is given: the root, which any resolver can answer.
 pub const DEFAULT_DNS_QUERY: &str = ".";
-/// DNS record type asked for when none is given: NS (2), as in `dig . NS`.
-pub const DEFAULT_DNS_QTYPE: u16 = 2;
-/// DNS response code that passes when none is given: NOERROR (0).
-pub const DEFAULT_DNS_RCODE: u16 = 0;
+/// DNS record type asked for when none is given: NS rather than A, because `. NS`
+/// is the conventional liveness query for a resolver (`dig . NS`) and is answered
+/// from the root hints, while `. A` has no data to return.
+pub const DEFAULT_DNS_QTYPE: RecordType = RecordType::NS;
+/// DNS transport when none is given.
+pub const DEFAULT_DNS_TRANSPORT: DnsTransport = DnsTransport::Udp;
+/// DNS response code that passes when none is given: NOERROR.
+pub const DEFAULT_DNS_RCODE: ResponseCode = ResponseCode::NoError;
+/// Largest DNS response code: extended codes are 12 bits wide (RFC 6891).
+pub const MAX_RCODE: u16 = 4095;
 
 /// One health check against one endpoint of one real server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,6 +133,14 @@ impl CheckSpec {
         self
     }
 
+    /// Whether `other` probes the same way: the same target, kind (request and
+    /// expected answer) and source, whatever the timing. A check whose probe
+    /// changed says nothing about the new one, so the monitor carries an id's
+    /// state over only to a check of the same probe.
+    pub fn same_probe(&self, other: &CheckSpec) -> bool {
+        self.target == other.target && self.kind == other.kind && self.source == other.source
+    }
+
     /// The source address to bind for this target, if any applies.
     pub(crate) fn bind_source(&self) -> Option<IpAddr> {
         self.source
@@ -162,8 +180,11 @@ impl fmt::Display for CheckSpec {
             }
             CheckKind::Dns(dns) => write!(
                 f,
-                "dns/{} {} {} type {}",
-                dns.transport, self.target, dns.query, dns.qtype
+                "dns/{} {} {} {}",
+                dns.transport,
+                self.target,
+                dns.query,
+                qtype_name(dns.qtype)
             ),
         }
     }
@@ -261,12 +282,13 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
 }
 
 /// How an https check treats the server's certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum TlsVerify {
     /// Any certificate is accepted (the handshake's signatures are still checked,
     /// so the server must hold the key of the certificate it shows). Reals are
     /// addressed by IP and usually carry certificates for the service's name, so
-    /// this is the default.
+    /// this is the default (`TlsVerify::default()`).
+    #[default]
     None,
     /// The certificate must chain to a web PKI root (Mozilla's list, built in) and
     /// match the server name.
@@ -313,12 +335,16 @@ impl CaCerts {
 pub struct DnsCheck {
     /// Name asked for, e.g. `.` or `example.com`.
     pub query: String,
-    /// Numeric record type (1 = A, 2 = NS, 28 = AAAA, …).
-    pub qtype: u16,
+    /// Record type asked for. Build it from a number with `RecordType::from`, as
+    /// [`parse_qtype`] does, so that a known type is its named variant (`Unknown`
+    /// only for types hickory does not name).
+    pub qtype: RecordType,
     /// Transport of the query.
     pub transport: DnsTransport,
-    /// Response code that passes (0 = NOERROR, 3 = NXDOMAIN, …).
-    pub rcode: u16,
+    /// Response code that passes. The probe compares numbers, so a variant that
+    /// shares its number with another (hickory's `BADVERS` and `BADSIG`, 16)
+    /// passes for either; [`parse_rcode`] gives the variant of `From<u16>`.
+    pub rcode: ResponseCode,
 }
 
 impl Default for DnsCheck {
@@ -326,7 +352,7 @@ impl Default for DnsCheck {
         DnsCheck {
             query: DEFAULT_DNS_QUERY.to_owned(),
             qtype: DEFAULT_DNS_QTYPE,
-            transport: DnsTransport::Udp,
+            transport: DEFAULT_DNS_TRANSPORT,
             rcode: DEFAULT_DNS_RCODE,
         }
     }
@@ -348,6 +374,57 @@ impl fmt::Display for DnsTransport {
             DnsTransport::Tcp => "tcp",
         })
     }
+}
+
+/// A record type as written in a zone file: its mnemonic (`A`, `NS`, `AAAA`, …) where
+/// hickory-proto reads that name back, otherwise `TYPEnnn` (RFC 3597), so that what
+/// is shown always parses again with [`parse_qtype`].
+pub fn qtype_name(qtype: RecordType) -> String {
+    let name = qtype.to_string();
+    match name.parse::<RecordType>() {
+        Ok(back) if back == qtype => name,
+        _ => format!("TYPE{}", u16::from(qtype)),
+    }
+}
+
+/// A record type from its mnemonic, `TYPEnnn` or its number, in any case; `None`
+/// for anything else and for type 0, which is reserved and never asked for.
+pub fn parse_qtype(text: &str) -> Option<RecordType> {
+    let upper = text.trim().to_ascii_uppercase();
+    let qtype = match upper.parse::<RecordType>() {
+        Ok(qtype) => qtype,
+        Err(_) => {
+            let number = upper.strip_prefix("TYPE").unwrap_or(&upper);
+            RecordType::from(number.parse::<u16>().ok()?)
+        }
+    };
+    (u16::from(qtype) != 0).then_some(qtype)
+}
+
+/// A response code's mnemonic (`NOERROR`, `SERVFAIL`, `NXDOMAIN`, …), or `RCODEnnn`
+/// for one hickory-proto does not name. hickory's `Display` is a description
+/// ("Non-Existent Domain"); its variants are named by the mnemonics, which is what
+/// this shows (the test `dns_names_are_hickorys` holds it to that).
+pub fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::Unknown(code) => format!("RCODE{code}"),
+        named => format!("{named:?}").to_ascii_uppercase(),
+    }
+}
+
+/// A response code from its number (at most [`MAX_RCODE`]), `RCODEnnn` or its
+/// mnemonic as [`rcode_name`] shows it, in any case.
+pub fn parse_rcode(text: &str) -> Option<ResponseCode> {
+    let upper = text.trim().to_ascii_uppercase();
+    let number = upper.strip_prefix("RCODE").unwrap_or(&upper);
+    if let Ok(code) = number.parse::<u16>() {
+        return (code <= MAX_RCODE).then(|| code.into());
+    }
+    (0..=MAX_RCODE)
+        // `ResponseCode::from` alone is hickory's (high, low) constructor.
+        .map(<ResponseCode as From<u16>>::from)
+        .filter(|code| !matches!(code, ResponseCode::Unknown(_)))
+        .find(|&code| rcode_name(code) == upper)
 }
 
 /// A check that cannot be run as specified.
@@ -443,6 +520,64 @@ mod tests {
     fn ca_certs_need_a_certificate() {
         assert!(CaCerts::from_pem(b"not pem").is_err());
         assert!(CaCerts::from_der(Vec::<Vec<u8>>::new()).is_err());
+    }
+
+    #[test]
+    fn dns_names_are_hickorys() {
+        for (text, qtype, shown) in [
+            ("A", RecordType::A, "A"),
+            ("ns", RecordType::NS, "NS"),
+            ("aaaa", RecordType::AAAA, "AAAA"),
+            ("65", RecordType::HTTPS, "HTTPS"),
+            ("TYPE2", RecordType::NS, "NS"),
+            ("type999", RecordType::Unknown(999), "TYPE999"),
+            (" SOA ", RecordType::SOA, "SOA"),
+            // Named by hickory but not read back by that name: shown by number.
+            ("251", RecordType::IXFR, "TYPE251"),
+        ] {
+            assert_eq!(parse_qtype(text), Some(qtype), "{text}");
+            assert_eq!(qtype_name(qtype), shown, "{text}");
+            assert_eq!(parse_qtype(shown), Some(qtype), "{shown}");
+        }
+        for bad in ["", "BOGUS", "0", "TYPE0", "65536", "TYPE", "-1"] {
+            assert_eq!(parse_qtype(bad), None, "{bad:?}");
+        }
+        for (text, rcode, shown) in [
+            ("NOERROR", ResponseCode::NoError, "NOERROR"),
+            ("servfail", ResponseCode::ServFail, "SERVFAIL"),
+            ("NXDomain", ResponseCode::NXDomain, "NXDOMAIN"),
+            ("5", ResponseCode::Refused, "REFUSED"),
+            ("NOTZONE", ResponseCode::NotZone, "NOTZONE"),
+            ("23", ResponseCode::BADCOOKIE, "BADCOOKIE"),
+            ("4095", ResponseCode::Unknown(4095), "RCODE4095"),
+            ("rcode12", ResponseCode::Unknown(12), "RCODE12"),
+        ] {
+            assert_eq!(parse_rcode(text), Some(rcode), "{text}");
+            assert_eq!(rcode_name(rcode), shown, "{text}");
+            assert_eq!(parse_rcode(shown), Some(rcode), "{shown}");
+        }
+        for bad in ["", "4096", "RCODE4096", "-1", "OK", "No Error"] {
+            assert_eq!(parse_rcode(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            CheckSpec::dns(addr()).to_string(),
+            "dns/udp 127.0.0.1:80 . NS"
+        );
+    }
+
+    #[test]
+    fn same_probe_ignores_timing_only() {
+        let a = CheckSpec::http(addr());
+        assert!(a.same_probe(&a.clone().with_rise_fall(5, 5)));
+        assert!(
+            a.same_probe(
+                &a.clone()
+                    .with_timing(Duration::from_secs(9), Duration::from_secs(3))
+            )
+        );
+        assert!(!a.same_probe(&CheckSpec::tcp(addr())));
+        assert!(!a.same_probe(&CheckSpec::http(SocketAddr::from(([127, 0, 0, 1], 81)))));
+        assert!(!a.same_probe(&a.clone().with_source(IpAddr::from([127, 0, 0, 2]))));
     }
 
     #[test]

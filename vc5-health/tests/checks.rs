@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{Dns, Http};
 use vc5_health::{
-    CaCerts, CheckKind, CheckSpec, DnsCheck, DnsTransport, HttpCheck, Outcome, Prober, TlsVerify,
+    CaCerts, CheckKind, CheckSpec, DnsCheck, DnsTransport, HttpCheck, Outcome, Prober, RecordType,
+    TlsVerify,
 };
 
 const PATIENT: Duration = Duration::from_secs(5);
@@ -291,9 +292,9 @@ fn dns(target: SocketAddr, transport: DnsTransport, rcode: u16, timeout: Duratio
         target,
         CheckKind::Dns(DnsCheck {
             query: "example.com".into(),
-            qtype: 1,
+            qtype: RecordType::A,
             transport,
-            rcode,
+            rcode: rcode.into(),
         }),
     )
     .with_timing(timeout * 2, timeout)

@@ -263,6 +263,7 @@ async fn replacing_the_set_keeps_removes_and_adds() {
     assert!(status(&monitor).await["b"].runs >= 1);
 
     // The new check still fails through hysteresis from the carried state.
+    let b_addr = b.addr;
     drop(b);
     let t = transition(&mut events).await;
     assert_eq!(
@@ -271,6 +272,30 @@ async fn replacing_the_set_keeps_removes_and_adds() {
     );
     assert_eq!(t.reason().as_deref(), Some("connection refused"));
     assert!(status(&monitor).await["b"].runs >= 3);
+
+    // Changing what an id's check probes (here tcp to http, on a server that
+    // never answers HTTP) starts afresh: the old state says nothing about the
+    // new check, whose first result decides.
+    assert_eq!(status(&monitor).await["c"].state, CheckState::Passing);
+    let applied = monitor
+        .set_checks([("b", tcp(b_addr).with_rise_fall(3, 3)), ("c", http(c.addr))])
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            started: 1,
+            kept: 1,
+            stopped: 1,
+            ids: 2
+        }
+    );
+    let t = transition(&mut events).await;
+    assert_eq!(
+        (t.id, t.from, t.to),
+        ("c", CheckState::Passing, CheckState::Unknown)
+    );
+    assert_eq!(status(&monitor).await["b"].state, CheckState::Failing);
 
     // An empty set stops everything.
     let applied = monitor.set_checks([]).await.unwrap();

@@ -7,20 +7,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde_saphyr::{Location, Spanned};
-use vc5_health::{CheckKind as HealthKind, CheckSpec, HttpCheck, Prober, SpecError};
+use vc5_health::spec::{
+    DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, MAX_RCODE, parse_qtype,
+    parse_rcode,
+};
+use vc5_health::{
+    CheckKind, CheckSpec, DnsCheck, DnsTransport, HttpCheck, Prober, SpecError, TlsVerify,
+};
 
 use super::Normaliser;
 use crate::config::ConfigError;
-use crate::config::lexical::{
-    MAX_RCODE, format_duration, is_dns_name, is_http_host, normalise_qtype, parse_rcode, quoted,
-};
-use crate::config::model::{
-    Check, CheckKind, DEFAULT_CHECK_METHOD, DEFAULT_CHECK_PATH, DEFAULT_DNS_QTYPE,
-    DEFAULT_DNS_QUERY, DEFAULT_DNS_RCODE, DEFAULT_DNS_TRANSPORT, DEFAULT_EXPECT, DEFAULT_FALL,
-    DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, DEFAULT_VERIFY_TLS, DnsCheck, MAX_INTERVAL,
-    MIN_INTERVAL, MIN_TIMEOUT,
-};
-use crate::config::raw::RawCheck;
+use crate::config::lexical::{format_duration, is_dns_name, is_http_host, quoted};
+use crate::config::model::{Check, MAX_INTERVAL, MIN_INTERVAL, MIN_TIMEOUT, Protocol};
+use crate::config::raw::{CheckType, RawCheck};
 use crate::config::spanned::Text;
 
 impl Normaliser<'_> {
@@ -81,12 +80,12 @@ impl Normaliser<'_> {
                 return Err(wrong_kind(key, at, "http and https"));
             }
         }
-        if kind != CheckKind::Https
+        if kind != CheckType::Https
             && let Some(v) = &raw.verify
         {
             return Err(wrong_kind("verify", v.referenced, "https"));
         }
-        if kind != CheckKind::Dns {
+        if kind != CheckType::Dns {
             let dns_keys = [
                 ("query", raw.query.as_ref().map(|v| v.referenced)),
                 ("qtype", raw.qtype.as_ref().map(|v| v.referenced)),
@@ -98,12 +97,6 @@ impl Normaliser<'_> {
             }
         }
 
-        let dns = if kind == CheckKind::Dns {
-            Some(self.dns(&raw)?)
-        } else {
-            None
-        };
-
         let name = match &raw.name {
             Some(n) => {
                 let name = self.text(n, "name")?;
@@ -113,65 +106,18 @@ impl Normaliser<'_> {
             None => format!("{kind}:{port}"),
         };
 
-        // Path, host and method go into the request; the health crate says what it
-        // can send, and each is asked about alone so the error names the key.
-        let http_part = |key: &str,
-                         raw: &Option<Spanned<Text>>,
-                         part: fn(&mut HttpCheck, String)| {
-            let Some(v) = raw else {
-                return Ok(None);
-            };
-            let text = self.text(v, key)?;
-            let mut http = HttpCheck::default();
-            part(&mut http, text.clone());
-            let spec = CheckSpec::new(SocketAddr::new(probe_target, port), HealthKind::Http(http));
-            match spec.validate() {
-                // The health crate's message names the key and quotes the value.
-                Err(SpecError::Http(why)) => Err(self.err(v.referenced, why)),
-                Err(e) => Err(self.err(v.referenced, e.to_string())),
-                Ok(()) => Ok(Some(text)),
-            }
-        };
-        let path = http_part("path", &raw.path, |h, v| h.path = v)?
-            .unwrap_or_else(|| DEFAULT_CHECK_PATH.to_owned());
-        let host = http_part("host", &raw.host, |h, v| h.host = Some(v))?;
-        if let (Some(h), Some(raw_host)) = (&host, &raw.host)
-            && !is_http_host(h)
-        {
-            return Err(self.err(
-                raw_host.referenced,
-                format!(
-                    "invalid host {}: expected a domain name or an IP address, optionally with :PORT",
-                    quoted(h)
-                ),
-            ));
-        }
-        let method = http_part("method", &raw.method, |h, v| h.method = v)?
-            .unwrap_or_else(|| DEFAULT_CHECK_METHOD.to_owned());
-        let expect = match raw.expect {
-            None => DEFAULT_EXPECT.to_vec(),
-            Some(list) => {
-                let items = self.items(&list, "expect", false)?;
-                let mut codes = Vec::new();
-                let mut seen_codes = HashSet::new();
-                for item in items {
-                    let code = self.int(item, "expect")?;
-                    match u16::try_from(code) {
-                        Ok(code @ 100..=599) => {
-                            if seen_codes.insert(code) {
-                                codes.push(code);
-                            }
-                        }
-                        _ => {
-                            return Err(self.err(
-                                item.referenced,
-                                format!("expect {code} is not an HTTP status code (100..=599)"),
-                            ));
-                        }
-                    }
-                }
-                codes
-            }
+        let kind = match kind {
+            CheckType::Tcp => CheckKind::Tcp,
+            CheckType::Http => CheckKind::Http(self.http(&raw, port, probe_target)?),
+            CheckType::Https => CheckKind::Https {
+                http: self.http(&raw, port, probe_target)?,
+                verify: match &raw.verify {
+                    None => TlsVerify::default(),
+                    Some(v) if self.boolean(v, "verify")? => TlsVerify::WebPki,
+                    Some(_) => TlsVerify::None,
+                },
+            },
+            CheckType::Dns => CheckKind::Dns(self.dns(&raw)?),
         };
 
         let interval = match &raw.interval {
@@ -205,25 +151,14 @@ impl Normaliser<'_> {
             None => DEFAULT_FALL,
             Some(f) => self.count(f, "fall")?,
         };
-
-        let verify_tls = match &raw.verify {
-            None => DEFAULT_VERIFY_TLS,
-            Some(v) => self.boolean(v, "verify")?,
-        };
         let check = Check {
             name,
-            kind,
             port,
-            path,
-            host,
-            method,
-            expect,
+            kind,
             interval,
             timeout,
             rise,
             fall,
-            verify_tls,
-            dns,
         };
         // Everything the monitor checks when it is given the check: timing, the
         // request, the TLS set-up and the DNS query's encoding.
@@ -233,59 +168,121 @@ impl Normaliser<'_> {
         Ok(check)
     }
 
-    fn dns(&self, raw: &RawCheck) -> Result<DnsCheck, ConfigError> {
-        let query = match &raw.query {
-            None => DEFAULT_DNS_QUERY.to_owned(),
-            Some(q) => {
-                let query = self.text(q, "query")?;
-                if !is_dns_name(&query) {
-                    return Err(self.err(
-                        q.referenced,
-                        format!("query {} is not a domain name", quoted(&query)),
-                    ));
+    /// The request of an http or https check: vc5-health's defaults, with what
+    /// the file gives.
+    fn http(
+        &self,
+        raw: &RawCheck,
+        port: u16,
+        probe_target: IpAddr,
+    ) -> Result<HttpCheck, ConfigError> {
+        // Path, host and method go into the request; the health crate says what it
+        // can send, and each is asked about alone so the error names the key.
+        let http_part = |key: &str,
+                         raw: &Option<Spanned<Text>>,
+                         part: fn(&mut HttpCheck, String)| {
+            let Some(v) = raw else {
+                return Ok(None);
+            };
+            let text = self.text(v, key)?;
+            let mut http = HttpCheck::default();
+            part(&mut http, text.clone());
+            let spec = CheckSpec::new(SocketAddr::new(probe_target, port), CheckKind::Http(http));
+            match spec.validate() {
+                // The health crate's message names the key and quotes the value.
+                Err(SpecError::Http(why)) => Err(self.err(v.referenced, why)),
+                Err(e) => Err(self.err(v.referenced, e.to_string())),
+                Ok(()) => Ok(Some(text)),
+            }
+        };
+        let mut http = HttpCheck::default();
+        if let Some(path) = http_part("path", &raw.path, |h, v| h.path = v)? {
+            http.path = path;
+        }
+        http.host = http_part("host", &raw.host, |h, v| h.host = Some(v))?;
+        if let (Some(h), Some(raw_host)) = (&http.host, &raw.host)
+            && !is_http_host(h)
+        {
+            return Err(self.err(
+                raw_host.referenced,
+                format!(
+                    "invalid host {}: expected a domain name or an IP address, optionally with :PORT",
+                    quoted(h)
+                ),
+            ));
+        }
+        if let Some(method) = http_part("method", &raw.method, |h, v| h.method = v)? {
+            http.method = method;
+        }
+        if let Some(list) = &raw.expect {
+            let items = self.items(list, "expect", false)?;
+            let mut codes = Vec::new();
+            let mut seen_codes = HashSet::new();
+            for item in items {
+                let code = self.int(item, "expect")?;
+                match u16::try_from(code) {
+                    Ok(code @ 100..=599) => {
+                        if seen_codes.insert(code) {
+                            codes.push(code);
+                        }
+                    }
+                    _ => {
+                        return Err(self.err(
+                            item.referenced,
+                            format!("expect {code} is not an HTTP status code (100..=599)"),
+                        ));
+                    }
                 }
-                query
             }
-        };
-        let qtype = match &raw.qtype {
-            None => DEFAULT_DNS_QTYPE.to_owned(),
-            Some(t) => {
-                let text = self.text(t, "qtype")?;
-                normalise_qtype(&text).ok_or_else(|| {
-                    self.err(
-                        t.referenced,
-                        format!(
-                            "unknown qtype {}: expected a record type such as A, AAAA, NS, SOA or TYPEnnn",
-                            quoted(&text)
-                        ),
-                    )
-                })?
+            http.expect = codes;
+        }
+        Ok(http)
+    }
+
+    /// The query of a dns check: vc5-health's defaults, with what the file gives.
+    fn dns(&self, raw: &RawCheck) -> Result<DnsCheck, ConfigError> {
+        let mut dns = DnsCheck::default();
+        if let Some(q) = &raw.query {
+            let query = self.text(q, "query")?;
+            if !is_dns_name(&query) {
+                return Err(self.err(
+                    q.referenced,
+                    format!("query {} is not a domain name", quoted(&query)),
+                ));
             }
-        };
-        let rcode = match &raw.rcode {
-            None => DEFAULT_DNS_RCODE,
-            Some(r) => {
-                let text = self.text(r, "rcode")?;
-                parse_rcode(&text).ok_or_else(|| {
-                    self.err(
-                        r.referenced,
-                        format!(
-                            "unknown rcode {}: expected 0..={MAX_RCODE} or a name such as NOERROR or NXDOMAIN",
-                            quoted(&text)
-                        ),
-                    )
-                })?
-            }
-        };
-        Ok(DnsCheck {
-            query,
-            qtype,
-            transport: raw
-                .transport
-                .as_ref()
-                .map_or(DEFAULT_DNS_TRANSPORT, |t| t.value),
-            rcode,
-        })
+            dns.query = query;
+        }
+        if let Some(t) = &raw.qtype {
+            let text = self.text(t, "qtype")?;
+            dns.qtype = parse_qtype(&text).ok_or_else(|| {
+                self.err(
+                    t.referenced,
+                    format!(
+                        "unknown qtype {}: expected a record type such as A, AAAA, NS, SOA or TYPEnnn",
+                        quoted(&text)
+                    ),
+                )
+            })?;
+        }
+        if let Some(t) = &raw.transport {
+            dns.transport = match t.value {
+                Protocol::Udp => DnsTransport::Udp,
+                Protocol::Tcp => DnsTransport::Tcp,
+            };
+        }
+        if let Some(r) = &raw.rcode {
+            let text = self.text(r, "rcode")?;
+            dns.rcode = parse_rcode(&text).ok_or_else(|| {
+                self.err(
+                    r.referenced,
+                    format!(
+                        "unknown rcode {}: expected 0..={MAX_RCODE} or a name such as NOERROR or NXDOMAIN",
+                        quoted(&text)
+                    ),
+                )
+            })?;
+        }
+        Ok(dns)
     }
 }
 

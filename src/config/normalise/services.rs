@@ -190,11 +190,35 @@ impl Normaliser<'_> {
         // (or its VIP when it has none), so what it would refuse at run time is
         // refused here, with a position, by `--check`, start and reload alike.
         let probe_target = reals.first().map_or(addrs[0].0, |r| r.addr);
-        let checks = raw
-            .checks
-            .into_iter()
-            .map(|c| self.check(c, &ports, probe_target))
-            .collect::<Result<Vec<_>, _>>()?;
+        // A check is known by its service, real and name (in the status, the logs
+        // and over a reload), so names are unique within a service. Two checks
+        // left to the default name `TYPE:PORT` collide when they share type and
+        // port; they are refused rather than numbered, since a number taken from
+        // the list's order would hand one check's state to the other when the two
+        // are reordered.
+        let mut checks = Vec::with_capacity(raw.checks.len());
+        let mut check_names: HashMap<String, Location> = HashMap::new();
+        for c in raw.checks {
+            let named_at = c.value.name.as_ref().map(|n| n.referenced);
+            let at = named_at.unwrap_or(c.referenced);
+            let check = self.check(c, &ports, probe_target)?;
+            if let Some(first) = check_names.get(&check.name) {
+                let what = match named_at {
+                    Some(_) => format!("check name {}", quoted(&check.name)),
+                    None => format!("the default check name {} (TYPE:PORT)", quoted(&check.name)),
+                };
+                return Err(self.err(
+                    at,
+                    format!(
+                        "{what} is already used at line {} in service {}; give the checks distinct `name`s",
+                        first.line(),
+                        quoted(&name)
+                    ),
+                ));
+            }
+            check_names.insert(check.name.clone(), at);
+            checks.push(check);
+        }
 
         let quorum = match &raw.quorum {
             None => None,

@@ -4,36 +4,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vc5_health::Prober;
+use vc5_health::spec::{DEFAULT_DNS_QTYPE, DEFAULT_DNS_QUERY, DEFAULT_DNS_RCODE};
+use vc5_health::{DnsCheck, DnsTransport, Prober, RecordType, ResponseCode};
 
-use super::{ORIGINAL, assert_err, ip, ok, svc};
-use crate::config::{
-    DEFAULT_DNS_QTYPE, DEFAULT_DNS_QUERY, DEFAULT_DNS_RCODE, DEFAULT_DNS_TRANSPORT, DnsCheck,
-    MAX_INTERVAL, parse,
-};
+use super::{ORIGINAL, assert_err, dns, http, ip, ok, svc};
+use crate::config::{MAX_INTERVAL, parse};
 
 #[test]
 fn dns_check_defaults() {
     let c = ok(&svc("    checks: [{type: dns}]\n"));
-    let d = c.services[0].checks[0].dns.clone().unwrap();
+    let d = dns(&c.services[0].checks[0]);
+    assert_eq!(*d, DnsCheck::default());
     assert_eq!(
-        d,
-        DnsCheck {
-            query: DEFAULT_DNS_QUERY.into(),
-            qtype: DEFAULT_DNS_QTYPE.into(),
-            transport: DEFAULT_DNS_TRANSPORT,
-            rcode: DEFAULT_DNS_RCODE,
-        }
+        (d.query.as_str(), d.qtype, d.transport, d.rcode),
+        (
+            DEFAULT_DNS_QUERY,
+            DEFAULT_DNS_QTYPE,
+            DnsTransport::Udp,
+            DEFAULT_DNS_RCODE
+        )
     );
-    assert_eq!(d.qtype_code(), 2);
+    assert_eq!((u16::from(d.qtype), u16::from(d.rcode)), (2, 0));
     let c = ok(&svc("    checks: [{type: dns, qtype: 65, rcode: 5}]\n"));
-    let d = c.services[0].checks[0].dns.clone().unwrap();
-    assert_eq!((d.qtype.as_str(), d.rcode), ("HTTPS", 5));
+    let d = dns(&c.services[0].checks[0]);
+    assert_eq!(
+        (d.qtype, d.rcode),
+        (RecordType::HTTPS, ResponseCode::Refused)
+    );
     let c = ok(&svc(
-        "    checks: [{type: dns, qtype: type999, query: example.org.}]\n",
+        "    checks: [{type: dns, qtype: type999, query: example.org., rcode: nxdomain}]\n",
     ));
-    let d = c.services[0].checks[0].dns.clone().unwrap();
-    assert_eq!((d.qtype.as_str(), d.qtype_code()), ("TYPE999", 999));
+    let d = dns(&c.services[0].checks[0]);
+    assert_eq!(
+        (d.qtype, u16::from(d.qtype), d.rcode),
+        (RecordType::Unknown(999), 999, ResponseCode::NXDomain)
+    );
+    let c = ok(&svc("    checks: [{type: dns, qtype: TYPE28}]\n"));
+    assert_eq!(dns(&c.services[0].checks[0]).qtype, RecordType::AAAA);
 }
 
 #[test]
@@ -299,7 +306,7 @@ fn what_the_health_monitor_refuses_is_refused_with_a_position() {
             "t.yaml",
         )
         .unwrap();
-        assert_eq!(c.services[0].checks[0].host.as_deref(), Some(good));
+        assert_eq!(http(&c.services[0].checks[0]).host.as_deref(), Some(good));
     }
     // Every accepted check is accepted by the monitor too.
     let c = parse(
@@ -310,4 +317,45 @@ fn what_the_health_monitor_refuses_is_refused_with_a_position() {
     for check in &c.services[0].checks {
         Prober::new(Arc::new(check.spec(ip("10.0.0.1"), None))).unwrap();
     }
+}
+
+#[test]
+fn check_names_are_unique_within_a_service() {
+    assert_err(
+        &svc("    checks:\n      - {name: a, type: tcp}\n      - {name: a, type: http}\n"),
+        "8:16",
+        "check name `a` is already used at line 7 in service `web`; give the checks distinct `name`s",
+    );
+    // Two checks left to the default name, TYPE:PORT, collide when they share
+    // type and port: the second is refused where it starts.
+    assert_err(
+        &svc("    checks:\n      - {type: http}\n      - {type: http, path: /x}\n"),
+        "8:9",
+        "the default check name `http:80` (TYPE:PORT) is already used at line 7 in service `web`",
+    );
+    assert_err(
+        &svc("    checks:\n      - type: http\n        path: /x\n      - type: http\n"),
+        "9:9",
+        "the default check name `http:80` (TYPE:PORT) is already used at line 7",
+    );
+    // A name given that another check has by default.
+    assert_err(
+        &svc("    checks:\n      - {type: http}\n      - {name: 'http:80', type: tcp}\n"),
+        "8:16",
+        "check name `http:80` is already used at line 7",
+    );
+    // Distinct defaults, distinct names, and one name in two services are fine.
+    let c = ok(&svc(
+        "    checks:\n      - {type: http}\n      - {type: tcp}\n      - {type: http, name: other}\n",
+    ));
+    let names: Vec<&str> = c.services[0]
+        .checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["http:80", "tcp:80", "other"]);
+    let two = ok(
+        "services:\n  - {name: a, addr: 192.0.2.1, port: 80, real: g, checks: [{type: tcp}]}\n  - {name: b, addr: 192.0.2.2, port: 80, real: g, checks: [{type: tcp}]}\nreals:\n  g: [10.0.0.1]\n",
+    );
+    assert_eq!(two.services[1].checks[0].name, "tcp:80");
 }

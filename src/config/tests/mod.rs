@@ -17,7 +17,9 @@ mod yaml;
 
 use std::net::IpAddr;
 
-use crate::config::{Config, ConfigError, Real, parse};
+use vc5_health::{CheckKind, DnsCheck, HttpCheck};
+
+use crate::config::{Check, Config, ConfigError, Real, parse};
 
 /// The original vc5 README's config.yaml, as design.md gives it.
 const ORIGINAL: &str = include_str!("../../../tests/data/original.yaml");
@@ -31,6 +33,24 @@ fn real(s: &str) -> Real {
         addr: ip(s),
         weight: 1,
         disabled: false,
+    }
+}
+
+/// The query of a dns check.
+#[track_caller]
+fn dns(c: &Check) -> &DnsCheck {
+    match &c.kind {
+        CheckKind::Dns(d) => d,
+        other => panic!("not a dns check: {other:?}"),
+    }
+}
+
+/// The request of an http or https check.
+#[track_caller]
+fn http(c: &Check) -> &HttpCheck {
+    match &c.kind {
+        CheckKind::Http(h) | CheckKind::Https { http: h, .. } => h,
+        other => panic!("not an http check: {other:?}"),
     }
 }
 

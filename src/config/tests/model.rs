@@ -6,11 +6,13 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ORIGINAL, ip, ok, real, svc};
+use vc5_health::{CheckKind, DnsCheck, DnsTransport, HttpCheck, RecordType, TlsVerify};
+
+use super::{ORIGINAL, http, ip, ok, real, svc};
 use crate::config::{
-    Check, CheckKind, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
-    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, DnsCheck, Protocol,
-    Real, Rhi, Service,
+    Check, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
+    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, Protocol, Real, Rhi,
+    Service,
 };
 
 #[test]
@@ -43,18 +45,17 @@ fn original_file_loads_and_normalises() {
             quorum: None,
             checks: vec![Check {
                 name: "http check".into(),
-                kind: CheckKind::Http,
                 port: 80,
-                path: "/alive".into(),
-                host: Some("example.com".into()),
-                method: "GET".into(),
-                expect: vec![200],
+                kind: CheckKind::Http(HttpCheck {
+                    method: "GET".into(),
+                    path: "/alive".into(),
+                    host: Some("example.com".into()),
+                    expect: vec![200],
+                }),
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(1),
                 rise: 2,
                 fall: 3,
-                verify_tls: false,
-                dns: None,
             }],
         }],
         reals: BTreeMap::from([(
@@ -203,20 +204,18 @@ reals:
     assert_eq!(d.timeout, Duration::from_millis(250));
     assert_eq!((d.rise, d.fall), (1, 5));
     assert_eq!(
-        d.dns,
-        Some(DnsCheck {
+        d.kind,
+        CheckKind::Dns(DnsCheck {
             query: "example.com".into(),
-            qtype: "AAAA".into(),
-            transport: Protocol::Tcp,
-            rcode: 3,
+            qtype: RecordType::AAAA,
+            transport: DnsTransport::Tcp,
+            rcode: 3.into(),
         })
     );
-    assert_eq!(d.dns.as_ref().unwrap().qtype_code(), 28);
     let t = &dns.checks[1];
-    assert_eq!((t.kind, t.name.as_str()), (CheckKind::Tcp, "tcp:53"));
+    assert_eq!((&t.kind, t.name.as_str()), (&CheckKind::Tcp, "tcp:53"));
     assert_eq!(t.interval, Duration::from_secs(60));
     assert_eq!(t.timeout, Duration::from_secs(2));
-    assert_eq!(t.dns, None);
 
     let web = &c.services[1];
     assert_eq!(web.protocol, Protocol::Tcp);
@@ -224,19 +223,28 @@ reals:
     assert_eq!(web.checks_needed(), 2);
     let h = &web.checks[0];
     assert_eq!(
-        (h.kind, h.port, h.path.as_str(), h.method.as_str()),
-        (CheckKind::Https, 443, "/health", "HEAD")
+        (h.kind.name(), h.port, h.name.as_str()),
+        ("https", 443, "https:443")
     );
-    assert_eq!(h.expect, vec![200, 204]);
-    assert!(h.verify_tls);
+    assert_eq!(
+        h.kind,
+        CheckKind::Https {
+            http: HttpCheck {
+                method: "HEAD".into(),
+                path: "/health".into(),
+                host: None,
+                expect: vec![200, 204],
+            },
+            verify: TlsVerify::WebPki,
+        }
+    );
     assert_eq!(h.interval, Duration::from_secs(3));
     assert_eq!(h.timeout, Duration::from_millis(1500));
     let h = &web.checks[1];
     assert_eq!(
-        (h.name.as_str(), h.expect.as_slice()),
-        ("http:80", &[301][..])
+        (h.name.as_str(), h.kind.name(), http(h).expect.as_slice()),
+        ("http:80", "http", &[301][..])
     );
-    assert!(!h.verify_tls);
     assert_eq!(c.reals["b"][1], real("2001:db8::10"));
 }
 
@@ -269,9 +277,31 @@ fn to_json_shows_the_normalised_model() {
     assert_eq!(k["port"], 80);
     assert_eq!(k["interval_ms"], 1500);
     assert_eq!(k["timeout_ms"], 1000);
+    assert_eq!(k["path"], "/");
+    assert_eq!(k["method"], "GET");
+    assert_eq!(k["host"], serde_json::Value::Null);
     assert_eq!(k["expect"], serde_json::json!([200]));
-    assert_eq!(k["verify_tls"], false);
-    assert_eq!(k["dns"], serde_json::Value::Null);
+    assert_eq!((k["rise"].as_u64(), k["fall"].as_u64()), (Some(2), Some(3)));
+    // Only the keys of the check's type: no `verify_tls` but for https, no
+    // `dns` but for dns.
+    let keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = [
+        "name",
+        "type",
+        "port",
+        "path",
+        "host",
+        "method",
+        "expect",
+        "interval_ms",
+        "timeout_ms",
+        "rise",
+        "fall",
+    ];
+    let mut keys = keys;
+    keys.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(keys, want);
     assert_eq!(v["reals"]["pool"].as_array().map(Vec::len), Some(3));
 
     // The printed form is what an operator reads and compares, so it must say
@@ -286,14 +316,33 @@ fn to_json_shows_the_normalised_model() {
 #[test]
 fn to_json_round_trips_every_field_of_the_extensions() {
     let c = ok(&svc(
-        "    protocol: udp\n    quorum: 1\n    checks: [{type: dns, rcode: 2, qtype: SOA, transport: tcp}]\n",
+        "    protocol: udp\n    quorum: 2\n    checks: [{type: dns, rcode: SERVFAIL, qtype: SOA, transport: tcp}, {type: dns, name: other, qtype: 999}]\n",
     ));
     let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
     let s = &v["services"][0];
     assert_eq!(s["protocol"], "udp");
-    assert_eq!(s["quorum"], 1);
+    assert_eq!(s["quorum"], 2);
     assert_eq!(
         s["checks"][0]["dns"],
         serde_json::json!({"query": ".", "qtype": "SOA", "transport": "tcp", "rcode": 2})
     );
+    assert_eq!(
+        s["checks"][1]["dns"],
+        serde_json::json!({"query": ".", "qtype": "TYPE999", "transport": "udp", "rcode": 0})
+    );
+    assert_eq!(s["checks"][0]["path"], serde_json::Value::Null);
+    let https = ok(&svc(
+        "    checks: [{type: https, verify: true}, {type: tcp}]\n",
+    ));
+    let v: serde_json::Value = serde_json::from_str(&https.to_json()).unwrap();
+    let checks = &v["services"][0]["checks"];
+    assert_eq!(checks[0]["verify_tls"], true);
+    assert_eq!(checks[0]["expect"], serde_json::json!([200]));
+    let tcp: Vec<&str> = checks[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tcp.len(), 7, "name, type, port and the timing: {tcp:?}");
 }

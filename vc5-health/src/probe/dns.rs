@@ -12,8 +12,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use hickory_proto::op::{Message, MessageType, Query as Question};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, MessageType, Query as Question, ResponseCode};
+use hickory_proto::rr::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
@@ -29,7 +29,7 @@ const UDP_BUFFER: usize = 4096;
 pub(super) struct Query {
     bytes: Box<[u8]>,
     transport: DnsTransport,
-    rcode: u16,
+    rcode: ResponseCode,
 }
 
 impl Query {
@@ -41,7 +41,7 @@ impl Query {
         // Recursion desired, as `dig` asks by default: a resolver answers from its
         // cache or priming data, an authoritative server ignores the bit.
         message.metadata.recursion_desired = true;
-        message.add_query(Question::query(name, RecordType::from(check.qtype)));
+        message.add_query(Question::query(name, check.qtype));
         let bytes = message
             .to_vec()
             .map_err(|e| SpecError::Dns(e.to_string()))?;
@@ -99,7 +99,7 @@ impl Query {
             )));
         }
         let rcode = u16::from(message.metadata.response_code);
-        if rcode == self.rcode {
+        if rcode == u16::from(self.rcode) {
             Ok(())
         } else {
             Err(Failure::DnsRcode(rcode))
