@@ -4,7 +4,7 @@
 //! loop blocks but `poll`: the socket is non-blocking, map calls return at
 //! once, dumps and sweeps go in bounded steps.
 //!
-//! - Before vc5d has created its maps the loop waits, retrying each second;
+//! - Before vc5d has created its maps the loop waits, looking every 100 ms;
 //!   when vc5d replaces them (the `settings` map's id changed) the loop
 //!   reopens them and starts a new epoch (the new maps hold no peer flows).
 //! - SIGTERM/SIGINT: `sync_status[0].on = 0`, exit. SIGHUP: re-read the key
@@ -397,11 +397,16 @@ impl Loop {
                 if self.open_error.as_deref() != Some(&msg) {
                     match e {
                         PinnedError::Missing(_) => {
-                            info!(error = %msg, "waiting for vc5d's maps (retrying each second)")
+                            info!(error = %msg, "waiting for vc5d's maps")
                         }
                         _ => error!(error = %msg, "cannot use vc5d's maps (retrying each second)"),
                     }
                     self.open_error = Some(msg);
+                }
+                // Started with vc5d (a host's boot): its maps appear within
+                // a second; looking every 100 ms starts the resync sooner.
+                if matches!(e, PinnedError::Missing(_)) {
+                    self.next_open = Instant::now() + GENERATION_EVERY;
                 }
                 return;
             }
