@@ -87,7 +87,7 @@ fn a_steady_checks_last_run_and_latency_move_on() {
 /// web4 with two checks, one passing (`ok`: /health) and one failing (`bad`:
 /// a path the lab's httpd answers 404), of which one must pass; `order`
 /// lists them, each with `timing`.
-fn two_checks(lab: &vc5::lab::Lab, order: [&str; 2], timing: &str) -> String {
+fn two_checks(lab: &vc5_testkit::lab::Lab, order: [&str; 2], timing: &str) -> String {
     let line = |name: &str| {
         let path = if name == "ok" { "/health" } else { "/missing" };
         format!("      - {{name: {name}, type: http, port: 80, path: {path}, {timing}}}\n")

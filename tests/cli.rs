@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use vc5_xdp::testing::{TempBpffs, require_root};
+use vc5_testkit::xdp::{TempBpffs, require_root};
 
 const VC5D: &str = env!("CARGO_BIN_EXE_vc5d");
 

@@ -16,6 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vc5::config::{self, Config, ConfigError};
+/// SplitMix64: small, seedable and good enough to drive mutations.
+use vc5_testkit::rng::SplitMix64 as Rng;
 
 /// Counts live heap bytes and their peak, so that a case that allocates without
 /// bound is caught before the machine runs out of memory. This file holds a
@@ -118,27 +120,6 @@ const TOKENS: &[&str] = &[
     "\u{feff}",
 ];
 
-/// splitmix64: small, seedable and good enough to drive mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 fn char_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
@@ -198,7 +179,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
         7 => {
             let mut bytes = text.as_bytes().to_vec();
             let i = rng.below(bytes.len() + 1);
-            bytes.insert(i, rng.next() as u8);
+            bytes.insert(i, rng.next_u64() as u8);
             String::from_utf8_lossy(&bytes).into_owned()
         }
         // Repeat a span many times.
@@ -215,11 +196,13 @@ fn generate(rng: &mut Rng) -> String {
     match rng.below(7) {
         0 => {
             let n = rng.below(400);
-            (0..n).map(|_| (rng.next() % 128) as u8 as char).collect()
+            (0..n)
+                .map(|_| (rng.next_u64() % 128) as u8 as char)
+                .collect()
         }
         1 => {
             let n = rng.below(300);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             String::from_utf8_lossy(&bytes).into_owned()
         }
         2 => {

@@ -7,7 +7,7 @@ mod common;
 use common::{lab, spread, wait_ready, wait_status};
 use std::net::IpAddr;
 use std::time::Duration;
-use vc5::lab::retry;
+use vc5_testkit::lab::retry;
 
 fn balances(mode: &str) {
     let lab = lab();

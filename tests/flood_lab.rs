@@ -34,10 +34,12 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vc5::lab::{HTTP_PORT, Lab, LabOptions};
+use vc5_testkit::lab::{HTTP_PORT, Lab, LabOptions};
+/// A small, fast generator: the flood needs variety, not quality.
+use vc5_testkit::rng::SplitMix64;
+use vc5_testkit::xdp::{Frame, TCP_ACK, ether};
 use vc5_xdp::flowsync::engine::{FlowKey, FlowMap};
 use vc5_xdp::flowsync::pinned::Pinned;
-use vc5_xdp::testing::{Frame, TCP_ACK, ether};
 
 /// Each download: 2.4 MB at 100 kB/s, 24 seconds, across the whole flood.
 const BYTES: usize = 2_400_000;
@@ -350,7 +352,7 @@ fn flood(
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&dst);
 
-    let mut rng = SplitMix(unix_ms() ^ u64::from(std::process::id()) << 32);
+    let mut rng = SplitMix64(unix_ms() ^ u64::from(std::process::id()) << 32);
     let mut frames = vec![[0u8; LEN]; BATCH];
     let t = Instant::now();
     let mut sent = 0u64;
@@ -396,9 +398,9 @@ fn flood(
 }
 
 /// A random unicast source outside the lab's own networks.
-fn random_source(rng: &mut SplitMix) -> Ipv4Addr {
+fn random_source(rng: &mut SplitMix64) -> Ipv4Addr {
     loop {
-        let a = Ipv4Addr::from(rng.next() as u32);
+        let a = Ipv4Addr::from(rng.next_u64() as u32);
         let first = a.octets()[0];
         if (1..224).contains(&first) && ![10, 127, 192, 198, 203].contains(&first) {
             return a;
@@ -416,23 +418,9 @@ fn spoofed_ack(
     dst: [u8; 6],
     from: Ipv4Addr,
     to: Ipv4Addr,
-    rng: &mut SplitMix,
+    rng: &mut SplitMix64,
 ) {
-    let sport = 1024 + (rng.next() % 64_000) as u16;
+    let sport = 1024 + (rng.next_u64() % 64_000) as u16;
     let ip = Frame::tcp(from.into(), sport, to.into(), HTTP_PORT, TCP_ACK).ip();
     f.copy_from_slice(&ether(dst, src, None, 0x0800, &ip));
-}
-
-/// A small, fast generator (SplitMix64): the flood needs variety, not
-/// quality.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }

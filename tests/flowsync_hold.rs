@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vc5::lab::Lab;
+use vc5_testkit::lab::Lab;
 use vc5_xdp::maps::{SYNC_RESYNCING, SYNC_SYNCED, SyncStatus, addr16};
 
 fn now_ms() -> u64 {

@@ -34,11 +34,10 @@ use common::wait_ready;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use vc5::lab::{HTTP_PORT, Lab, LabChild, LabOptions, TransferEnd, UDP_PORT};
+use vc5_testkit::lab::{HTTP_PORT, Lab, LabChild, LabOptions, TransferEnd, UDP_PORT};
 use vc5_xdp::flowsync::engine::FlowMap;
 use vc5_xdp::flowsync::pinned::Pinned;
 
@@ -332,12 +331,10 @@ fn udp_flow(
     port: u16,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Option<String>>> {
-    let ns = std::path::Path::new("/run/netns").join(lab.ns("client"));
+    let ns = lab.ns("client");
     let local = SocketAddr::new(lab.addr4("client").into(), port);
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).unwrap();
-        // SAFETY: setns(2) on a descriptor we own; it changes only this thread.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        vc5_testkit::enter_netns(&ns);
         let s = UdpSocket::bind(local).unwrap();
         s.connect(vip).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100)))

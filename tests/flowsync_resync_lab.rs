@@ -55,11 +55,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vc5::lab::{HTTP_PORT, Lab, LabChild, LabOptions, retry};
+use vc5_testkit::lab::{HTTP_PORT, Lab, LabChild, LabOptions, retry};
+use vc5_testkit::xdp::{Frame, TCP_ACK, TCP_SYN};
 use vc5_xdp::flowsync::engine::{FlowKey, FlowMap};
 use vc5_xdp::flowsync::pinned::Pinned;
 use vc5_xdp::maps::{Flow4, SYNC_SYNCED};
-use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN};
 
 /// Flows lb1 holds.
 const FLOWS: u32 = 100_000;

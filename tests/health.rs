@@ -13,7 +13,7 @@ use common::{
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use vc5::lab::{Lab, LabChild};
+use vc5_testkit::lab::{Lab, LabChild};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const RISE: u32 = 2;

@@ -220,15 +220,17 @@ fn the_console_is_reachable_from_the_host() {
     let fwd = lab.forward_console("lb1", 0).unwrap();
     assert!(fwd.local.ip().is_loopback(), "{}", fwd.local);
     // From this (the host's) namespace, not lb1's.
-    let body = vc5::lab::http_get(fwd.local, "/status.json", Duration::from_secs(5)).unwrap();
+    let body =
+        vc5_testkit::lab::http_get(fwd.local, "/status.json", Duration::from_secs(5)).unwrap();
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let names: Vec<&str> = (status["services"].as_array().into_iter().flatten())
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["web4", "web6"], "{body}");
-    let page = vc5::lab::http_get(fwd.local, "/", Duration::from_secs(5)).unwrap();
+    let page = vc5_testkit::lab::http_get(fwd.local, "/", Duration::from_secs(5)).unwrap();
     assert!(page.contains("<html"), "{page}");
-    let metrics = vc5::lab::http_get(fwd.local, "/metrics", Duration::from_secs(5)).unwrap();
+    let metrics =
+        vc5_testkit::lab::http_get(fwd.local, "/metrics", Duration::from_secs(5)).unwrap();
     assert!(metrics.contains("# TYPE"), "{metrics}");
     vc5d.terminate(Duration::from_secs(10)).unwrap();
 }

@@ -11,7 +11,7 @@ mod common;
 use common::{fast_checks, lab_with, rhi_mode, spread, wait_log, wait_ready, wait_status};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use vc5::lab::Lab;
+use vc5_testkit::lab::Lab;
 
 /// Waits until the router's `birdc show route for NET` has a route from
 /// each of `via` (load balancers, which name the router's BGP sessions);

@@ -7,7 +7,7 @@ mod common;
 
 use common::{fast_checks, lab_with, rhi_mode, wait_status};
 use std::time::{Duration, Instant};
-use vc5::lab::Lab;
+use vc5_testkit::lab::Lab;
 
 /// The router's accepted import withdraws on its session to lb1 (IPv4 and
 /// IPv6 channels summed) and the session's "since" column.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use vc5::lab::{Lab, LabChild, LabOptions, http_get, retry};
+use vc5_testkit::lab::{Lab, LabChild, LabOptions, http_get, retry};
 
 /// A lab with `load_balancers` load balancers.
 pub fn lab_with(load_balancers: usize) -> Lab {

@@ -109,16 +109,16 @@
 //!
 //! ## Testing
 //!
-//! [`testbed`] builds network namespaces and runs BIRD, FRR and GoBGP in
-//! them; the integration tests under `tests/` need root and the Debian
-//! packages `bird2`, `frr` and `gobgpd`.
+//! `vc5_testkit::bird` (the unpublished `vc5-testkit` crate) builds network
+//! namespaces and runs BIRD, FRR and GoBGP in them; the integration tests
+//! under `tests/` need root and the Debian packages `bird2`, `frr` and
+//! `gobgpd`. `vc5-rhi-bench` lives there too.
 
 pub mod announcer;
 pub mod bgp;
 pub mod bird;
 mod desired;
 pub mod status;
-pub mod testbed;
 
 pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, ConfigError};
 pub use status::{BirdProtocol, BirdStatus, Mode, PeerStatus, Status};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use vc5_bird_bridge::bgp::codec::{self, Codec, Message, Notification, Open};
 use vc5_bird_bridge::bgp::fsm::State;
-use vc5_bird_bridge::testbed::Bird;
 use vc5_bird_bridge::{Announcer, Mode, Status};
+use vc5_testkit::bird::Bird;
 
 fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Message> {
     let mut chunk = [0u8; 4096];
@@ -302,7 +302,7 @@ fn unreachable_refused_and_wrong_as_are_reported() {
 /// No BIRD and no peers: inactive, said clearly.
 #[test]
 fn no_bird_and_no_peers_is_inactive() {
-    let dir = vc5_bird_bridge::testbed::TempDir::new("inactive").expect("tempdir");
+    let dir = vc5_testkit::bird::TempDir::new("inactive").expect("tempdir");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

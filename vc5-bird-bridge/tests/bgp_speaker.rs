@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use vc5_bird_bridge::bgp::fsm::State;
-use vc5_bird_bridge::testbed::{Frr, Gobgp};
 use vc5_bird_bridge::{Announcer, AnnouncerConfig, Mode};
+use vc5_testkit::bird::{Frr, Gobgp};
 
 /// Starts the announcer in lb (no BIRD there: BGP mode) and runs `check`.
 fn speaker_cfg(lab: &Lab) -> AnnouncerConfig {

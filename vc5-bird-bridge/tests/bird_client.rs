@@ -14,7 +14,7 @@ use vc5_bird_bridge::bird::client::{BirdClient, BirdError, ConfigureOutcome};
 use vc5_bird_bridge::bird::reply::{
     CodeClass, Event, ProtocolError, Reply, ReplyParser, parse_all,
 };
-use vc5_bird_bridge::testbed::{Bird, Netns, TempDir, require_root};
+use vc5_testkit::bird::{Bird, Netns, TempDir, require_root};
 
 /// (golden file, command sent; None = the greeting).
 const CASES: &[(&str, Option<&str>)] = &[

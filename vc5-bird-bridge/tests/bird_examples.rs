@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use vc5_bird_bridge::bird::include::{self, RouteOptions};
-use vc5_bird_bridge::testbed::{Bird, Netns, TempDir, link, require_root};
 use vc5_bird_bridge::{Announcer, AnnouncerConfig, Mode};
+use vc5_testkit::bird::{Bird, Netns, TempDir, link, require_root};
 
 fn examples() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bird-examples");

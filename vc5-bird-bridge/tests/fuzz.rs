@@ -30,6 +30,7 @@ use vc5_bird_bridge::bgp::codec::{
     Notification, Open, RouteAttributes, Safi, Update, build_updates,
 };
 use vc5_bird_bridge::bird::reply::{self, ReplyParser};
+use vc5_testkit::rng::SplitMix64;
 
 // ------------------------------------------------------------ allocation
 
@@ -85,18 +86,15 @@ fn measured<R>(f: impl FnOnce() -> R) -> (R, usize) {
 
 // ------------------------------------------------------------ randomness
 
-/// SplitMix64: small, fast, and reproducible from one seed.
-struct Rng(u64);
+/// The test kit's SplitMix64 (small, fast, and reproducible from one seed),
+/// with a byte biased to the values parsers branch on.
+struct Rng(SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n)
     }
     fn byte(&mut self) -> u8 {
         // Bias to the values parsers branch on.
@@ -132,7 +130,9 @@ fn run_params(name: &str, cases: usize) -> (u64, usize) {
 fn for_cases(name: &str, cases: usize, mut case: impl FnMut(&mut Rng, usize)) {
     let (seed, n) = run_params(name, cases);
     for i in 0..n {
-        let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let mut rng = Rng(SplitMix64(
+            seed ^ (i as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+        ));
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| case(&mut rng, i))) {
             eprintln!("{name}: case {i} failed; replay with VC5_FUZZ_SEED={seed}");
             std::panic::resume_unwind(p);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vc5_bird_bridge::bgp::fsm::State;
-use vc5_bird_bridge::testbed::Bird;
 use vc5_bird_bridge::{Announcer, AnnouncerConfig, Mode, Status};
+use vc5_testkit::bird::Bird;
 
 /// The router's counters for its session `lb`: (import updates, import
 /// withdraws) accepted, summed over the IPv4 and IPv6 channels.

@@ -6,8 +6,10 @@
 //! - [`table`] builds each service's lookup table by weighted rendezvous
 //!   hashing; [`hash`] reproduces the program's hashes.
 //! - [`netlink`] finds each real's MAC in the kernel's neighbour table.
-//! - [`testing`] has what tests and the benchmark share: a private bpffs
-//!   and frame builders.
+//!
+//! The tests' and benchmarks' scaffolding (a private bpffs, frame builders,
+//! the two-load-balancer flow-sync set-up) lives in the unpublished
+//! `vc5-testkit` crate, as do `vc5-bench` and `vc5-flowsync-bench`.
 
 pub mod dataplane;
 pub mod flowsync;
@@ -17,6 +19,5 @@ pub mod maps;
 pub mod netlink;
 pub mod sys;
 pub mod table;
-pub mod testing;
 
 pub use dataplane::{DataPlane, Error, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};

@@ -54,10 +54,11 @@ use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use vc5_testkit::rng::SplitMix64;
+use vc5_testkit::xdp::{TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::dataplane::{TCP, UDP};
 use vc5_xdp::hash::flow_hash;
 use vc5_xdp::maps::{EVENT_NEW, EVENT_REPIN, Flow4, Flow6, FlowEvent, Reason, TABLE_SIZE};
-use vc5_xdp::testing::{TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
 const XDP_DROP: u32 = 1;
@@ -85,16 +86,13 @@ const PORTS: [u16; 5] = [80, 53, 443, 8080, 0];
 /// A real behind "another interface": its frames are redirected.
 const FAR_IFINDEX: u32 = 999;
 
-/// splitmix64: small, seedable, and the same on every host.
-struct Rng(u64);
+/// The test kit's SplitMix64 (small, seedable, and the same on every host),
+/// with the draws the generator makes.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
@@ -712,7 +710,7 @@ const REUSE_PCT: u64 = 30;
 
 impl Gen {
     fn new(seed: u64) -> Gen {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(SplitMix64(seed));
         let clients4 = (0..32)
             .map(|i| [198, 51, 100, i as u8 + rng.byte() % 2])
             .collect();

@@ -2,7 +2,7 @@
 //!
 //! The set-up (two namespaces joined by a veth pair, a `DataPlane` on a
 //! private bpffs and a `vc5-flowsync` per "LB") is
-//! `vc5_xdp::flowsync::testbed`, shared with `vc5-flowsync-bench`. Flows
+//! `vc5_testkit::flowsync`, shared with `vc5-flowsync-bench`. Flows
 //! are created in LB A by running its XDP program with BPF_PROG_TEST_RUN;
 //! what LB B learns is read from B's pinned peer tables and `sync_status`.
 //! Timings are printed, never asserted, except the resync's bound (99 %
@@ -21,14 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use vc5_testkit::flowsync::*;
+use vc5_testkit::xdp::*;
 use vc5_xdp::dataplane::TCP;
 use vc5_xdp::flowsync::engine::{FlowKey, FlowMap};
 use vc5_xdp::flowsync::pinned::Pinned;
 use vc5_xdp::flowsync::status::{REASONS, reason_index};
-use vc5_xdp::flowsync::testbed::*;
 use vc5_xdp::flowsync::{FlowRecord, Key, Keyring, Op, Sealer};
 use vc5_xdp::maps::{Flow4, SYNC_RESYNCING, SYNC_SYNCED};
-use vc5_xdp::testing::*;
 use vc5_xdp::{DataPlane, MapSizes, ServiceSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vc5-flowsync");
@@ -354,10 +354,8 @@ fn ipv6_group_and_flows() {
 fn socket_in(ns: &str, ifname: &str, src: IpAddr) -> UdpSocket {
     let (ns, ifname) = (ns.to_owned(), ifname.to_owned());
     std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        vc5_testkit::enter_netns(&ns);
         use std::os::fd::AsRawFd;
-        // SAFETY: setns on this (short-lived) thread only.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         let s = UdpSocket::bind(SocketAddr::new(src, 0)).unwrap();
         let ifindex = vc5_xdp::flowsync::net::ifindex(&ifname).unwrap();
         let IpAddr::V4(a) = src else { unreachable!() };

@@ -7,10 +7,10 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use std::net::IpAddr;
+use vc5_testkit::xdp::*;
 use vc5_xdp::dataplane::{TCP, UDP};
 use vc5_xdp::hash::flow_hash;
 use vc5_xdp::maps::{Flow4, Flow6, PeerMoved, Reason, SAMPLE, TABLE_SIZE, addr16};
-use vc5_xdp::testing::*;
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
 const XDP_DROP: u32 = 1;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vc5_bird_bridge::AnnouncerConfig;
-use vc5_bird_bridge::testbed::{Bird, Netns, TempDir, link, require_root, wait_until};
+use vc5_testkit::bird::{Bird, Netns, TempDir, link, require_root, wait_until};
 
 pub const LB4: &str = "192.0.2.1";
 pub const RT4: &str = "192.0.2.2";

@@ -549,7 +549,8 @@ impl DataPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TempBpffs, require_root};
+    use vc5_testkit::require_root;
+    use vc5_testkit::xdp::TempBpffs;
 
     #[test]
     fn every_pinned_map_is_checked_on_reuse() {

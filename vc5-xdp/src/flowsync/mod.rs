@@ -3,8 +3,8 @@
 //! ([`replay`]) and the protocol logic ([`engine`]) test without root. The
 //! process around them: its configuration keys ([`config`]), the pinned
 //! maps ([`pinned`]), the group socket ([`net`]) and the event loop ([`run`]).
-//! [`testbed`] is the two-load-balancer set-up (root) that the integration
-//! tests and `vc5-flowsync-bench` share.
+//! The two-load-balancer set-up (root) that the integration tests and
+//! `vc5-flowsync-bench` share is `vc5_testkit::flowsync`.
 //!
 //! A receiver runs, for every datagram: [`wire::decode`] (header checks,
 //! then AEAD open with the key named by the header, then record parsing),
@@ -20,7 +20,6 @@ pub mod replay;
 pub mod run;
 pub mod settings;
 pub mod status;
-pub mod testbed;
 pub mod wire;
 
 pub use keys::{Key, KeyFileError, Keyring};

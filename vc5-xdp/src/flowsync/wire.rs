@@ -931,20 +931,8 @@ mod tests {
         );
     }
 
-    /// splitmix64: small, seedable, good enough to drive a fuzz loop.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    /// SplitMix64: small, seedable, good enough to drive a fuzz loop.
+    use vc5_testkit::rng::SplitMix64 as Rng;
 
     fn fuzz_params() -> (u64, usize) {
         let seed = std::env::var("VC5_FUZZ_SEED")
@@ -976,8 +964,8 @@ mod tests {
                 // Random bytes, half of them behind a valid clear prefix so
                 // that they reach the AEAD.
                 let len = rng.below(300);
-                let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                if rng.next() & 1 == 1 && len >= 8 {
+                let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                if rng.next_u64() & 1 == 1 && len >= 8 {
                     b[..8].copy_from_slice(&good[..8]);
                 }
                 b
@@ -991,10 +979,10 @@ mod tests {
                         b[at] ^= 1 << rng.below(8);
                     }
                     1 => b.truncate(rng.below(b.len() + 1)),
-                    2 => b.insert(rng.below(b.len() + 1), rng.next() as u8),
+                    2 => b.insert(rng.below(b.len() + 1), rng.next_u64() as u8),
                     _ => {
                         let at = rng.below(b.len() + 1);
-                        b.splice(at..at, (0..rng.below(16)).map(|_| rng.next() as u8));
+                        b.splice(at..at, (0..rng.below(16)).map(|_| rng.next_u64() as u8));
                     }
                 }
             }
@@ -1030,7 +1018,7 @@ mod tests {
         for i in 0..iters / 20 {
             // The parser behind the AEAD, on random plaintext.
             let len = rng.below(200);
-            let mut plain: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut plain: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if len >= 2 {
                 plain[0] = 0;
                 plain[1] = rng.below(6) as u8;
@@ -1039,25 +1027,26 @@ mod tests {
             // Random records survive encode and decode unchanged.
             let recs: Vec<FlowRecord> = (0..rng.below(80))
                 .map(|_| {
-                    let v6 = rng.next() & 1 == 1;
+                    let v6 = rng.next_u64() & 1 == 1;
                     let addr = |r: &mut Rng, v6: bool| -> IpAddr {
                         if v6 {
-                            Ipv6Addr::from(((r.next() as u128) << 64) | r.next() as u128).into()
+                            Ipv6Addr::from(((r.next_u64() as u128) << 64) | r.next_u64() as u128)
+                                .into()
                         } else {
-                            Ipv4Addr::from(r.next() as u32).into()
+                            Ipv4Addr::from(r.next_u64() as u32).into()
                         }
                     };
                     FlowRecord {
                         saddr: addr(&mut rng, v6),
                         daddr: addr(&mut rng, v6),
-                        sport: rng.next() as u16,
-                        dport: rng.next() as u16,
-                        protocol: rng.next() as u8,
+                        sport: rng.next_u64() as u16,
+                        dport: rng.next_u64() as u16,
+                        protocol: rng.next_u64() as u8,
                         real: {
-                            let v6 = rng.next() & 1 == 1;
+                            let v6 = rng.next_u64() & 1 == 1;
                             addr(&mut rng, v6)
                         },
-                        op: if rng.next() & 1 == 1 {
+                        op: if rng.next_u64() & 1 == 1 {
                             Op::Delete
                         } else {
                             Op::Upsert

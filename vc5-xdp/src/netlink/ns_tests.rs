@@ -6,15 +6,14 @@ use super::resolver::*;
 use super::wire::*;
 use super::*;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 // -- Real kernel, in namespaces we create (root needed) -----------------
 
-use std::fs::File;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vc5_testkit::require_root;
 
 const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const MAC_B: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
@@ -38,15 +37,6 @@ fn ip(addr: &str) -> IpAddr {
     addr.parse().unwrap()
 }
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "namespace tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN); run cargo test as root"
-    );
-}
-
 fn run(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
@@ -65,11 +55,8 @@ fn run(args: &[&str]) {
 fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
-            let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
-            // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this
-            // thread, which ends when the closure returns.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            // Moves only this thread, which ends when the closure returns.
+            vc5_testkit::enter_netns(ns);
             f()
         })
         .join()

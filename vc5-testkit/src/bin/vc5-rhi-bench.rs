@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vc5_bird_bridge::testbed::{Bird, Netns, TempDir, link, require_root};
 use vc5_bird_bridge::{Announcer, AnnouncerConfig, Mode};
+use vc5_testkit::bird::{Bird, Netns, TempDir, link, require_root};
 
 const LB4: &str = "192.0.2.1";
 const RT4: &str = "192.0.2.2";

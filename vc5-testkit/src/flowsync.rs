@@ -1,6 +1,6 @@
 //! Two load balancers joined by a link, each with its own data plane and
 //! `vc5-flowsync`: the set-up shared by the flow-sync integration tests
-//! (`tests/flowsync.rs`) and `vc5-flowsync-bench`, so both run the same
+//! (`vc5-xdp/tests/flowsync.rs`) and `vc5-flowsync-bench`, so both run the same
 //! thing. Needs root (BPF, namespaces, mounts).
 //!
 //! Each "LB" ([`Lb`]) is a [`DataPlane`] on its own private bpffs under
@@ -28,13 +28,15 @@ use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunOptions};
 
-use super::engine::FlowMap;
-use super::keys::{Key, Keyring};
-use super::pinned::Pinned;
-use crate::dataplane::{TCP, VC5_OBJ};
-use crate::maps::{Flow4, SYNC_SYNCED, SyncStatus};
-use crate::testing::{TempBpffs, require_root};
-use crate::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
+use vc5_xdp::dataplane::{TCP, VC5_OBJ};
+use vc5_xdp::flowsync::engine::FlowMap;
+use vc5_xdp::flowsync::keys::{Key, Keyring};
+use vc5_xdp::flowsync::pinned::Pinned;
+use vc5_xdp::maps::{Flow4, SYNC_SYNCED, SyncStatus};
+use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
+
+use crate::require_root;
+use crate::xdp::TempBpffs;
 
 /// The service both LBs serve (port 80, TCP).
 pub const VIP: &str = "192.0.2.80";
@@ -164,16 +166,7 @@ impl Netns {
             }
         }
         let back = Back(std::fs::File::open("/proc/thread-self/ns/net").expect("own netns"));
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("the netns");
-        // SAFETY: setns on a namespace fd, this thread only.
-        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            r,
-            0,
-            "setns {}: {}",
-            self.0,
-            std::io::Error::last_os_error()
-        );
+        crate::enter_netns(&self.0);
         let out = f();
         drop(back);
         out
@@ -589,7 +582,7 @@ pub fn peer_by_addr(lb: &Lb, addr: IpAddr) -> Option<SyncStatus> {
     lb.status()
         .1
         .into_iter()
-        .find(|p| p.addr == crate::maps::addr16(addr))
+        .find(|p| p.addr == vc5_xdp::maps::addr16(addr))
 }
 
 /// Entries of the IPv4 TCP peer table (where VIP:80's flows go).

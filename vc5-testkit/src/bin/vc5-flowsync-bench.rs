@@ -18,7 +18,7 @@
 //!   does not distort), and the part of it spent in
 //!   BPF_MAP_UPDATE_BATCH (wall ns per record).
 //!
-//! End to end (root), on the tests' set-up (`flowsync::testbed`: two
+//! End to end (root), on the tests' set-up (`vc5_testkit::flowsync`: two
 //! namespaces joined by a veth, a data plane and a `vc5-flowsync` each):
 //! LB A's program creates `--rate` new TCP flows per second (default
 //! 100,000) for `--seconds` (default 10), in batches every 10 ms
@@ -39,7 +39,7 @@
 //! creation (interpolated within its batch) until it is there (by a
 //! SCHED_FIFO thread that looks only for the oldest pending one).
 //! `vc5-flowsync` is the binary beside this one (`cargo build --release
-//! -p vc5-xdp` builds both). The goal of issue 9 is ≤ 10 % of a core on
+//! --workspace` builds both). The goal of issue 9 is ≤ 10 % of a core on
 //! either side at 100,000 flows/s; this prints, never asserts.
 //!
 //! Without root only the first two run (with a message). `--json` prints
@@ -55,18 +55,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions, XdpMode};
+use vc5_testkit::flowsync::{self as testbed, Pair, PairConfig, REALS, VIP, VIP6, XDP_TX};
+use vc5_testkit::xdp::{Frame, TCP_ACK, TempBpffs, pin_to_cpu};
 use vc5_xdp::dataplane::{TCP, VC5_PENDING_BENCH_OBJ};
 use vc5_xdp::flowsync::engine::{
     Engine, EngineConfig, FlowKey, FlowMap, Inbound, Resolved, Resolver, sender_id,
 };
 use vc5_xdp::flowsync::pinned::Pinned;
 use vc5_xdp::flowsync::settings::{DEFAULT_RESYNC_RATE, MAX_RATE};
-use vc5_xdp::flowsync::testbed::{self, Pair, PairConfig, REALS, VIP, VIP6, XDP_TX};
 use vc5_xdp::flowsync::{
     FlowRecord, Key, Keyring, Op, Opener, ReplayGuard, Sealer, wire::DEFAULT_MAX_LEN,
 };
 use vc5_xdp::maps::Flow4;
-use vc5_xdp::testing::{Frame, TCP_ACK, TempBpffs, pin_to_cpu};
 use vc5_xdp::{DataPlane, MapSizes, ServiceSpec};
 
 const RUNS: usize = 5;
@@ -390,7 +390,7 @@ fn end_to_end(out: &mut Vec<Figure>, flows_per_s: u64, seconds: u64) -> Result<(
     let bin: PathBuf = std::env::current_exe()?.with_file_name("vc5-flowsync");
     ensure!(
         bin.exists(),
-        "{} is missing: build it with `cargo build --release -p vc5-xdp`",
+        "{} is missing: build it with `cargo build --release --workspace`",
         bin.display()
     );
     let per_tick = (flows_per_s / 100).max(1);

@@ -23,15 +23,7 @@ fn unique(tag: &str) -> String {
     format!("vc5bb-{}-{n}-{tag}", std::process::id())
 }
 
-/// Panics unless running as root: these tests must fail loudly, not skip.
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (network namespaces, daemons on port 179); run it as root"
-    );
-}
+pub use crate::require_root;
 
 fn run(cmd: &mut Command) -> io::Result<String> {
     let out = cmd.stdin(Stdio::null()).output()?;

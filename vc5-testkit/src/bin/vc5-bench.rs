@@ -90,6 +90,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use vc5_testkit::require_root;
+use vc5_testkit::xdp::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu};
 use vc5_xdp::dataplane::{
     FLOOR_OBJ, TCP, UDP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_PENDING_BENCH_OBJ,
     VC5_SAMPLE_BENCH_OBJ,
@@ -97,7 +99,6 @@ use vc5_xdp::dataplane::{
 use vc5_xdp::flowtable::Put;
 use vc5_xdp::hash::flow_hash;
 use vc5_xdp::maps::{EVICT_AGE, Flow4, Flow6, TABLE_SIZE, Table, addr16};
-use vc5_xdp::testing::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu, require_root};
 use vc5_xdp::{DataPlane, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
 const RUNS: usize = 11;
@@ -148,16 +149,14 @@ fn once(prog: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
 /// the XDP dispatcher (see the module's "Timing"); removed on drop, which
 /// also removes the veths.
 struct Holder {
-    ns: vc5_xdp::flowsync::testbed::Netns,
+    ns: vc5_testkit::flowsync::Netns,
     n: usize,
 }
 
 impl Holder {
     fn new() -> Holder {
-        let ns = vc5_xdp::flowsync::testbed::Netns::new(format!(
-            "vc5b{}",
-            vc5_xdp::flowsync::testbed::unique()
-        ));
+        let ns =
+            vc5_testkit::flowsync::Netns::new(format!("vc5b{}", vc5_testkit::flowsync::unique()));
         Holder { ns, n: 0 }
     }
 

@@ -60,7 +60,7 @@
 //! In a test:
 //!
 //! ```no_run
-//! use vc5::lab::{Lab, LabOptions};
+//! use vc5_testkit::lab::{Lab, LabOptions};
 //!
 //! let lab = Lab::new(LabOptions::default())?; // reals answering, VIPs routed to lb1
 //! lab.prepare_native_xdp()?;
@@ -95,12 +95,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 /// The HTTP server every real runs; embedded so that a built `vc5-lab` needs no checkout.
-const HTTPD_PY: &str = include_str!("../lab/httpd.py");
+const HTTPD_PY: &str = include_str!("../../lab/httpd.py");
 
 /// BIRD configurations of `bird-examples/`, used as they are but for their
 /// `define` placeholders, the include path and the log.
-const BIRD_ROUTER_CONF: &str = include_str!("../bird-examples/router.conf");
-const BIRD_LB_CONF: &str = include_str!("../bird-examples/lb.conf");
+const BIRD_ROUTER_CONF: &str = include_str!("../../bird-examples/router.conf");
+const BIRD_LB_CONF: &str = include_str!("../../bird-examples/lb.conf");
 
 /// The lab's AS numbers.
 pub const LB_ASN: u32 = 65000;
@@ -1912,12 +1912,7 @@ mod tests {
     use super::*;
 
     fn lab() -> Lab {
-        assert_eq!(
-            // SAFETY: geteuid(2) cannot fail and has no memory effects.
-            unsafe { libc::geteuid() },
-            0,
-            "the lab tests need root: run them as root"
-        );
+        crate::require_root();
         Lab::new(LabOptions::default()).expect("building the lab")
     }
 
@@ -1997,8 +1992,7 @@ mod tests {
 
     #[test]
     fn lab_with_two_load_balancers_spreads_over_reals_by_ecmp() {
-        // SAFETY: geteuid(2) cannot fail and has no memory effects.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the lab tests need root");
+        crate::require_root();
         let lab = Lab::new(LabOptions {
             load_balancers: 2,
             ..LabOptions::default()

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests and the benchmark: a private bpffs mount
+//! Helpers shared by the data plane's tests and benchmarks (moved here from
+//! `vc5-xdp`): a private bpffs mount
 //! (removed on drop, which also detaches anything pinned in it) and
 //! builders for the frames the packet tests send.
 
@@ -59,15 +60,7 @@ impl Drop for TempBpffs {
     }
 }
 
-/// Fails the calling test loudly unless it runs as root.
-pub fn require_root() {
-    assert_eq!(
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (BPF, namespaces): run the test command as root"
-    );
-}
+pub use crate::require_root;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

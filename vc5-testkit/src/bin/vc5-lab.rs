@@ -1,4 +1,4 @@
-//! `vc5-lab`: builds the lab (see `vc5::lab`), runs vc5d and vc5-flowsync on `lb1` and
+//! `vc5-lab`: builds the lab (see `vc5_testkit::lab`), runs vc5d and vc5-flowsync on `lb1` and
 //! `lb2` behind a BIRD router (ECMP), sends HTTP requests from the client to both VIPs and
 //! shows which real server answered each, which client address the reals saw and what flow
 //! sync exchanged, until Ctrl-C (or at once with `--once`). Each load balancer's console is
@@ -8,12 +8,12 @@
 //! other. Everything it created is removed when it exits, also on SIGINT/SIGTERM.
 //!
 //! ```text
-//! cargo build --release --bin vc5d -p vc5-xdp --bin vc5-flowsync  # vc5-flowsync beside vc5d
-//! cargo run --release --bin vc5-lab                       # native XDP, runs until Ctrl-C
-//! cargo run --release --bin vc5-lab -- --xdp-mode generic --once
-//! cargo run --release --bin vc5-lab -- --failover         # the failover demonstration
-//! cargo run --release --bin vc5-lab -- --direct real1     # no vc5d: VIPs routed to real1
-//! cargo run --release --bin vc5-lab -- -- --console 0.0.0.0:8080   # extra vc5d flags
+//! cargo build --release --workspace          # vc5d, vc5-flowsync and vc5-lab side by side
+//! target/release/vc5-lab                      # native XDP, runs until Ctrl-C
+//! target/release/vc5-lab --xdp-mode generic --once
+//! target/release/vc5-lab --failover           # the failover demonstration
+//! target/release/vc5-lab --direct real1       # no vc5d: VIPs routed to real1
+//! target/release/vc5-lab -- --console 0.0.0.0:8080   # extra vc5d flags
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use vc5::lab::{Forward, HTTP_PORT, Lab, LabChild, LabOptions, http_get};
+use vc5_testkit::lab::{Forward, HTTP_PORT, Lab, LabChild, LabOptions, http_get};
 
 /// Set by SIGINT/SIGTERM; every wait polls it so that the lab is torn down by `Drop`.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -218,7 +218,7 @@ fn run(args: &Args) -> Result<()> {
                 println!(
                     "vc5-flowsync on {lb} ({}, group {}, key {}), log {}",
                     bin.display(),
-                    vc5::lab::FLOW_SYNC_GROUP,
+                    vc5_testkit::lab::FLOW_SYNC_GROUP,
                     lab.flow_sync_key()?.display(),
                     lab.flowsync_log(&lb).display()
                 );
