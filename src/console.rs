@@ -355,6 +355,30 @@ pub mod metrics {
             )?;
             family(
                 e,
+                "vc5_ready",
+                "1 once start-up is over (the data plane first programmed), 0 before.",
+                G,
+                [(Labels::new(), st.ready_ms.is_some())],
+            )?;
+            family(
+                e,
+                "vc5_config_reloads",
+                "Reloads of the configuration, by result (done, refused).",
+                C,
+                [
+                    (vec![("result", "done".to_string())], st.reloads.done),
+                    (vec![("result", "refused".to_string())], st.reloads.refused),
+                ],
+            )?;
+            family(
+                e,
+                "vc5_config_last_reload_successful",
+                "0 when the last reload was refused (the running configuration stayed), else 1.",
+                G,
+                [(Labels::new(), st.reloads.last.as_ref().is_none_or(|l| l.ok))],
+            )?;
+            family(
+                e,
                 "vc5_interface_info",
                 "XDP attachments: interface and mode (native, generic or pinned); always 1.",
                 G,

@@ -22,6 +22,11 @@ pub struct Status {
     pub at_ms: u64,
     /// Unix time in milliseconds when vc5d started.
     pub started_ms: u64,
+    /// Unix time in milliseconds when vc5d became ready (the data plane
+    /// first programmed, `READY=1` sent); None while it is starting.
+    pub ready_ms: Option<u64>,
+    /// Reloads asked for (SIGHUP, D-Bus, the console) and how the last went.
+    pub reloads: ReloadStatus,
     /// The configuration file in force.
     pub config: String,
     /// XDP attachments: interface and mode.
@@ -45,6 +50,28 @@ pub struct Status {
     pub flow_sync: FlowSyncStatus,
     /// The flow table's insert bound and what it refused.
     pub flow_table: FlowTableStatus,
+}
+
+/// Reloads of the configuration since vc5d started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Reloads that took effect.
+    pub done: u64,
+    /// Reloads refused (the running configuration stayed).
+    pub refused: u64,
+    /// The last reload, if any.
+    pub last: Option<LastReload>,
+}
+
+/// How the last reload went.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    /// Unix time in milliseconds when it ended.
+    pub at_ms: u64,
+    /// Whether it took effect.
+    pub ok: bool,
+    /// Why it was refused.
+    pub error: Option<String>,
 }
 
 /// The data plane's bound on new flows (`flow_insert_limit`).

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{fast_checks, lab_with, wait_log, wait_ready, wait_status};
+use common::{fast_checks, lab_with, wait_ready, wait_status, wait_vc5d_ready};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -263,8 +263,7 @@ fn without_vc5_flowsync_the_vips_wait_for_flow_sync_wait() {
     let _router = lab.start_router_bird().unwrap();
     write_config(&lab, "8s");
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
-    // Readiness is in the log only.
-    wait_log(&vc5d, "vc5d ready", Duration::from_secs(20));
+    wait_vc5d_ready(&lab, "lb1", Duration::from_secs(20));
     wait_status(
         &lab,
         "lb1",
@@ -333,8 +332,7 @@ fn the_vips_follow_vc5_flowsyncs_resync_and_a_restart_beside_it_does_not_hold() 
     let _router = lab.start_router_bird().unwrap();
     write_config(&lab, "120s");
     let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
-    // Readiness is in the log only.
-    wait_log(&vc5d, "vc5d ready", Duration::from_secs(20));
+    wait_vc5d_ready(&lab, "lb1", Duration::from_secs(20));
     wait_announceable(&lab);
     let vip4 = format!("{}/32", lab.vip4);
 

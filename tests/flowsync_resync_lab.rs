@@ -43,7 +43,7 @@
 
 mod common;
 
-use common::{fast_checks, wait_log, wait_ready};
+use common::{fast_checks, wait_ready, wait_vc5d_ready};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
@@ -446,8 +446,8 @@ fn restart_empty(
     let vc5d_start = Instant::now();
     let v = lab.start_vc5d("lb2", "generic", &[]).unwrap();
     if start == Start::AfterVc5dReady {
-        // What systemd waits for (READY=1), which only the log shows here.
-        wait_log(&v, "vc5d ready", Duration::from_secs(30));
+        // What systemd waits for (READY=1).
+        wait_vc5d_ready(&lab, "lb2", Duration::from_secs(30));
     }
     let t0 = Instant::now();
     flowsyncs.insert("lb2".into(), lab.start_flowsync("lb2").unwrap());

@@ -281,6 +281,13 @@ async fn metrics_are_the_snapshot() {
         get("vc5_start_time_seconds", &[]),
         status.started_ms as f64 / 1000.0
     );
+    assert_eq!(get("vc5_ready", &[]), 1.0);
+    assert_eq!(get("vc5_config_reloads_total", &[("result", "done")]), 3.0);
+    assert_eq!(
+        get("vc5_config_reloads_total", &[("result", "refused")]),
+        1.0
+    );
+    assert_eq!(get("vc5_config_last_reload_successful", &[]), 0.0);
     assert_eq!(
         get(
             "vc5_interface_info",

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fast_checks, lab_with, rhi_mode, spread, wait_log, wait_ready, wait_status};
+use common::{fast_checks, lab_with, rhi_mode, spread, wait_ready, wait_status, wait_vc5d_ready};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use vc5_testkit::lab::Lab;
@@ -49,8 +49,7 @@ fn vc5d_own_speaker_announces_to_a_bird_router_with_ecmp_and_withdraws() {
             .replace(&lab.default_config(), &fast_checks(&lab));
         lab.write_config_for(lb, &cfg).unwrap();
         let v = lab.start_vc5d(lb, "generic", &[]).unwrap();
-        // Readiness is in the log only.
-        wait_log(&v, "vc5d ready", Duration::from_secs(20));
+        wait_vc5d_ready(&lab, lb, Duration::from_secs(20));
         wait_status(
             &lab,
             lb,
@@ -163,8 +162,7 @@ fn through_a_local_bird_which_may_restart_without_vc5d_noticing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Readiness is in the log only.
-    wait_log(&vc5d, "vc5d ready", Duration::from_secs(10));
+    wait_vc5d_ready(&lab, "lb1", Duration::from_secs(10));
 
     // BIRD dies and comes back: vc5d reconnects and re-applies, untouched.
     bird.kill().unwrap();

@@ -70,6 +70,9 @@ pub(super) struct Control<P: Plane = DataPlane> {
     pub(super) interfaces: Vec<InterfaceStatus>,
     pub(super) stats: Option<vc5_xdp::dataplane::Stats>,
     pub(super) started_ms: u64,
+    /// When start-up ended with the first programming (None before).
+    pub(super) ready_ms: Option<u64>,
+    pub(super) reloads: crate::status::ReloadStatus,
     pub(super) status: watch::Sender<Arc<Status>>,
     pub(super) events: broadcast::Sender<Event>,
     pub(super) log: LogBuffer,
@@ -113,6 +116,8 @@ impl<P: Plane> Control<P> {
             interfaces: Vec::new(),
             stats: None,
             started_ms: super::unix_ms(std::time::SystemTime::now()),
+            ready_ms: None,
+            reloads: crate::status::ReloadStatus::default(),
             status,
             events,
             log,

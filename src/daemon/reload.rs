@@ -21,11 +21,31 @@ pub(super) async fn reload<P: Plane>(
 ) -> std::result::Result<(), String> {
     notify(crate::sdnotify::reloading("reloading the configuration"));
     let r = reload_inner(ctl, monitor, to_resolver, rhi_rx).await;
+    ctl.record_reload(&r);
     notify(crate::sdnotify::ready(match &r {
         Ok(()) => "configuration reloaded",
         Err(_) => "reload refused; the running configuration stays",
     }));
     r
+}
+
+impl<P: Plane> Control<P> {
+    /// Counts a reload and publishes how it went, so that whoever asked
+    /// (an operator, a test) sees it in the status, not only in the log.
+    pub(super) fn record_reload(&mut self, r: &std::result::Result<(), String>) {
+        let at_ms = super::unix_ms(std::time::SystemTime::now());
+        let reloads = &mut self.reloads;
+        match r {
+            Ok(()) => reloads.done += 1,
+            Err(_) => reloads.refused += 1,
+        }
+        reloads.last = Some(crate::status::LastReload {
+            at_ms,
+            ok: r.is_ok(),
+            error: r.as_ref().err().cloned(),
+        });
+        self.publish();
+    }
 }
 
 /// Takes out of `checks` the views of the checks that keep their id from
@@ -288,7 +308,7 @@ mod tests {
     impl Bed {
         async fn reload(&mut self, text: &str) -> Result<(), String> {
             std::fs::write(&self.file, text).unwrap();
-            reload_inner(
+            reload(
                 &mut self.ctl,
                 &self.monitor,
                 &self.to_resolver,
@@ -336,10 +356,25 @@ mod tests {
         let st = b.status.borrow().clone();
         assert_eq!(st.services.len(), 2, "the status shows the old services");
         assert!(st.services[0].reals[0].drained);
+        let last = st
+            .reloads
+            .last
+            .as_ref()
+            .expect("the refusal is in the status");
+        assert!(!last.ok && last.error.as_deref() == Some(err.as_str()));
+        assert_eq!((st.reloads.done, st.reloads.refused), (0, 1));
         // And a reload it takes goes through.
         b.reload(&yaml(3, false)).await.unwrap();
         assert_eq!(b.ctl.cfg.services.len(), 3);
-        assert_eq!(b.status.borrow().services.len(), 3);
+        let st = b.status.borrow().clone();
+        assert_eq!(st.services.len(), 3);
+        assert_eq!((st.reloads.done, st.reloads.refused), (1, 1));
+        assert!(
+            st.reloads
+                .last
+                .as_ref()
+                .is_some_and(|l| l.ok && l.error.is_none())
+        );
     }
 
     /// A reload keeps the state of what stays (drains, check results) and

@@ -230,6 +230,8 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
     }
     if !stop {
         ctl.apply()?;
+        ctl.ready_ms = Some(super::unix_ms(std::time::SystemTime::now()));
+        ctl.publish();
         notify(crate::sdnotify::ready(&format!(
             "serving {} services",
             ctl.cfg.services.len()

@@ -148,6 +148,8 @@ impl<P: Plane> Control<P> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             at_ms,
             started_ms: self.started_ms,
+            ready_ms: self.ready_ms,
+            reloads: self.reloads.clone(),
             config: self.args.config.display().to_string(),
             interfaces: self.interfaces.clone(),
             services,

@@ -113,6 +113,12 @@ pub fn wait_status(
     }
 }
 
+/// Waits until load balancer `lb`'s vc5d says in its status that it is
+/// ready (what it tells systemd with READY=1); returns how long that took.
+pub fn wait_vc5d_ready(lab: &Lab, lb: &str, timeout: Duration) -> Duration {
+    wait_status(lab, lb, "ready", timeout, |s| s["ready_ms"].is_u64())
+}
+
 /// Whether `status` lists VIP `vip` and says `announceable` of it.
 pub fn vip_announceable(status: &serde_json::Value, vip: IpAddr, announceable: bool) -> bool {
     let vip = vip.to_string();
@@ -146,26 +152,6 @@ pub fn real_healthy(status: &serde_json::Value, addr: IpAddr, healthy: bool) -> 
         .filter(|r| r["addr"].as_str() == Some(addr.as_str()))
         .collect();
     !rows.is_empty() && rows.iter().all(|r| r["healthy"].as_bool() == Some(healthy))
-}
-
-/// Waits until `vc5d`'s log (its latest run) contains `text`; returns how
-/// long that took. Only for what the log alone says (readiness, why
-/// something happened): a state in `/status.json` is awaited with
-/// [`wait_status`].
-pub fn wait_log(vc5d: &LabChild, text: &str, timeout: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let log = vc5d.log_text();
-        let last = log.rsplit("=== ").next().unwrap_or_default();
-        if last.contains(text) {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < timeout,
-            "no {text:?} in vc5d's log within {timeout:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The lab's configuration with fast checks: every second, half a second

@@ -140,6 +140,16 @@ pub fn synthetic_status() -> Status {
         version: "0.1.0-test".into(),
         at_ms: now_ms(),
         started_ms: now_ms() - 3_600_000,
+        ready_ms: Some(now_ms() - 3_590_000),
+        reloads: vc5::status::ReloadStatus {
+            done: 3,
+            refused: 1,
+            last: Some(vc5::status::LastReload {
+                at_ms: now_ms() - 60_000,
+                ok: false,
+                error: Some("line 3: unknown key".into()),
+            }),
+        },
         config: "/etc/vc5/vc5.yaml".into(),
         interfaces: vec![InterfaceStatus {
             name: "eth0".into(),
