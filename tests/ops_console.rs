@@ -734,6 +734,12 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             hold.as_str().unwrap().contains("holding announcements"),
             "{hold}"
         );
+        // The last reload was refused: the header says so.
+        let reload = b.eval(&text_of("#reload"));
+        assert!(
+            reload.as_str().unwrap().contains("reload refused"),
+            "{reload}"
+        );
         let fs = b.eval(&text_of("#flowsync"));
         let fs = fs.as_str().unwrap();
         assert!(fs.contains("vc5-flowsync resyncing"), "{fs}");
@@ -761,6 +767,12 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             st.vips[1].announced = true;
             st.flow_sync.holding_announcements = false;
             st.flow_sync.local.state = "synced".into();
+            st.reloads.done += 1;
+            st.reloads.last = Some(vc5::status::LastReload {
+                at_ms: now_ms(),
+                ok: true,
+                error: None,
+            });
             st.events.push_back(vc5::status::LogEvent {
                 at_ms: now_ms(),
                 level: "info".into(),
@@ -778,6 +790,7 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             Duration::from_secs(5),
         );
         b.wait_for(&text_of("#hold"), json!(""), Duration::from_secs(5));
+        b.wait_for(&text_of("#reload"), json!(""), Duration::from_secs(5));
         let fs = b.eval(&text_of("#flowsync"));
         let fs = fs.as_str().unwrap();
         assert!(fs.contains("vc5-flowsync synced"), "{fs}");

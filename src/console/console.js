@@ -169,6 +169,10 @@
     const fs = st.flow_sync;
     $("hold").replaceChildren(fs && fs.holding_announcements
       ? badge("pending", "holding announcements for flow sync, at most until " + clock(fs.holding_until_ms)) : "");
+    // A refused reload leaves the old configuration running: say so until one succeeds.
+    const last = st.reloads && st.reloads.last;
+    $("reload").replaceChildren(last && !last.ok
+      ? el("span", { class: "badge s-failed", title: last.error || "" }, "reload refused at " + clock(last.at_ms)) : "");
   }
   function tile(k, v, cls) {
     return el("div", { class: "tile" }, el("div", { class: "k" }, k), el("div", { class: "v " + (cls || "") }, v));
