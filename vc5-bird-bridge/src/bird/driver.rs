@@ -21,9 +21,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+// Tokio's clock for every deadline, so that the backoff and the grace are
+// tested with time paused.
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::client::{BirdClient, BirdError};
@@ -252,7 +255,7 @@ impl Driver {
                     client = None;
                     self.disconnected(&e);
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }
@@ -298,7 +301,9 @@ impl Driver {
             vips: d.vips.clone(),
             protocols: parse_protocols(&check),
             at: SystemTime::now(),
-            latency: now.saturating_duration_since(d.requested_instant),
+            latency: now
+                .into_std()
+                .saturating_duration_since(d.requested_instant),
         });
         Ok(())
     }
@@ -378,6 +383,73 @@ pub(crate) fn parse_protocols(r: &super::reply::Reply) -> Vec<BirdProtocol> {
 mod tests {
     use super::*;
     use crate::bird::reply::parse_all;
+
+    /// BIRD gone for good, in paused time: reconnection attempts come after
+    /// `reconnect_min`, doubling up to `reconnect_max`, the last one at the
+    /// end of the grace, and then the driver gives up.
+    #[tokio::test]
+    async fn reconnection_backs_off_and_gives_up_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bird.ctl");
+        // A BIRD that greets, then goes away with its socket. Connected in
+        // real time: only what follows runs on the paused clock.
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let bird = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"0001 BIRD 2.0.12 ready.\n").await.unwrap();
+        });
+        let client = BirdClient::connect(&socket).await.unwrap();
+        bird.await.unwrap();
+        std::fs::remove_file(&socket).unwrap();
+        tokio::time::pause();
+
+        let mut cfg = BirdConfig::new(socket, dir.path().join("vc5.conf"));
+        cfg.reconnect_min = Duration::from_secs(1);
+        cfg.reconnect_max = Duration::from_secs(8);
+        cfg.grace = Duration::from_secs(60);
+        let (_desired_tx, desired) = watch::channel(Arc::new(Desired::first(
+            BTreeSet::new(),
+            Default::default(),
+        )));
+        let (_stop_tx, stop) = watch::channel(false);
+        let (reports, mut rx) = mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        // When each report arrives: it runs before the clock moves on.
+        let times = tokio::spawn(async move {
+            let mut failed = Vec::new();
+            let mut disconnected = false;
+            while let Some(r) = rx.recv().await {
+                match r {
+                    BirdReport::Disconnected(_) => disconnected = true,
+                    BirdReport::Failed { log, .. } => {
+                        assert!(!log, "BIRD away while reconnecting is no warning");
+                        // Whole seconds: tokio's timer rounds each sleep up to a ms.
+                        failed.push(t0.elapsed().as_secs());
+                    }
+                    _ => {}
+                }
+            }
+            (disconnected, failed)
+        });
+        let driver = Driver {
+            cfg,
+            desired,
+            stop,
+            reports,
+        };
+        let exit = driver.run(client).await;
+        assert!(matches!(exit, BirdExit::Unreachable(_)), "{exit:?}");
+        let gave_up = t0.elapsed();
+        assert!(
+            gave_up >= Duration::from_secs(60) && gave_up < Duration::from_millis(60_020),
+            "gave up at the grace, not {gave_up:?}"
+        );
+        let (disconnected, failed) = times.await.unwrap();
+        assert!(disconnected, "the lost connection is reported");
+        // Waits of 1, 2, 4, 8, 8, … s, the last cut to the grace.
+        assert_eq!(failed, [0, 1, 3, 7, 15, 23, 31, 39, 47, 55, 60]);
+    }
 
     #[test]
     fn protocols_are_parsed() {
