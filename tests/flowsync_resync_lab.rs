@@ -447,7 +447,7 @@ fn restart_empty(
     let v = lab.start_vc5d("lb2", "generic", &[]).unwrap();
     if start == Start::AfterVc5dReady {
         // What systemd waits for (READY=1).
-        wait_vc5d_ready(&lab, "lb2", Duration::from_secs(30));
+        wait_vc5d_ready(lab, "lb2", Duration::from_secs(30));
     }
     let t0 = Instant::now();
     flowsyncs.insert("lb2".into(), lab.start_flowsync("lb2").unwrap());
