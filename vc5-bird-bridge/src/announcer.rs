@@ -329,6 +329,9 @@ impl Announcer {
 }
 
 /// Controls a running announcer.
+///
+/// Dropping it without [`AnnouncerHandle::shutdown`] stops the announcer
+/// the same way, in the background.
 #[derive(Debug)]
 pub struct AnnouncerHandle {
     desired: watch::Sender<Arc<Desired>>,
@@ -468,7 +471,7 @@ impl Control {
         // left behind.
         self.write_include().await;
         loop {
-            if *self.stop.borrow() {
+            if crate::stop_asked(&self.stop) {
                 self.publish(|s| {
                     s.mode = Mode::Stopped;
                     true
@@ -588,7 +591,7 @@ impl Control {
         loop {
             tokio::select! {
                 _ = self.stop.changed() => {
-                    if *self.stop.borrow() {
+                    if crate::stop_asked(&self.stop) {
                         self.stop_speaker(speaker.take()).await;
                         self.write_include_set(&BTreeSet::new()).await;
                         self.publish(|s| {
@@ -716,6 +719,32 @@ mod tests {
 
     fn cfg() -> AnnouncerConfig {
         AnnouncerConfig::new("192.0.2.1".parse().expect("addr"), 65000, vec![])
+    }
+
+    /// A handle dropped without `shutdown` stops the task as `shutdown`
+    /// would, instead of leaving it spinning on closed channels.
+    #[tokio::test]
+    async fn dropping_the_handle_stops_the_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.bird_socket = dir.path().join("no-bird.ctl");
+        c.bird_include = dir.path().join("vips.conf");
+        let (h, mut status) = Announcer::start(c, BTreeSet::new()).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.mode == Mode::Inactive),
+        )
+        .await
+        .expect("inactive: no BIRD, no peers")
+        .unwrap();
+        drop(h);
+        // The status's one sender is the task's: it is dropped when the task ends.
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while status.changed().await.is_ok() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the task still runs");
+        assert_eq!(status.borrow().mode, Mode::Stopped);
     }
 
     #[test]

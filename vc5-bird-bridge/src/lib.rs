@@ -121,4 +121,11 @@ mod desired;
 pub mod status;
 
 pub use announcer::{Announcer, AnnouncerConfig, AnnouncerHandle, ConfigError};
+
+/// Whether the announcer's tasks are to stop: asked to, or their handle is
+/// gone (a closed channel is ready for ever, so a loop that only waited on
+/// it would spin).
+pub(crate) fn stop_asked(stop: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
 pub use status::{BirdProtocol, BirdStatus, Mode, PeerStatus, Status};

@@ -163,7 +163,7 @@ impl Driver {
         let mut unreachable_since: Option<Instant> = None;
 
         loop {
-            if *self.stop.borrow() {
+            if crate::stop_asked(&self.stop) {
                 self.withdraw_all(client.take()).await;
                 return BirdExit::Stopped;
             }
