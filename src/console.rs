@@ -48,7 +48,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// closed as soon as it is accepted. A console serves a few browsers and a
 /// scraper: the bound keeps a local user who opens thousands of idle
 /// connections from taking the file descriptors that health checks, BGP
-/// and BIRD need (each idle one is also dropped after [`HEADER_TIMEOUT`]).
+/// and BIRD need (each idle one is also dropped after `HEADER_TIMEOUT`).
 pub const MAX_CONNECTIONS: usize = 128;
 
 /// Why the console could not start.

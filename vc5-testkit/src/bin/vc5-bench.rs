@@ -604,7 +604,7 @@ fn main() -> Result<()> {
 }
 
 /// 100 TCP/IPv4 services of 16 reals (192.0.2.1-10, ports 80-89), one
-/// TCP/IPv6 ([2001:db8::1]:80) and one UDP/IPv4 (192.0.2.1:53).
+/// TCP/IPv6 (`[2001:db8::1]:80`) and one UDP/IPv4 (192.0.2.1:53).
 fn services() -> Vec<ServiceSpec> {
     let real = |addr: IpAddr, i: u8| RealSpec {
         addr,
