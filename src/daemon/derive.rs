@@ -166,6 +166,7 @@ impl Derivation {
                     vip,
                     port,
                     proto: proto_number(proto),
+                    forward: vc5_xdp::Forward::L2,
                     reals: reals.clone(),
                 });
             }
@@ -370,6 +371,7 @@ reals:
                             mac: [2, 0, 0, 0, 0, 1],
                             src_mac: [2, 0, 0, 0, 0, 2],
                             ifindex: 2,
+                            ..L2::default()
                         }),
                     );
                     for c in &s.checks {

@@ -272,6 +272,7 @@ mod tests {
                         mac: [2, 0, 0, 0, 0, 1],
                         src_mac: [2, 0, 0, 0, 0, 2],
                         ifindex: 1,
+                        ..vc5_xdp::L2::default()
                     }),
                 );
             }

@@ -392,12 +392,19 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
             _ = tick.tick() => {
                 if let Some(s) = &ctl.stats {
                     let g = &s.global;
-                    let n = |r| g.get(&r).map(|c: &vc5_xdp::maps::Counter| c.packets).unwrap_or(0);
-                    use vc5_xdp::maps::Reason::*;
+                    // By verdict, so that a new reason cannot be left out.
+                    let n = |v: &str| {
+                        vc5_xdp::maps::Reason::ALL
+                            .iter()
+                            .filter(|r| r.verdict() == v)
+                            .filter_map(|r| g.get(r))
+                            .map(|c| c.packets)
+                            .sum::<u64>()
+                    };
                     info!(
-                        tx = n(Tx) + n(Redirect) + n(IcmpTx),
-                        passed = n(PassNotIp) + n(PassShort) + n(PassNotVip),
-                        dropped = n(DropFragment) + n(DropMalformed) + n(DropNoBackend),
+                        tx = n("tx") + n("redirect"),
+                        passed = n("pass"),
+                        dropped = n("drop"),
                         "traffic"
                     );
                 }
@@ -490,6 +497,7 @@ pub(super) fn apply_l2(
                 mac: *mac,
                 src_mac: *if_mac,
                 ifindex: *ifindex,
+                ..L2::default()
             }),
             Resolved::Unresolved { .. } => None,
         };

@@ -291,6 +291,7 @@ pub fn reals(addrs: &[&str]) -> Vec<RealSpec> {
                 mac: [0x02, 0xbb, 0, 0, 0, i as u8 + 1],
                 src_mac: [0x02, 0xaa, 0, 0, 0, 1],
                 ifindex: 0,
+                ..L2::default()
             }),
         })
         .collect()
@@ -549,6 +550,7 @@ impl Pair {
             vip: ip(vip),
             port,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(r),
         };
         let a_specs = vec![svc(VIP, 80, &a_reals), svc(VIP6, 80, &a_reals)];

@@ -96,6 +96,20 @@
 
 /* vc5_backend.flags */
 #define VC5_BACKEND_USABLE 0x1 /* MAC resolved and real not failed */
+#define VC5_BACKEND_OUTER6 0x2 /* tunnels: the outer header is IPv6 */
+
+/* vc5_backend.tunnel: how a packet reaches the real. */
+#define VC5_TUNNEL_NONE 0 /* layer 2: new MACs, the packet unchanged */
+#define VC5_TUNNEL_IPIP 1 /* outer IP, protocol 4 (IPv4 inside) or 41 (IPv6) */
+#define VC5_TUNNEL_GRE 2  /* outer IP, then a 4-byte GRE header (RFC 2784) */
+#define VC5_TUNNEL_FOU 3  /* outer IP, UDP, then the packet (Linux FOU) */
+#define VC5_TUNNEL_GUE 4  /* outer IP, UDP, a 4-byte GUE header (variant 0) */
+
+/* What an ICMP "too big" answer quotes of the packet that did not fit, at
+ * most: its IP header and the start of its TCP/UDP header are all a
+ * client's stack needs to find the socket. A multiple of 4 (checksums are
+ * summed by words). */
+#define VC5_TOO_BIG_QUOTE 128
 
 /* Why a packet got its verdict; index of the global "stats" map. */
 enum vc5_reason {
@@ -108,6 +122,8 @@ enum vc5_reason {
 	VC5_DROP_MALFORMED,    /* addressed to a VIP, L3/L4 header invalid or cut */
 	VC5_DROP_NO_BACKEND,   /* the service has no usable real */
 	VC5_ICMP_TX,           /* ICMP error quoting a VIP flow, sent to its real */
+	VC5_TOO_BIG_TX,        /* too big for its tunnel: ICMP "too big" sent back */
+	VC5_DROP_TOO_BIG,      /* too big for its tunnel and may not be answered (no DF) */
 	VC5_REASONS,
 };
 

@@ -63,19 +63,31 @@ struct vc5_table {
 	__u64 moved[64];     /* VC5_TABLE_SIZE / 64 */
 };
 
-/* backends[index]: one real of one service. Index 0 is never used. */
+/* backends[index]: one real of one service. Index 0 is never used.
+ *
+ * With tunnel VC5_TUNNEL_NONE the frame keeps its IP packet and gets new
+ * MACs (layer-2 DSR). With a tunnel the client's IP packet, unchanged, is
+ * carried in an outer IPv4 (addr is ::ffff:a.b.c.d) or IPv6 header from
+ * src_addr to addr, and mac is the next hop's: the real's when it is
+ * on-link, else the gateway's the kernel routes it through. One entry is
+ * one cache line: the established path reads nothing else of it. */
 struct vc5_backend {
-	__u8 mac[6];     /* the real's MAC: the frame's new destination */
+	__u8 mac[6];     /* the next hop's MAC: the frame's new destination */
 	__u8 src_mac[6]; /* the egress interface's MAC: the new source */
 	__u32 ifindex;   /* egress interface; XDP_TX when it is the ingress */
 	__u16 flags;     /* VC5_BACKEND_* */
 	__u16 service;   /* owning service; a peer's flow must name one of its own */
-	__u8 addr[16];   /* the real's address; user space's bookkeeping */
+	__u8 addr[16];   /* the real's address: the outer destination */
 	/* Bumped by user space with every change of the entry (a failure, a
 	 * recovery, a new MAC): a CPU's cache entry made under another epoch
 	 * is stale, because another CPU may have re-pinned the flow meanwhile. */
 	__u16 epoch;
-	__u16 _pad;
+	__u16 tunnel_port; /* FOU/GUE: the real's UDP port, network order */
+	__u8 src_addr[16]; /* tunnels: the outer source, this host's address */
+	__u16 mtu;         /* tunnels: the egress MTU (0: not checked) */
+	__u16 vlan;        /* 802.1Q VLAN ID to send with (0: untagged) */
+	__u8 tunnel;       /* VC5_TUNNEL_* */
+	__u8 _pad[3];
 };
 
 /* Flow keys as seen on the wire (network byte order), client to VIP. */
@@ -261,7 +273,7 @@ VC5_ABI_SIZE(vc5_table, 8704);
 VC5_ABI_AT(vc5_table, backend, 0);
 VC5_ABI_AT(vc5_table, moved, 8192);
 
-VC5_ABI_SIZE(vc5_backend, 40);
+VC5_ABI_SIZE(vc5_backend, 64);
 VC5_ABI_AT(vc5_backend, mac, 0);
 VC5_ABI_AT(vc5_backend, src_mac, 6);
 VC5_ABI_AT(vc5_backend, ifindex, 12);
@@ -269,7 +281,12 @@ VC5_ABI_AT(vc5_backend, flags, 16);
 VC5_ABI_AT(vc5_backend, service, 18);
 VC5_ABI_AT(vc5_backend, addr, 20);
 VC5_ABI_AT(vc5_backend, epoch, 36);
-VC5_ABI_AT(vc5_backend, _pad, 38);
+VC5_ABI_AT(vc5_backend, tunnel_port, 38);
+VC5_ABI_AT(vc5_backend, src_addr, 40);
+VC5_ABI_AT(vc5_backend, mtu, 56);
+VC5_ABI_AT(vc5_backend, vlan, 58);
+VC5_ABI_AT(vc5_backend, tunnel, 60);
+VC5_ABI_AT(vc5_backend, _pad, 61);
 
 VC5_ABI_SIZE(vc5_flow4, 12);
 VC5_ABI_AT(vc5_flow4, saddr, 0);

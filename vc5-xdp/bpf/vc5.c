@@ -114,6 +114,12 @@ struct vc5_pkt {
 	__u8 no_insert; /* SYN, RST or an ICMP error: never creates a flow */
 	__u8 syn;       /* a SYN (without ACK or RST): marks its flow pending */
 	__u8 icmp;      /* an ICMP error quoting the flow */
+	/* Where the packet is, for a tunnel (tunnel.h): */
+	__u8 l3off;   /* bytes of Ethernet header and tag before the IP header */
+	__u8 l4proto; /* the IP header's own protocol (ICMP for an error) */
+	__u8 df;      /* IPv4: Don't Fragment set */
+	__u16 ip_hl;  /* IP header bytes, IPv6 extension headers included */
+	__u16 ip_len; /* the IP header's length of the packet */
 };
 
 static __always_inline int vc5_count(__u32 reason, __u64 bytes, int verdict)
@@ -484,6 +490,8 @@ static __always_inline void vc5_mark_moved(struct vc5_table *t, __u32 k)
 	__sync_fetch_and_or(&t->moved[k >> 6], 1ull << (k & 63));
 }
 
+#include "tunnel.h"
+
 /* Steers a packet of a service. A bucket is clean when neither its moved
  * mark nor its peer_moved mark is set: then every flow of the bucket, ours
  * and the peers', is pinned to the bucket's real, and the table alone
@@ -663,8 +671,15 @@ cache:
 emit:
 	if (!b)
 		return XDP_ABORTED; /* unreachable; keeps the verifier sure */
-	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, b->src_mac, ETH_ALEN);
+	if (b->tunnel) {
+		int v = vc5_encap(ctx, p, b, h, bytes);
+
+		if (v >= 0)
+			return v; /* answered or dropped, and counted */
+	} else {
+		__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, b->src_mac, ETH_ALEN);
+	}
 	bs = bpf_map_lookup_elem(&backend_stats, &bi);
 	if (bs) {
 		bs->packets++;
@@ -785,6 +800,10 @@ static __always_inline int vc5_ipv4(struct xdp_md *ctx, struct ethhdr *eth,
 
 	vc5_svc_addr4(&p, ip->daddr);
 	p.dfold = ip->daddr ^ VC5_V4_FOLD;
+	p.l3off = l3 - (void *)eth;
+	p.l4proto = ip->protocol;
+	p.df = !!(ip->frag_off & bpf_htons(0x4000));
+	p.ip_len = bpf_ntohs(ip->tot_len);
 
 	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset */
 		return vc5_not_service(&p, VC5_DROP_FRAGMENT, bytes);
@@ -792,6 +811,7 @@ static __always_inline int vc5_ipv4(struct xdp_md *ctx, struct ethhdr *eth,
 	if (ihl < sizeof(*ip))
 		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
 	l4 = l3 + ihl;
+	p.ip_hl = ihl;
 
 	if (ip->protocol == IPPROTO_ICMP)
 		return vc5_icmp4(ctx, eth, ip, l4, end, &p, bytes);
@@ -856,6 +876,8 @@ static __always_inline int vc5_ipv6(struct xdp_md *ctx, struct ethhdr *eth,
 
 	__builtin_memcpy(p.svc.addr, &ip->daddr, 16);
 	p.dfold = vc5_fold6((const __u32 *)p.svc.addr);
+	p.l3off = l3 - (void *)eth;
+	p.ip_len = sizeof(*ip) + bpf_ntohs(ip->payload_len);
 	nh = ip->nexthdr;
 
 #pragma unroll
@@ -877,6 +899,8 @@ static __always_inline int vc5_ipv6(struct xdp_md *ctx, struct ethhdr *eth,
 		return vc5_not_service(&p, VC5_DROP_MALFORMED, bytes);
 	if (nh == IPPROTO_FRAGMENT)
 		return vc5_not_service(&p, VC5_DROP_FRAGMENT, bytes);
+	p.l4proto = nh;
+	p.ip_hl = l4 - l3;
 	if (nh == IPPROTO_ICMPV6)
 		return vc5_icmp6(ctx, eth, ip, l4, end, &p, bytes);
 	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)

@@ -20,4 +20,6 @@ pub mod netlink;
 pub mod sys;
 pub mod table;
 
-pub use dataplane::{DataPlane, Error, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode};
+pub use dataplane::{
+    DataPlane, Error, Forward, L2, MapSizes, RealMode, RealSpec, ServiceSpec, XdpMode,
+};

@@ -42,6 +42,18 @@ pub const INSERT_LIMIT: u32 = 100_000;
 
 /// `Backend::flags`: MAC resolved and the real not failed.
 pub const BACKEND_USABLE: u16 = 0x1;
+/// `Backend::flags`: a tunnel's outer header is IPv6.
+pub const BACKEND_OUTER6: u16 = 0x2;
+
+/// `Backend::tunnel` (`VC5_TUNNEL_*`): how a packet reaches the real.
+pub const TUNNEL_NONE: u8 = 0;
+pub const TUNNEL_IPIP: u8 = 1;
+pub const TUNNEL_GRE: u8 = 2;
+pub const TUNNEL_FOU: u8 = 3;
+pub const TUNNEL_GUE: u8 = 4;
+/// What an ICMP "too big" answer quotes of the packet at most
+/// (`VC5_TOO_BIG_QUOTE`).
+pub const TOO_BIG_QUOTE: usize = 128;
 
 /// Why a packet got its verdict: the index of the global `stats` map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -66,11 +78,16 @@ pub enum Reason {
     DropNoBackend,
     /// An ICMP error quoting a VIP flow, sent to the flow's real.
     IcmpTx,
+    /// Too big for its tunnel: answered with ICMP "too big" (XDP_TX).
+    TooBigTx,
+    /// Too big for its tunnel and not to be answered (IPv4 without DF, an
+    /// ICMP error); dropped.
+    DropTooBig,
 }
 
 impl Reason {
     /// Every reason, in map order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::PassNotIp,
         Reason::PassShort,
         Reason::PassNotVip,
@@ -80,15 +97,20 @@ impl Reason {
         Reason::DropMalformed,
         Reason::DropNoBackend,
         Reason::IcmpTx,
+        Reason::TooBigTx,
+        Reason::DropTooBig,
     ];
 
     /// The verdict this reason implies.
     pub fn verdict(self) -> &'static str {
         match self {
             Reason::PassNotIp | Reason::PassShort | Reason::PassNotVip => "pass",
-            Reason::Tx | Reason::IcmpTx => "tx",
+            Reason::Tx | Reason::IcmpTx | Reason::TooBigTx => "tx",
             Reason::Redirect => "redirect",
-            Reason::DropFragment | Reason::DropMalformed | Reason::DropNoBackend => "drop",
+            Reason::DropFragment
+            | Reason::DropMalformed
+            | Reason::DropNoBackend
+            | Reason::DropTooBig => "drop",
         }
     }
 }
@@ -204,7 +226,17 @@ pub struct Backend {
     /// Bumped with every change of the entry, so that CPUs' flow caches
     /// made before it are stale (see shared.h).
     pub epoch: u16,
-    pub _pad: u16,
+    /// FOU/GUE: the real's UDP port, network byte order.
+    pub tunnel_port: u16,
+    /// Tunnels: the outer source, this host's address (as [`addr16`]).
+    pub src_addr: [u8; 16],
+    /// Tunnels: the egress MTU (0: not checked).
+    pub mtu: u16,
+    /// 802.1Q VLAN ID to send with (0: untagged).
+    pub vlan: u16,
+    /// `TUNNEL_*`.
+    pub tunnel: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Key of `flows_tcp4` / `flows_udp4`, network byte order.
@@ -493,7 +525,7 @@ abi!(SvcSlot, 24, key = 0, service = 20, vip = 22);
 abi!(Table, 8704, backend = 0, moved = 8192);
 abi!(
     Backend,
-    40,
+    64,
     mac = 0,
     src_mac = 6,
     ifindex = 12,
@@ -501,7 +533,12 @@ abi!(
     service = 18,
     addr = 20,
     epoch = 36,
-    _pad = 38
+    tunnel_port = 38,
+    src_addr = 40,
+    mtu = 56,
+    vlan = 58,
+    tunnel = 60,
+    _pad = 61
 );
 abi!(Flow4, 12, saddr = 0, daddr = 4, sport = 8, dport = 10);
 abi!(Flow6, 36, saddr = 0, daddr = 16, sport = 32, dport = 34);

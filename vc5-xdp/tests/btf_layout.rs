@@ -96,7 +96,21 @@ fn mirrors() -> Vec<(&'static str, usize, Members<&'static str>)> {
         layout!(
             "vc5_backend",
             Backend,
-            [mac, src_mac, ifindex, flags, service, addr, epoch, _pad]
+            [
+                mac,
+                src_mac,
+                ifindex,
+                flags,
+                service,
+                addr,
+                epoch,
+                tunnel_port,
+                src_addr,
+                mtu,
+                vlan,
+                tunnel,
+                _pad
+            ]
         ),
         layout!("vc5_flow4", Flow4, [saddr, daddr, sport, dport]),
         layout!("vc5_flow6", Flow6, [saddr, daddr, sport, dport]),

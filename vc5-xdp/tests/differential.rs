@@ -135,6 +135,7 @@ fn real(i: u8, weight: u32, mode: RealMode) -> RealSpec {
             mac: real_mac(i),
             src_mac: SRC_MAC,
             ifindex: 0,
+            ..L2::default()
         }),
     }
 }
@@ -144,6 +145,7 @@ fn svc(vip: IpAddr, port: u16, proto: u8, reals: Vec<RealSpec>) -> ServiceSpec {
         vip,
         port,
         proto,
+        forward: vc5_xdp::Forward::L2,
         reals,
     }
 }

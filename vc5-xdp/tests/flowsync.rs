@@ -830,6 +830,7 @@ fn waits_for_and_reopens_maps() {
         vip: ip(VIP),
         port: 80,
         proto: TCP,
+        forward: vc5_xdp::Forward::L2,
         reals: reals(&REALS),
     }];
     let mut dp = DataPlane::open(&bpffs, MapSizes::small()).unwrap();

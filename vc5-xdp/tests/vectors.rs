@@ -40,6 +40,7 @@ fn reals(addrs: &[&str], mode: RealMode) -> Vec<RealSpec> {
                 mac: real_mac(i + 1),
                 src_mac: SRC_MAC,
                 ifindex: 0,
+                ..L2::default()
             }),
         })
         .collect()
@@ -58,30 +59,35 @@ fn standard() -> Vec<ServiceSpec> {
             vip: ip(VIP4),
             port: 80,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(&R4, RealMode::Serve),
         },
         ServiceSpec {
             vip: ip(VIP4),
             port: 53,
             proto: UDP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(&R4, RealMode::Serve),
         },
         ServiceSpec {
             vip: ip(VIP6),
             port: 80,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(&R4, RealMode::Serve),
         },
         ServiceSpec {
             vip: ip(VIP6),
             port: 53,
             proto: UDP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(&R4, RealMode::Serve),
         },
         ServiceSpec {
             vip: ip(DEAD_VIP),
             port: 80,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals(&R4, RealMode::Down),
         },
     ]
@@ -538,6 +544,7 @@ fn drain_all_add_real4(s: &mut [ServiceSpec]) {
             mac: real_mac(4),
             src_mac: SRC_MAC,
             ifindex: 0,
+            ..L2::default()
         }),
     });
 }

@@ -614,6 +614,7 @@ fn services() -> Vec<ServiceSpec> {
             mac: [2, 0xbb, 0, 0, 0, i],
             src_mac: [2, 0xaa, 0, 0, 0, 1],
             ifindex: 0,
+            ..L2::default()
         }),
     };
     let reals4: Vec<RealSpec> = (1..=16)
@@ -627,6 +628,7 @@ fn services() -> Vec<ServiceSpec> {
             vip: ip(&format!("192.0.2.{}", 1 + i / 10)),
             port: 80 + i % 10,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: reals4.clone(),
         })
         .collect();
@@ -634,12 +636,14 @@ fn services() -> Vec<ServiceSpec> {
         vip: ip("2001:db8::1"),
         port: 80,
         proto: TCP,
+        forward: vc5_xdp::Forward::L2,
         reals: reals6,
     });
     services.push(ServiceSpec {
         vip: ip("192.0.2.1"),
         port: 53,
         proto: UDP,
+        forward: vc5_xdp::Forward::L2,
         reals: reals4,
     });
     services
@@ -910,6 +914,7 @@ fn control_plane(fs: &TempBpffs) -> Result<(f64, f64)> {
             vip: IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i / 4)),
             port: 80 + (i % 4) as u16,
             proto: TCP,
+            forward: vc5_xdp::Forward::L2,
             reals: (0..64u32)
                 .map(|r| RealSpec {
                     addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 16) * 256 + r)),
@@ -919,6 +924,7 @@ fn control_plane(fs: &TempBpffs) -> Result<(f64, f64)> {
                         mac: [2, 0xbb, 0, 0, (r >> 8) as u8, r as u8],
                         src_mac: [2, 0xaa, 0, 0, 0, 1],
                         ifindex: 0,
+                        ..L2::default()
                     }),
                 })
                 .collect(),

@@ -248,6 +248,7 @@ fn receive(out: &mut Vec<Figure>) -> Result<()> {
         vip: vip.parse().unwrap(),
         port: 80,
         proto: TCP,
+        forward: vc5_xdp::Forward::L2,
         reals: testbed::reals(&REALS),
     };
     dp.program(&[svc(VIP), svc(VIP6)])?;

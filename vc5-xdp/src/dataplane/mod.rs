@@ -197,12 +197,65 @@ impl MapSizes {
     }
 }
 
-/// Layer-2 next hop of a real: where frames for it go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The way to a real: the next hop of its frames, and for a tunnel the
+/// outer header's source and the MTU it must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct L2 {
+    /// The next hop's MAC: the real's when it is on-link, else the
+    /// gateway's (tunnels only: layer-2 DSR needs the real on-link).
     pub mac: [u8; 6],
+    /// The egress interface's MAC.
     pub src_mac: [u8; 6],
+    /// The egress interface (0: the one packets come in on).
     pub ifindex: u32,
+    /// Tunnels: this host's address towards the real, of the real's
+    /// family (the outer source); without it a tunnel real is unusable.
+    pub src: Option<IpAddr>,
+    /// Tunnels: the egress MTU (0: not checked).
+    pub mtu: u16,
+}
+
+/// How a service's packets reach its reals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// Layer-2 DSR: new MACs, the packet unchanged; reals on-link.
+    #[default]
+    L2,
+    /// IP in IP: IPv4 (protocol 4) or IPv6 (41) inside IPv4 or IPv6.
+    Ipip,
+    /// GRE (RFC 2784), no key, checksum or sequence number.
+    Gre,
+    /// Foo over UDP: the packet right after a UDP header to this port.
+    Fou { port: u16 },
+    /// Generic UDP Encapsulation, variant 0 with no options, to this port.
+    Gue { port: u16 },
+}
+
+impl Forward {
+    /// The program's `VC5_TUNNEL_*` and UDP port (network order).
+    pub(crate) fn wire(self) -> (u8, u16) {
+        match self {
+            Forward::L2 => (TUNNEL_NONE, 0),
+            Forward::Ipip => (TUNNEL_IPIP, 0),
+            Forward::Gre => (TUNNEL_GRE, 0),
+            Forward::Fou { port } => (TUNNEL_FOU, port.to_be()),
+            Forward::Gue { port } => (TUNNEL_GUE, port.to_be()),
+        }
+    }
+
+    /// Bytes the encapsulation adds to a packet with an outer header of
+    /// this family (0 for layer 2).
+    pub fn overhead(self, outer_v6: bool) -> usize {
+        let ip = if outer_v6 { 40 } else { 20 };
+        match self {
+            Forward::L2 => 0,
+            Forward::Ipip => ip,
+            Forward::Gre => ip + 4,
+            Forward::Fou { .. } => ip + 8,
+            Forward::Gue { .. } => ip + 12,
+        }
+    }
 }
 
 /// What a real may do.
@@ -235,6 +288,8 @@ pub struct ServiceSpec {
     pub vip: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// How packets reach the reals.
+    pub forward: Forward,
     pub reals: Vec<RealSpec>,
 }
 

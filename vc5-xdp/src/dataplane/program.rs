@@ -217,12 +217,28 @@ impl DataPlane {
                     epoch: old.epoch,
                     ..Backend::default()
                 };
+                let (tunnel, port) = spec.forward.wire();
+                // A tunnel needs an outer source of the real's family.
+                let outer = |l2: &L2| match l2.src {
+                    _ if tunnel == TUNNEL_NONE => true,
+                    Some(src) => src.is_ipv6() == r.addr.is_ipv6(),
+                    None => false,
+                };
                 let usable = match r.l2 {
-                    Some(l2) if r.mode != RealMode::Down && l2.mac != [0; 6] => {
+                    Some(l2) if r.mode != RealMode::Down && l2.mac != [0; 6] && outer(&l2) => {
                         v.mac = l2.mac;
                         v.src_mac = l2.src_mac;
                         v.ifindex = l2.ifindex;
                         v.flags = BACKEND_USABLE;
+                        if tunnel != TUNNEL_NONE {
+                            v.tunnel = tunnel;
+                            v.tunnel_port = port;
+                            v.src_addr = l2.src.map(addr16).unwrap_or_default();
+                            v.mtu = l2.mtu;
+                            if r.addr.is_ipv6() {
+                                v.flags |= BACKEND_OUTER6;
+                            }
+                        }
                         true
                     }
                     _ => false,
