@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use vc5_testkit::netns::Netns;
 use vc5_testkit::xdp::{TempBpffs, require_root};
 
 const VC5D: &str = env!("CARGO_BIN_EXE_vc5d");
@@ -154,48 +155,28 @@ fn an_interface_that_does_not_exist_is_refused_before_anything_is_loaded() {
     assert!(!dir.exists(), "nothing was pinned");
 }
 
-/// A network namespace of the test's own, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!(
-            "vc5t-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&format!("ip netns add {name}"));
-        let ns = Netns(name);
-        ns.sh(
-            "ip link add d0 type bridge && ip addr add 192.0.2.1/24 dev d0 && ip link set d0 up && \
-             ip link add d1 type bridge && ip link set d1 up && ip link set lo up",
-        );
-        ns
-    }
-    fn sh(&self, script: &str) -> String {
-        sh(&format!("ip netns exec {} sh -ec '{}'", self.0, script))
-    }
-    fn vc5d(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, VC5D]).args(args);
-        c
-    }
+/// A namespace of the test's own (the test kit's, deleted on drop) with
+/// two bridges to attach to: d0 with an address, d1 without.
+fn netns() -> Netns {
+    let ns = Netns::new("cli").expect("a namespace");
+    ns.sh(
+        "ip link add d0 type bridge && ip addr add 192.0.2.1/24 dev d0 && ip link set d0 up && \
+         ip link add d1 type bridge && ip link set d1 up",
+    )
+    .expect("bridges");
+    ns
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `sh -ec script` in `ns`; panics when it fails.
+fn sh_in(ns: &Netns, script: &str) -> String {
+    ns.sh(script).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// vc5d with `args`, in `ns`.
+fn vc5d_in(ns: &Netns, args: &[&str]) -> Command {
+    let mut c = ns.command(VC5D);
+    c.args(args);
+    c
 }
 
 fn links(dir: &Path) -> Vec<String> {
@@ -211,7 +192,7 @@ fn links(dir: &Path) -> Vec<String> {
 #[test]
 fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     require_root();
-    let ns = Netns::new();
+    let ns = netns();
     let fs = TempBpffs::new().unwrap();
     let dir = fs.path().join("vc5");
     let cfg = ORIGINAL.replace("10.10.100.10, 10.10.100.11", "192.0.2.10");
@@ -242,19 +223,19 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     };
     let argv = args("native");
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = ns.vc5d(&argv).output().unwrap();
+    let out = vc5d_in(&ns, &argv).output().unwrap();
     assert!(!out.status.success(), "the bridge driver has no native XDP");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("native mode"), "{err}");
     assert!(
-        !ns.sh("ip link show d0").contains("xdp"),
+        !sh_in(&ns, "ip link show d0").contains("xdp"),
         "nothing attached"
     );
     assert!(links(&dir).is_empty(), "no link pinned");
 
     let argv = args("auto");
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut child = ns.vc5d(&argv).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = vc5d_in(&ns, &argv).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -264,7 +245,7 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     });
     // Attached, and the link pinned (just after).
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !ns.sh("ip link show d0").contains("xdpgeneric") || links(&dir) != ["d0"] {
+    while !sh_in(&ns, "ip link show d0").contains("xdpgeneric") || links(&dir) != ["d0"] {
         assert!(
             Instant::now() < deadline,
             "auto mode never attached in generic mode"
@@ -279,7 +260,7 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     assert!(log.contains("running in generic mode"), "{log}");
     assert_eq!(links(&dir), vec!["d0".to_string()]);
     assert!(
-        ns.sh("ip link show d0").contains("xdpgeneric"),
+        sh_in(&ns, "ip link show d0").contains("xdpgeneric"),
         "stays attached after vc5d stops"
     );
 
@@ -288,14 +269,14 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let i = argv.iter().position(|a| *a == "d0").unwrap();
     argv[i] = "d1";
-    let mut child = ns.vc5d(&argv).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = vc5d_in(&ns, &argv).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !ns.sh("ip link show d1").contains("xdpgeneric") {
+    while !sh_in(&ns, "ip link show d1").contains("xdpgeneric") {
         assert!(Instant::now() < deadline, "never attached to d1");
         std::thread::sleep(Duration::from_millis(100));
     }
     // Just after, d0's link is removed and the kernel detaches it.
-    while links(&dir) != ["d1"] || ns.sh("ip link show d0").contains("xdp") {
+    while links(&dir) != ["d1"] || sh_in(&ns, "ip link show d0").contains("xdp") {
         assert!(
             Instant::now() < deadline,
             "d0 never detached: links {:?}",
@@ -306,7 +287,10 @@ fn a_driver_that_refuses_native_mode_fails_in_native_and_falls_back_in_auto() {
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    assert!(!ns.sh("ip link show d0").contains("xdp"), "d0 detached");
+    assert!(
+        !sh_in(&ns, "ip link show d0").contains("xdp"),
+        "d0 detached"
+    );
     assert_eq!(links(&dir), vec!["d1".to_string()]);
 }
 
@@ -499,7 +483,7 @@ fn check_loads_the_readme_benchmark_scale() {
 #[test]
 fn a_config_whose_checks_cannot_run_is_refused_before_xdp_is_attached() {
     require_root();
-    let ns = Netns::new();
+    let ns = netns();
     let fs = TempBpffs::new().unwrap();
     let dir = fs.path().join("vc5");
     let cfg = ORIGINAL
@@ -508,8 +492,9 @@ fn a_config_whose_checks_cannot_run_is_refused_before_xdp_is_attached() {
     let f = temp_file("config.yaml", &cfg);
     let private = f.parent().unwrap().to_path_buf();
     let (sock, include) = (private.join("bird.ctl"), private.join("bird-vips.conf"));
-    let out = ns
-        .vc5d(&[
+    let out = vc5d_in(
+        &ns,
+        &[
             "--config",
             f.to_str().unwrap(),
             "--interface",
@@ -528,9 +513,10 @@ fn a_config_whose_checks_cannot_run_is_refused_before_xdp_is_attached() {
             sock.to_str().unwrap(),
             "--bird-include",
             include.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -538,7 +524,7 @@ fn a_config_whose_checks_cannot_run_is_refused_before_xdp_is_attached() {
         "{err}"
     );
     assert!(
-        !ns.sh("ip link show d0").contains("xdp"),
+        !sh_in(&ns, "ip link show d0").contains("xdp"),
         "nothing attached"
     );
     assert!(!dir.exists(), "nothing pinned");

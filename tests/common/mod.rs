@@ -35,12 +35,11 @@ pub fn wait_ready(lab: &Lab, vc5d: &mut LabChild) {
         if let Some(status) = vc5d.try_wait()? {
             anyhow::bail!("vc5d exited: {status}");
         }
-        // Readiness is in the log only (and in sd_notify's READY=1): the
-        // status has no such field. The log holds every run of vc5d in this
-        // lab; look at the last.
-        let log = vc5d.log_text();
-        let last = log.rsplit("=== ").next().unwrap_or_default();
-        anyhow::ensure!(last.contains("vc5d ready"), "vc5d not ready yet");
+        // What vc5d tells systemd with READY=1, its status says too.
+        let lb = vc5d.node.as_deref().unwrap_or("lb1");
+        let status = lab.curl(lb, "http://127.0.0.1:8080/status.json", &[])?;
+        let status: serde_json::Value = serde_json::from_str(&status)?;
+        anyhow::ensure!(status["ready_ms"].is_u64(), "vc5d not ready yet");
         lab.run_in("client", || {
             for vip in vips {
                 http_get(SocketAddr::new(vip, 80), "/", Duration::from_millis(500))?;

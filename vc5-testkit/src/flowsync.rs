@@ -133,51 +133,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A network namespace (with `lo` up), deleted on drop.
-#[derive(Debug)]
-pub struct Netns(pub String);
-
-impl Netns {
-    pub fn new(name: String) -> Self {
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs a command inside the namespace; panics when it fails.
-    pub fn exec(&self, args: &[&str]) {
-        let mut v = vec!["ip", "netns", "exec", &self.0];
-        v.extend_from_slice(args);
-        sh(&v);
-    }
-
-    /// Runs `f` on this thread inside the namespace (for calls that act on
-    /// the caller's namespace: opening sockets, attaching XDP by ifindex),
-    /// then returns the thread to its namespace, also if `f` panics.
-    pub fn run_in<T>(&self, f: impl FnOnce() -> T) -> T {
-        use std::os::fd::AsRawFd;
-        struct Back(std::fs::File);
-        impl Drop for Back {
-            fn drop(&mut self) {
-                // SAFETY: setns on a namespace fd, this thread only.
-                let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "back to the original network namespace");
-            }
-        }
-        let back = Back(std::fs::File::open("/proc/thread-self/ns/net").expect("own netns"));
-        crate::enter_netns(&self.0);
-        let out = f();
-        drop(back);
-        out
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+pub use crate::netns::Netns;
 
 /// A vc5-flowsync process, stopped (SIGTERM, then SIGKILL) on drop; its
 /// stderr goes to `log`.
@@ -489,17 +445,20 @@ impl Pair {
         require_root();
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let u = unique();
-        let na = Netns::new(format!("vc5fsa{u}"));
-        let nb = Netns::new(format!("vc5fsb{u}"));
+        let na = Netns::new("vc5fsa").expect("a namespace");
+        let nb = Netns::new("vc5fsb").expect("a namespace");
         let (ia, ib) = (format!("vfa{u}"), format!("vfb{u}"));
         sh(&[
             "ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib,
         ]);
-        sh(&["ip", "link", "set", &ia, "netns", &na.0]);
-        sh(&["ip", "link", "set", &ib, "netns", &nb.0]);
-        na.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", &ia]);
-        na.exec(&["ip", "addr", "add", "198.18.0.3/24", "dev", &ia]);
-        nb.exec(&["ip", "addr", "add", "198.18.0.2/24", "dev", &ib]);
+        sh(&["ip", "link", "set", &ia, "netns", na.name()]);
+        sh(&["ip", "link", "set", &ib, "netns", nb.name()]);
+        na.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", &ia])
+            .unwrap();
+        na.exec(&["ip", "addr", "add", "198.18.0.3/24", "dev", &ia])
+            .unwrap();
+        nb.exec(&["ip", "addr", "add", "198.18.0.2/24", "dev", &ib])
+            .unwrap();
         // No duplicate address detection: the addresses are usable at once.
         let v6a = [
             "ip",
@@ -510,7 +469,7 @@ impl Pair {
             &ia,
             "nodad",
         ];
-        na.exec(&v6a);
+        na.exec(&v6a).unwrap();
         let v6b = [
             "ip",
             "addr",
@@ -520,9 +479,9 @@ impl Pair {
             &ib,
             "nodad",
         ];
-        nb.exec(&v6b);
-        na.exec(&["ip", "link", "set", &ia, "up"]);
-        nb.exec(&["ip", "link", "set", &ib, "up"]);
+        nb.exec(&v6b).unwrap();
+        na.exec(&["ip", "link", "set", &ia, "up"]).unwrap();
+        nb.exec(&["ip", "link", "set", &ib, "up"]).unwrap();
         let group = if c.v6 { GROUP6 } else { GROUP };
         let lb = |ns: &Netns, ifname: String, addr: &str, specs: Vec<ServiceSpec>| {
             let fs = TempBpffs::new().expect("mount a private bpffs");
@@ -537,7 +496,7 @@ impl Pair {
                 dp,
                 specs,
                 dir: TempDir::new(),
-                ns: ns.0.clone(),
+                ns: ns.name().to_string(),
                 ifname,
                 addr: ip(addr),
                 group,

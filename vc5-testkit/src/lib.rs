@@ -26,6 +26,7 @@
 pub mod bird;
 pub mod flowsync;
 pub mod lab;
+pub mod netns;
 pub mod rng;
 pub mod xdp;
 

@@ -794,12 +794,14 @@ fn waits_for_and_reopens_maps() {
     let fs = TempBpffs::new().expect("mount a private bpffs");
     let bpffs = fs.path().join("vc5");
     let u = unique();
-    let ns = Netns::new(format!("vc5fsm{u}"));
+    let ns = Netns::new("vc5fsm").expect("a namespace");
     let (x, y) = (format!("vfx{u}"), format!("vfy{u}"));
-    ns.exec(&["ip", "link", "add", &x, "type", "veth", "peer", "name", &y]);
-    ns.exec(&["ip", "addr", "add", "198.18.1.1/24", "dev", &x]);
-    ns.exec(&["ip", "link", "set", &x, "up"]);
-    ns.exec(&["ip", "link", "set", &y, "up"]);
+    ns.exec(&["ip", "link", "add", &x, "type", "veth", "peer", "name", &y])
+        .unwrap();
+    ns.exec(&["ip", "addr", "add", "198.18.1.1/24", "dev", &x])
+        .unwrap();
+    ns.exec(&["ip", "link", "set", &x, "up"]).unwrap();
+    ns.exec(&["ip", "link", "set", &y, "up"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_key(&dir.path().join("k"));
     let cfg = dir.path().join("vc5.yaml");
@@ -807,7 +809,7 @@ fn waits_for_and_reopens_maps() {
     let log = dir.path().join("log");
     let mut p = Proc::spawn(
         Path::new(BIN),
-        &ns.0,
+        ns.name(),
         &cfg,
         &x,
         ip("198.18.1.1"),
@@ -995,16 +997,16 @@ fn cli_bad_input() {
 #[test]
 fn cli_unknown_interface() {
     require_root();
-    let ns = Netns::new(format!("vc5fsc{}", unique()));
+    let ns = Netns::new("vc5fsc").expect("a namespace");
     let c = CliCase::new();
     c.key(&format!("0 {KEY_HEX}\n"), 0o600);
     let cfg = c.config(GOOD_CFG);
     assert_refused(
-        c.run(Some(&ns.0), &cfg, "vc5-nosuch0", "192.0.2.1"),
+        c.run(Some(ns.name()), &cfg, "vc5-nosuch0", "192.0.2.1"),
         "unknown interface \"vc5-nosuch0\"",
     );
     assert_refused(
-        c.run(Some(&ns.0), &cfg, "lo", "192.0.2.1"),
+        c.run(Some(ns.name()), &cfg, "lo", "192.0.2.1"),
         "--address 192.0.2.1 is not an address of lo",
     );
 }

@@ -155,8 +155,7 @@ struct Holder {
 
 impl Holder {
     fn new() -> Holder {
-        let ns =
-            vc5_testkit::flowsync::Netns::new(format!("vc5b{}", vc5_testkit::flowsync::unique()));
+        let ns = vc5_testkit::flowsync::Netns::new("vc5b").expect("a namespace");
         Holder { ns, n: 0 }
     }
 
@@ -165,7 +164,8 @@ impl Holder {
         self.n += 1;
         let (a, b) = (format!("h{}", self.n), format!("g{}", self.n));
         self.ns
-            .exec(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+            .exec(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
+            .unwrap();
         self.ns.run_in(|| -> Result<()> {
             let ifindex = vc5_xdp::flowsync::net::ifindex(&a).context("the holder veth")?;
             prog.attach_to_if_index(ifindex, XdpMode::Skb)

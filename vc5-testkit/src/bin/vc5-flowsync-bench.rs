@@ -421,7 +421,8 @@ fn end_to_end(out: &mut Vec<Figure>, flows_per_s: u64, seconds: u64) -> Result<(
         format!("vfi{}", testbed::unique()),
     );
     pair.na
-        .exec(&["ip", "link", "add", &x, "type", "veth", "peer", "name", &y]);
+        .exec(&["ip", "link", "add", &x, "type", "veth", "peer", "name", &y])
+        .unwrap();
     let prog = pair.a.dp.xdp_named("vc5_bench_fresh")?;
     pair.na.run_in(|| -> Result<()> {
         let ifindex = vc5_xdp::flowsync::net::ifindex(&x).context("the idle veth")?;

@@ -717,13 +717,13 @@ fn wait_ready(lab: &Lab, lb: &str, child: &mut LabChild, timeout: Duration) -> R
             bail!("interrupted");
         }
         check_alive(lab, lb, child)?;
-        let log = child.log_text();
-        if !log
-            .rsplit("=== ")
-            .next()
-            .unwrap_or_default()
-            .contains("vc5d ready")
-        {
+        // Ready once start-up is over, as its status says (READY=1 to systemd).
+        let ready = lab
+            .curl(lb, "http://127.0.0.1:8080/status.json", &[])
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|s| s["ready_ms"].is_u64());
+        if !ready {
             sleep(Duration::from_millis(100));
             continue;
         }

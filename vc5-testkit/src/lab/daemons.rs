@@ -176,7 +176,7 @@ impl Lab {
         writeln!(f, "=== {} {}", vc5d.display(), args.join(" "))?;
         let mut cmd = self.command(lb, &[]);
         cmd.arg(&vc5d).args(&args);
-        spawn_logged(cmd, &log)
+        Ok(spawn_logged(cmd, &log)?.in_node(lb))
     }
 
     /// The vc5-flowsync binary [`Lab::start_flowsync`] runs: `LabOptions::vc5_flowsync`,

@@ -9,12 +9,24 @@ pub struct LabChild {
     child: Child,
     /// Where its stdout and stderr go, if to a file.
     pub log: Option<PathBuf>,
+    /// The lab node it runs in, when the lab knows (vc5d: its load balancer).
+    pub node: Option<String>,
 }
 
 impl LabChild {
     /// Wraps a spawned child so that it cannot outlive its owner.
     pub fn new(child: Child, log: Option<PathBuf>) -> Self {
-        LabChild { child, log }
+        LabChild {
+            child,
+            log,
+            node: None,
+        }
+    }
+
+    /// Records the lab node it runs in.
+    pub fn in_node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_string());
+        self
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) unless the process has already been reaped.
