@@ -23,9 +23,10 @@
 //! timeouts, several sockets at once) and `SO_RCVBUFFORCE`; the module's only
 //! `unsafe` is in those two system calls. A message the crate cannot decode
 //! fails a lookup but is skipped in a dump or a batch of notifications.
-//! Everything is blocking std code, no async runtime. Each socket is bound to the network namespace of the thread that
-//! created it, so all functions work inside whatever namespace the calling
-//! thread has `setns(2)`-ed into; nothing reads `/sys` or `/proc`.
+//! Everything is blocking std code, no async runtime. Each socket is bound
+//! to the network namespace of the thread that created it, so all functions
+//! work inside whatever namespace the calling thread has `setns(2)`-ed into;
+//! nothing reads `/sys` or `/proc`.
 //!
 //! # Solicitation
 //!

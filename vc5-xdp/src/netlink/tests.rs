@@ -8,14 +8,10 @@ use super::wire::*;
 use super::*;
 use netlink_packet_core::{DefaultNla, Emitable, NlasIterator};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
-};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
 // -- Wire format (no privileges needed) ---------------------------------
@@ -46,18 +42,6 @@ fn attrs(nlas: &[DefaultNla]) -> Vec<u8> {
 
 fn nla(kind: u16, value: &[u8]) -> DefaultNla {
     DefaultNla::new(kind, value.to_vec())
-}
-
-/// Encodes `m` as a request would be, then frames and decodes it as a
-/// reply would be.
-fn round_trip(m: RouteNetlinkMessage) -> RouteNetlinkMessage {
-    let d = encode(m, 0, 1);
-    let msgs = split_messages(&d).unwrap();
-    assert_eq!(msgs.len(), 1);
-    match msgs[0].decode().unwrap() {
-        Payload::InnerMessage(m) => m,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// The `(errno, extended ack)` of the first message of `d`, an error.
@@ -209,25 +193,33 @@ fn solicitation_request_bytes() {
     assert_eq!(dump[16], libc::AF_UNSPEC as u8);
 }
 
-fn neigh_msg(
+/// Decodes `body` as the kernel would send it: a message of type `ty`.
+fn decoded(ty: u16, body: &[u8]) -> RouteNetlinkMessage {
+    let d = message(ty, 0, 1, 0, body);
+    match split_messages(&d).unwrap()[0].decode().unwrap() {
+        Payload::InnerMessage(m) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A `struct ndmsg`, laid out by hand as in the UAPI headers, with NDA_DST
+/// and NDA_LLADDR; decoded by the crate, converted by us.
+fn neigh_body(
     family: u8,
     ifindex: u32,
     state: u16,
     flags: u8,
-    dst: NeighbourAddress,
+    dst: &[u8],
     mac: Option<&[u8]>,
 ) -> Option<Neighbour> {
-    let mut m = NeighbourMessage::default();
-    m.header.family = family.into();
-    m.header.ifindex = ifindex;
-    m.header.state = state.into();
-    m.header.flags = NeighbourFlags::from_bits_retain(flags);
-    m.attributes.push(NeighbourAttribute::Destination(dst));
-    if let Some(mac) = mac {
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    }
-    match round_trip(RouteNetlinkMessage::NewNeighbour(m)) {
+    let mut b = vec![family, 0, 0, 0];
+    b.extend_from_slice(&ifindex.to_ne_bytes());
+    b.extend_from_slice(&state.to_ne_bytes());
+    b.extend_from_slice(&[flags, 0]);
+    let mut nlas = vec![nla(libc::NDA_DST, dst)];
+    nlas.extend(mac.map(|mac| nla(libc::NDA_LLADDR, mac)));
+    b.extend(attrs(&nlas));
+    match decoded(libc::RTM_NEWNEIGH, &b) {
         RouteNetlinkMessage::NewNeighbour(m) => neighbour_from(&m),
         other => panic!("{other:?}"),
     }
@@ -235,14 +227,13 @@ fn neigh_msg(
 
 #[test]
 fn parses_neighbours() {
-    let v4 = |a: &str| NeighbourAddress::Inet(a.parse::<Ipv4Addr>().unwrap());
     assert_eq!(
-        neigh_msg(
+        neigh_body(
             libc::AF_INET as u8,
             3,
             nud::REACHABLE,
             0,
-            v4("192.0.2.2"),
+            &[192, 0, 2, 2],
             Some(&[2, 0, 0, 0, 0, 2]),
         ),
         Some(Neighbour {
@@ -253,12 +244,12 @@ fn parses_neighbours() {
         })
     );
     let v6: Ipv6Addr = "2001:db8::2".parse().unwrap();
-    let n = neigh_msg(
+    let n = neigh_body(
         libc::AF_INET6 as u8,
         4,
         nud::INCOMPLETE,
         0,
-        NeighbourAddress::Inet6(v6),
+        &v6.octets(),
         None,
     )
     .unwrap();
@@ -267,34 +258,49 @@ fn parses_neighbours() {
         (IpAddr::V6(v6), None, nud::INCOMPLETE)
     );
     // Bridge FDB entries (AF_BRIDGE, no IP) and proxy entries are skipped.
-    let fdb = neigh_msg(
+    let fdb = neigh_body(
         libc::AF_BRIDGE as u8,
         4,
         nud::NOARP,
         0x02,
-        NeighbourAddress::Other(vec![]),
+        &[],
         Some(&[2; 6]),
     );
     assert_eq!(fdb, None);
-    let proxy = neigh_msg(
+    let proxy = neigh_body(
         libc::AF_INET as u8,
         3,
         nud::NONE,
         0x08,
-        v4("192.0.2.2"),
+        &[192, 0, 2, 2],
         None,
     );
     assert_eq!(proxy, None);
     // Non-Ethernet link-layer addresses are not MACs.
-    let n = neigh_msg(
+    let n = neigh_body(
         libc::AF_INET as u8,
         3,
         nud::REACHABLE,
         0,
-        v4("192.0.2.2"),
+        &[192, 0, 2, 2],
         Some(&[1; 20]),
     );
     assert_eq!(n.unwrap().mac, None);
+    // What the crate encodes (our requests, the fuzz corpus) reads back.
+    let mut m = neigh_request(
+        3,
+        Some("192.0.2.2".parse().unwrap()),
+        NeighbourFlags::empty(),
+    );
+    m.header.state = nud::STALE.into();
+    let d = encode(RouteNetlinkMessage::NewNeighbour(m), 0, 1);
+    match split_messages(&d).unwrap()[0].decode().unwrap() {
+        Payload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+            let n = neighbour_from(&m).unwrap();
+            assert_eq!((n.ifindex, n.state, n.mac), (3, nud::STALE, None));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A neighbour notification becomes the event the resolver applies.
@@ -330,14 +336,13 @@ fn neighbour_notifications_become_events() {
     }
 }
 
-fn route_msg(attributes: Vec<RouteAttribute>) -> Route {
-    let mut m = RouteMessage::default();
-    m.header.address_family = (libc::AF_INET as u8).into();
-    m.header.destination_prefix_length = 32;
-    m.header.table = 254;
-    m.header.kind = RouteType::Unicast;
-    m.attributes = attributes;
-    match round_trip(RouteNetlinkMessage::NewRoute(m)) {
+/// A `struct rtmsg` (AF_INET, /32, main table, RTN_UNICAST) laid out by
+/// hand, with `nlas`; decoded by the crate, converted by us.
+fn route_body(nlas: &[DefaultNla]) -> Route {
+    let mut b = vec![libc::AF_INET as u8, 32, 0, 0, 254, 0, 0, sys::RTN_UNICAST];
+    b.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
+    b.extend(attrs(nlas));
+    match decoded(libc::RTM_NEWROUTE, &b) {
         RouteNetlinkMessage::NewRoute(m) => route_from(&m),
         other => panic!("{other:?}"),
     }
@@ -345,12 +350,11 @@ fn route_msg(attributes: Vec<RouteAttribute>) -> Route {
 
 #[test]
 fn parses_routes() {
-    let v4 = |a: &str| RouteAddress::Inet(a.parse().unwrap());
-    let r = route_msg(vec![
-        RouteAttribute::Destination(v4("198.51.100.7")),
-        RouteAttribute::Oif(5),
-        RouteAttribute::Gateway(v4("192.0.2.254")),
-        RouteAttribute::PrefSource(v4("192.0.2.1")),
+    let r = route_body(&[
+        nla(libc::RTA_DST, &[198, 51, 100, 7]),
+        nla(libc::RTA_OIF, &5u32.to_ne_bytes()),
+        nla(libc::RTA_GATEWAY, &[192, 0, 2, 254]),
+        nla(libc::RTA_PREFSRC, &[192, 0, 2, 1]),
     ]);
     assert_eq!(r.oif, 5);
     assert_eq!(r.gateway, Some("192.0.2.254".parse().unwrap()));
@@ -358,34 +362,38 @@ fn parses_routes() {
     assert_eq!(r.rtype, sys::RTN_UNICAST);
     assert!(!r.is_on_link_unicast());
 
-    // IPv4 via an IPv6 next hop.
+    // IPv4 via an IPv6 next hop (RTA_VIA: a struct rtvia).
     let gw: Ipv6Addr = "fe80::1".parse().unwrap();
-    let r = route_msg(vec![
-        RouteAttribute::Oif(2),
-        RouteAttribute::Via(RouteVia::Inet6(gw)),
-    ]);
+    let mut via = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+    via.extend_from_slice(&gw.octets());
+    const RTA_VIA: u16 = 18;
+    let r = route_body(&[nla(libc::RTA_OIF, &2u32.to_ne_bytes()), nla(RTA_VIA, &via)]);
     assert_eq!(r.gateway, Some(IpAddr::V6(gw)));
 
-    let r = route_msg(vec![RouteAttribute::Oif(2)]);
+    let r = route_body(&[nla(libc::RTA_OIF, &2u32.to_ne_bytes())]);
     assert!(r.is_on_link_unicast());
 }
 
 #[test]
 fn parses_links() {
-    let mut m = LinkMessage::default();
-    m.header.index = 7;
-    m.header.link_layer_type = LinkLayerType::Ether;
-    m.header.flags = LinkFlags::Up | LinkFlags::Broadcast | LinkFlags::LowerUp;
-    m.attributes = vec![
-        LinkAttribute::IfName("vA".into()),
-        LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
-    ];
-    let link = |m: LinkMessage| match round_trip(RouteNetlinkMessage::NewLink(m)) {
+    // struct ifinfomsg: family, pad, type ARPHRD_ETHER, index, flags, change.
+    let mut b = vec![0, 0, 1, 0];
+    b.extend_from_slice(&7i32.to_ne_bytes());
+    // ifi_flags: IFF_UP | IFF_BROADCAST | IFF_LOWER_UP; ifi_change.
+    b.extend_from_slice(&0x1_0003u32.to_ne_bytes());
+    b.extend_from_slice(&[0; 4]);
+    const IFLA_ADDRESS: u16 = 1;
+    const IFLA_IFNAME: u16 = 3;
+    b.extend(attrs(&[
+        nla(IFLA_IFNAME, b"vA\0"),
+        nla(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 1]),
+    ]));
+    let link = |b: &[u8]| match decoded(libc::RTM_NEWLINK, b) {
         RouteNetlinkMessage::NewLink(m) => interface_from(&m),
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        link(m.clone()),
+        link(&b),
         Interface {
             index: 7,
             name: "vA".into(),
@@ -394,8 +402,8 @@ fn parses_links() {
         }
     );
     // Up without a carrier (the peer of a veth went down, a cable out).
-    m.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
-    assert!(!link(m).carrier);
+    b[8..12].copy_from_slice(&0x3u32.to_ne_bytes());
+    assert!(!link(&b).carrier);
 }
 
 #[test]
