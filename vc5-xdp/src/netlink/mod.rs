@@ -1,4 +1,4 @@
-//! Link, route and neighbour (ARP/NDP) lookups over raw rtnetlink.
+//! Link, route and neighbour (ARP/NDP) lookups over rtnetlink.
 //!
 //! vc5 forwards each packet at layer 2: XDP rewrites the destination MAC to a
 //! real server's MAC and transmits the frame unchanged otherwise (Direct
@@ -12,14 +12,21 @@
 //!   make the kernel fill in ourselves, follow as it changes, and never use
 //!   while it is unresolved or zero.
 //!
-//! The module speaks `NETLINK_ROUTE` directly over `libc` sockets instead of
-//! using a netlink crate: we need only a handful of messages, and owning the
-//! parsing keeps the dependency tree and the `unsafe` surface small (the only
-//! `unsafe` is in the socket system calls; all message parsing is safe slice
-//! code). Everything is blocking std code. Each socket is bound to the network
-//! namespace of the thread that created it, so all functions work inside
-//! whatever namespace the calling thread has `setns(2)`-ed into; nothing reads
-//! `/sys` or `/proc`.
+//! The module speaks `NETLINK_ROUTE` with `netlink-packet-route` (the message
+//! types, their encoding and decoding) over `netlink-sys`'s blocking socket,
+//! as other Rust networking daemons do, rather than with a wire format of its
+//! own: the crates are maintained against new kernels, and what is left here
+//! is what vc5 decides (which requests, which fields, how errors and
+//! overruns are handled). Ours are splitting a datagram into messages, the
+//! extended-ack text (the crate leaves it as bytes), the conversion into
+//! [`Interface`], [`Route`] and [`Neighbour`], waiting with `poll(2)` (reply
+//! timeouts, several sockets at once) and `SO_RCVBUFFORCE`; the module's only
+//! `unsafe` is in those two system calls. A message the crate cannot decode
+//! fails a lookup but is skipped in a dump or a batch of notifications.
+//! Everything is blocking std code, no async runtime. Each socket is bound
+//! to the network namespace of the thread that created it, so all functions
+//! work inside whatever namespace the calling thread has `setns(2)`-ed into;
+//! nothing reads `/sys` or `/proc`.
 //!
 //! # Solicitation
 //!
@@ -138,13 +145,6 @@ impl NetlinkError {
             NetlinkError::Kernel { errno, .. } => Some(*errno),
             NetlinkError::Overrun => Some(libc::ENOBUFS),
             _ => None,
-        }
-    }
-
-    fn io(op: &'static str) -> Self {
-        NetlinkError::Io {
-            op,
-            source: io::Error::last_os_error(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Neighbour notifications: a socket subscribed to `RTNLGRP_NEIGH`.
 
 use super::socket::{MONITOR_RCVBUF, Socket, wait_readable};
-use super::wire::{RawMsg, parse_neigh, split_messages, sys};
+use super::wire::{self, Payload, RawMsg, split_messages, sys};
 use super::{Neighbour, NetlinkError};
+use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -42,7 +43,7 @@ impl NeighbourMonitor {
     /// notifications must not be applied on top of the fresh dump.
     pub fn recv(&mut self, timeout: Duration) -> Result<Vec<NeighbourEvent>, NetlinkError> {
         let mut events = Vec::new();
-        if !wait_readable(self.sock.fd.as_fd(), timeout)
+        if !wait_readable(self.sock.as_fd(), timeout)
             .map_err(|source| NetlinkError::Io { op: "poll", source })?
         {
             return Ok(events);
@@ -71,32 +72,37 @@ impl NeighbourMonitor {
     #[cfg(test)]
     pub(super) fn set_rcvbuf(&self, bytes: libc::c_int) {
         // Plain SO_RCVBUF (not FORCE) so a test can shrink it.
-        self.sock
-            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
-            .expect("SO_RCVBUF");
+        self.sock.set_rcvbuf(bytes).expect("SO_RCVBUF");
     }
 }
 
 impl AsRawFd for NeighbourMonitor {
     fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd.as_raw_fd()
+        self.sock.as_fd().as_raw_fd()
     }
 }
 
 impl AsFd for NeighbourMonitor {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.fd.as_fd()
+        self.sock.as_fd()
     }
 }
 
+/// The event a notification stands for; `None` for messages that are not
+/// IPv4/IPv6 neighbour changes, or that cannot be read (one bad message does
+/// not cost the rest of its datagram).
 pub(super) fn neighbour_event(msg: &RawMsg<'_>) -> Option<NeighbourEvent> {
-    let n = parse_neigh(msg.data)?;
-    match msg.ty {
-        sys::RTM_NEWNEIGH => Some(NeighbourEvent::Changed(n)),
-        sys::RTM_DELNEIGH => Some(NeighbourEvent::Deleted {
-            ifindex: n.ifindex,
-            addr: n.addr,
-        }),
+    match msg.decode().ok()? {
+        Payload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+            Some(NeighbourEvent::Changed(wire::neighbour_from(&m)?))
+        }
+        Payload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => {
+            let n = wire::neighbour_from(&m)?;
+            Some(NeighbourEvent::Deleted {
+                ifindex: n.ifindex,
+                addr: n.addr,
+            })
+        }
         _ => None,
     }
 }

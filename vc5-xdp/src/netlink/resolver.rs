@@ -3,7 +3,7 @@
 
 use super::monitor::{NeighbourEvent, NeighbourMonitor};
 use super::socket::{MONITOR_RCVBUF, Socket, wait_any_readable};
-use super::wire::{RawMsg, ne_u32, split_messages, sys};
+use super::wire::{is_path_relevant, split_messages, sys};
 use super::{Interface, Neighbour, NetlinkError, Route, format_mac, nud, nud_state_name};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -196,7 +196,7 @@ impl Kernel for Netlink {
 
     fn wait(&mut self, until: Instant) {
         let left = until.saturating_duration_since(Instant::now());
-        let fds = [self.monitor.as_fd(), self.watch.fd.as_fd()];
+        let fds = [self.monitor.as_fd(), self.watch.as_fd()];
         if let Err(e) = wait_any_readable(&fds, left) {
             warn!("netlink resolver: poll: {e}");
             std::thread::sleep(Duration::from_millis(10).min(left));
@@ -476,19 +476,6 @@ impl<K: Kernel> Resolver<K> {
         changes.sort_by_key(|c| c.addr);
         changes
     }
-}
-
-/// Whether a link/address/route notification can change a target's path.
-pub(super) fn is_path_relevant(msg: &RawMsg<'_>) -> bool {
-    // Cloned IPv6 routes (PMTU exceptions and the like) come and go with
-    // traffic and never change which interface a destination is on.
-    const RTM_F_CLONED: u32 = 0x200;
-    if msg.ty == sys::RTM_NEWROUTE
-        && let Some(flags) = ne_u32(msg.data, 8)
-    {
-        return flags & RTM_F_CLONED == 0;
-    }
-    !matches!(msg.ty, sys::NLMSG_NOOP | sys::NLMSG_ERROR | sys::NLMSG_DONE)
 }
 
 /// Solicits (unresolved) or refreshes (ready) `target` if it is due.

@@ -1,15 +1,15 @@
-//! One rtnetlink socket: opening and binding it, requests and their replies,
-//! receiving datagrams, and waiting for several sockets at once.
+//! One rtnetlink socket (`netlink_sys::Socket`, blocking): opening and
+//! binding it, requests and their replies, receiving whole datagrams, and
+//! waiting for several sockets at once.
 
-use super::wire::{
-    addr_octets, ndmsg, ne_i32, parse_error, parse_link, parse_neigh, parse_route, push_attr,
-    split_messages, sys,
-};
+use super::wire::{self, Payload, kernel_error, split_messages, sys};
 use super::{Interface, Neighbour, NetlinkError, Route, nud};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::neighbour::NeighbourFlags;
+use netlink_sys::{SocketAddr, protocols::NETLINK_ROUTE};
 use std::io;
-use std::mem;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -22,11 +22,13 @@ pub(super) const DUMP_RETRIES: usize = 5;
 /// Receive buffer asked for on monitor sockets: neighbour notifications come
 /// in bursts (a link flap touches every entry), and an overrun costs a dump.
 pub(super) const MONITOR_RCVBUF: libc::c_int = 4 << 20;
+/// Message types below this are netlink's own (`NLMSG_*`), not rtnetlink's.
+const NLMSG_MIN_TYPE: u16 = 0x10;
 
 /// One rtnetlink socket. Request sockets are unsubscribed; monitor sockets
 /// join multicast groups and are only read.
 pub(super) struct Socket {
-    pub(super) fd: OwnedFd,
+    sock: netlink_sys::Socket,
     /// Our netlink port id, assigned by the kernel at bind time; replies to
     /// our requests carry it.
     pub(super) portid: u32,
@@ -34,173 +36,73 @@ pub(super) struct Socket {
     pub(super) buf: Vec<u8>,
 }
 
-/// A reply message, owned (requests return them past the receive buffer's
-/// next reuse).
-pub(super) struct Reply {
-    pub(super) ty: u16,
-    pub(super) data: Vec<u8>,
-}
-
-pub(super) fn sockaddr_nl() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is plain integers, for which all-zero is valid; it
-    // has a private padding field, so it cannot be built with a literal.
-    let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr
-}
-
-pub(super) const SOCKADDR_NL_LEN: libc::socklen_t =
-    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-
 impl Socket {
     pub(super) fn open(groups: &[u32]) -> Result<Self, NetlinkError> {
-        // SAFETY: socket(2) takes no pointers; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                sys::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(NetlinkError::io("socket(AF_NETLINK)"));
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut sock = Socket {
-            fd,
-            portid: 0,
-            seq: 0,
-            buf: vec![0; 32 * 1024],
-        };
-        let addr = sockaddr_nl();
-        // SAFETY: `addr` is a valid sockaddr_nl of the length passed.
-        let rc = unsafe { libc::bind(sock.raw(), (&raw const addr).cast(), SOCKADDR_NL_LEN) };
-        if rc < 0 {
-            return Err(NetlinkError::io("bind"));
-        }
+        let io = |op| move |source| NetlinkError::Io { op, source };
+        let mut sock = netlink_sys::Socket::new(NETLINK_ROUTE).map_err(io("socket(AF_NETLINK)"))?;
+        let addr = sock.bind_auto().map_err(io("bind"))?;
         for &group in groups {
-            sock.setsockopt(
-                sys::SOL_NETLINK,
-                sys::NETLINK_ADD_MEMBERSHIP,
-                group as libc::c_int,
-            )
-            .map_err(|source| NetlinkError::Io {
-                op: "NETLINK_ADD_MEMBERSHIP",
-                source,
-            })?;
+            sock.add_membership(group)
+                .map_err(io("NETLINK_ADD_MEMBERSHIP"))?;
         }
         // Extended acks carry the kernel's own explanation of an error;
         // capped acks keep error replies small. Both are refinements, so an
         // old kernel without them is not an error.
-        let _ = sock.setsockopt(sys::SOL_NETLINK, sys::NETLINK_EXT_ACK, 1);
-        let _ = sock.setsockopt(sys::SOL_NETLINK, sys::NETLINK_CAP_ACK, 1);
-        // Bound replies: the kernel answers at once, but a daemon must not
-        // hang forever on a bug.
-        let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` is a valid timeval of the length passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.raw(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NetlinkError::io("SO_RCVTIMEO"));
-        }
-        let mut bound = sockaddr_nl();
-        let mut len = SOCKADDR_NL_LEN;
-        // SAFETY: getsockname writes at most `len` bytes into `bound`.
-        let rc = unsafe { libc::getsockname(sock.raw(), (&raw mut bound).cast(), &mut len) };
-        if rc < 0 {
-            return Err(NetlinkError::io("getsockname"));
-        }
-        sock.portid = bound.nl_pid;
-        Ok(sock)
-    }
-
-    pub(super) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    pub(super) fn setsockopt(
-        &self,
-        level: libc::c_int,
-        name: libc::c_int,
-        value: libc::c_int,
-    ) -> io::Result<()> {
-        // SAFETY: `value` is a valid c_int of the length passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.raw(),
-                level,
-                name,
-                (&raw const value).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        Ok(Socket {
+            sock,
+            portid: addr.port_number(),
+            seq: 0,
+            buf: vec![0; 32 * 1024],
+        })
     }
 
     /// Asks for a large receive buffer: FORCE (root) may exceed
     /// `rmem_max`, plain SO_RCVBUF is capped by it. Best effort.
     pub(super) fn grow_rcvbuf(&self, bytes: libc::c_int) {
-        if self
-            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
-            .is_err()
-        {
-            let _ = self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+        // netlink-sys has plain SO_RCVBUF only.
+        // SAFETY: `bytes` is a valid c_int of the length passed, and the
+        // descriptor is ours for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const bytes).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let _ = self.sock.set_rx_buf_sz(bytes);
         }
+    }
+
+    /// Plain `SO_RCVBUF`, which a test can shrink with.
+    #[cfg(test)]
+    pub(super) fn set_rcvbuf(&self, bytes: libc::c_int) -> io::Result<()> {
+        self.sock.set_rx_buf_sz(bytes)
     }
 
     /// Sends one request; returns its sequence number.
     pub(super) fn send(
         &mut self,
-        ty: u16,
+        msg: RouteNetlinkMessage,
         flags: u16,
-        payload: &[u8],
     ) -> Result<u32, NetlinkError> {
         self.seq = self.seq.wrapping_add(1).max(1);
-        let len = sys::NLMSG_HDRLEN + payload.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&ty.to_ne_bytes());
-        msg.extend_from_slice(&flags.to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(payload);
-        let dst = sockaddr_nl();
+        let bytes = wire::encode(msg, flags, self.seq);
+        let kernel = SocketAddr::new(0, 0);
         loop {
-            // SAFETY: `msg` and `dst` are valid for the lengths passed.
-            let n = unsafe {
-                libc::sendto(
-                    self.raw(),
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    0,
-                    (&raw const dst).cast(),
-                    SOCKADDR_NL_LEN,
-                )
-            };
-            if n >= 0 {
-                return Ok(self.seq);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(NetlinkError::Io {
-                    op: "sendto",
-                    source: e,
-                });
+            match self.sock.send_to(&bytes, &kernel, 0) {
+                Ok(_) => return Ok(self.seq),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(NetlinkError::Io {
+                        op: "sendto",
+                        source,
+                    });
+                }
             }
         }
     }
@@ -210,48 +112,24 @@ impl Socket {
     /// Returns its length and the sender's port id (0 = kernel).
     pub(super) fn recv_datagram(&mut self, flags: libc::c_int) -> io::Result<(usize, u32)> {
         loop {
-            // SAFETY: the buffer is valid for `buf.len()` bytes. MSG_TRUNC
-            // makes the peek return the datagram's full length.
-            let n = unsafe {
-                libc::recv(
-                    self.raw(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    flags | libc::MSG_PEEK | libc::MSG_TRUNC,
-                )
+            // MSG_TRUNC makes the peek return the datagram's full length.
+            let peek = self.sock.recv_from(
+                &mut &mut self.buf[..],
+                flags | libc::MSG_PEEK | libc::MSG_TRUNC,
+            );
+            let n = match peek {
+                Ok((n, _)) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            if n > self.buf.len() {
+                self.buf.resize(n.next_power_of_two(), 0);
             }
-            if n as usize > self.buf.len() {
-                self.buf.resize((n as usize).next_power_of_two(), 0);
+            match self.sock.recv_from(&mut &mut self.buf[..], flags) {
+                Ok((n, src)) => return Ok((n.min(self.buf.len()), src.port_number())),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-            let mut src = sockaddr_nl();
-            let mut src_len = SOCKADDR_NL_LEN;
-            // SAFETY: the buffer is valid for `buf.len()` bytes and `src` for
-            // `src_len` bytes.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.raw(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    flags,
-                    (&raw mut src).cast(),
-                    &mut src_len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            return Ok((n as usize, src.nl_pid));
         }
     }
 
@@ -274,14 +152,13 @@ impl Socket {
     pub(super) fn request(
         &mut self,
         what: &str,
-        ty: u16,
+        msg: RouteNetlinkMessage,
         flags: u16,
-        payload: &[u8],
-    ) -> Result<Vec<Reply>, NetlinkError> {
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (replies, interrupted) = self.request_once(what, ty, flags, payload)?;
+            let (replies, interrupted) = self.request_once(what, msg.clone(), flags)?;
             if !interrupted || attempt >= DUMP_RETRIES {
                 return Ok(replies);
             }
@@ -292,27 +169,31 @@ impl Socket {
     pub(super) fn request_once(
         &mut self,
         what: &str,
-        ty: u16,
+        msg: RouteNetlinkMessage,
         flags: u16,
-        payload: &[u8],
-    ) -> Result<(Vec<Reply>, bool), NetlinkError> {
-        let seq = self.send(ty, flags | sys::NLM_F_REQUEST | sys::NLM_F_ACK, payload)?;
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool), NetlinkError> {
+        let seq = self.send(msg, flags | sys::NLM_F_REQUEST | sys::NLM_F_ACK)?;
+        let timeout = || NetlinkError::Timeout {
+            request: what.to_owned(),
+            timeout: REPLY_TIMEOUT,
+        };
+        // Bound replies: the kernel answers at once, but a daemon must not
+        // hang forever on a bug.
+        let deadline = deadline_after(REPLY_TIMEOUT);
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
-            let (len, _) = self.recv_datagram(0).map_err(|source| {
-                if matches!(
-                    source.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) {
-                    NetlinkError::Timeout {
-                        request: what.to_owned(),
-                        timeout: REPLY_TIMEOUT,
-                    }
-                } else {
-                    NetlinkError::Io { op: "recv", source }
-                }
-            })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !wait_readable(self.as_fd(), left)
+                .map_err(|source| NetlinkError::Io { op: "poll", source })?
+            {
+                return Err(timeout());
+            }
+            let len = match self.recv_datagram(libc::MSG_DONTWAIT) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(source) => return Err(NetlinkError::Io { op: "recv", source }),
+            };
             let msgs =
                 split_messages(&self.buf[..len]).map_err(|d| NetlinkError::malformed(what, d))?;
             for msg in msgs {
@@ -321,38 +202,47 @@ impl Socket {
                     continue;
                 }
                 interrupted |= msg.flags & sys::NLM_F_DUMP_INTR != 0;
-                match msg.ty {
-                    sys::NLMSG_NOOP => {}
-                    sys::NLMSG_ERROR => {
-                        return match parse_error(&msg) {
+                let payload = match msg.decode() {
+                    Ok(payload) => payload,
+                    // A dump entry we cannot read is left out, as one of a
+                    // kind we do not ask for would be; anything else was
+                    // the answer we needed.
+                    Err(e) if flags & sys::NLM_F_DUMP != 0 && msg.ty >= NLMSG_MIN_TYPE => {
+                        debug!("{what}: skipping an unreadable message: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(NetlinkError::malformed(what, e.to_string())),
+                };
+                match payload {
+                    Payload::Noop => {}
+                    Payload::Error(e) => {
+                        return match kernel_error(&e, msg.flags) {
                             Some((0, _)) => Ok((replies, interrupted)),
                             Some((errno, ext_ack)) => Err(NetlinkError::Kernel {
                                 request: what.to_owned(),
                                 errno,
                                 ext_ack,
                             }),
-                            None => Err(NetlinkError::malformed(what, "short NLMSG_ERROR")),
+                            None => Err(NetlinkError::malformed(what, "bad NLMSG_ERROR")),
                         };
                     }
-                    sys::NLMSG_DONE => {
-                        // A dump can end with an error in place of data.
-                        let status = ne_i32(msg.data, 0).unwrap_or(0);
-                        if status < 0 {
-                            return Err(NetlinkError::Kernel {
+                    // A dump can end with an error in place of data.
+                    Payload::Done(done) => {
+                        return match done.code.checked_neg() {
+                            Some(errno) if errno > 0 => Err(NetlinkError::Kernel {
                                 request: what.to_owned(),
-                                errno: -status,
+                                errno,
                                 ext_ack: None,
-                            });
-                        }
-                        return Ok((replies, interrupted));
+                            }),
+                            Some(_) => Ok((replies, interrupted)),
+                            None => Err(NetlinkError::malformed(what, "bad NLMSG_DONE")),
+                        };
                     }
-                    sys::NLMSG_OVERRUN => {
+                    Payload::Overrun(_) => {
                         return Err(NetlinkError::malformed(what, "NLMSG_OVERRUN"));
                     }
-                    ty => replies.push(Reply {
-                        ty,
-                        data: msg.data.to_vec(),
-                    }),
+                    Payload::InnerMessage(m) => replies.push(m),
+                    _ => return Err(NetlinkError::malformed(what, "unknown control message")),
                 }
             }
         }
@@ -363,63 +253,47 @@ impl Socket {
         index: u32,
         name: Option<&str>,
     ) -> Result<Interface, NetlinkError> {
-        let mut p = Vec::with_capacity(64);
-        // struct ifinfomsg: family, pad, type, index, flags, change.
-        p.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        p.extend_from_slice(&(index as i32).to_ne_bytes());
-        p.extend_from_slice(&[0; 8]);
         let what = match name {
             Some(name) => {
                 if name.is_empty() || name.len() >= sys::IFNAMSIZ || name.contains(['\0', '/']) {
                     return Err(NetlinkError::InvalidName(name.to_owned()));
                 }
-                let mut z = name.as_bytes().to_vec();
-                z.push(0);
-                push_attr(&mut p, sys::IFLA_IFNAME, &z);
                 format!("RTM_GETLINK {name}")
             }
             None => format!("RTM_GETLINK ifindex {index}"),
         };
-        // Counters are not wanted and make the reply several times larger.
-        push_attr(
-            &mut p,
-            sys::IFLA_EXT_MASK,
-            &sys::RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
-        );
-        let replies = self.request(&what, sys::RTM_GETLINK, 0, &p)?;
-        let reply = replies
+        let replies = self.request(&what, wire::link_request(index, name), 0)?;
+        replies
             .iter()
-            .find(|r| r.ty == sys::RTM_NEWLINK)
-            .ok_or_else(|| NetlinkError::malformed(&what, "no RTM_NEWLINK in the reply"))?;
-        parse_link(&reply.data).ok_or_else(|| NetlinkError::malformed(&what, "bad RTM_NEWLINK"))
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(wire::interface_from(l)),
+                _ => None,
+            })
+            .ok_or_else(|| NetlinkError::malformed(&what, "no RTM_NEWLINK in the reply"))
     }
 
     pub(super) fn get_route(&mut self, addr: IpAddr) -> Result<Route, NetlinkError> {
-        let (family, octets) = addr_octets(&addr);
-        // struct rtmsg: family, dst_len, src_len, tos, table, protocol,
-        // scope, type, flags.
-        let mut p = vec![family, (octets.len() * 8) as u8, 0, 0, 0, 0, 0, 0];
-        p.extend_from_slice(&0u32.to_ne_bytes());
-        push_attr(&mut p, sys::RTA_DST, &octets);
         let what = format!("RTM_GETROUTE {addr}");
-        let replies = self.request(&what, sys::RTM_GETROUTE, 0, &p)?;
-        let reply = replies
+        let replies = self.request(&what, wire::route_request(addr), 0)?;
+        replies
             .iter()
-            .find(|r| r.ty == sys::RTM_NEWROUTE)
-            .ok_or_else(|| NetlinkError::malformed(&what, "no RTM_NEWROUTE in the reply"))?;
-        parse_route(&reply.data).ok_or_else(|| NetlinkError::malformed(&what, "bad RTM_NEWROUTE"))
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewRoute(r) => Some(wire::route_from(r)),
+                _ => None,
+            })
+            .ok_or_else(|| NetlinkError::malformed(&what, "no RTM_NEWROUTE in the reply"))
     }
 
     pub(super) fn dump_neigh(&mut self) -> Result<Vec<Neighbour>, NetlinkError> {
         // AF_UNSPEC dumps every neighbour table (IPv4 and IPv6); proxy and
         // bridge FDB entries need their own flags/family and are not included.
-        let p = ndmsg(libc::AF_UNSPEC as u8, 0, 0, 0);
-        let replies = self.request("RTM_GETNEIGH dump", sys::RTM_GETNEIGH, sys::NLM_F_DUMP, &p)?;
-        Ok(replies
-            .iter()
-            .filter(|r| r.ty == sys::RTM_NEWNEIGH)
-            .filter_map(|r| parse_neigh(&r.data))
-            .collect())
+        let req = RouteNetlinkMessage::GetNeighbour(wire::neigh_request(
+            0,
+            None,
+            NeighbourFlags::empty(),
+        ));
+        let replies = self.request("RTM_GETNEIGH dump", req, sys::NLM_F_DUMP)?;
+        Ok(replies.iter().filter_map(neighbour_in).collect())
     }
 
     pub(super) fn get_neigh(
@@ -427,15 +301,10 @@ impl Socket {
         ifindex: u32,
         addr: IpAddr,
     ) -> Result<Option<Neighbour>, NetlinkError> {
-        let (family, octets) = addr_octets(&addr);
-        let mut p = ndmsg(family, ifindex, 0, 0);
-        push_attr(&mut p, sys::NDA_DST, &octets);
+        let req = wire::neigh_request(ifindex, Some(addr), NeighbourFlags::empty());
         let what = format!("RTM_GETNEIGH {addr} ifindex {ifindex}");
-        match self.request(&what, sys::RTM_GETNEIGH, 0, &p) {
-            Ok(replies) => Ok(replies
-                .iter()
-                .filter(|r| r.ty == sys::RTM_NEWNEIGH)
-                .find_map(|r| parse_neigh(&r.data))),
+        match self.request(&what, RouteNetlinkMessage::GetNeighbour(req), 0) {
+            Ok(replies) => Ok(replies.iter().find_map(neighbour_in)),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
@@ -457,13 +326,28 @@ impl Socket {
         ifindex: u32,
         addr: IpAddr,
     ) -> Result<(), NetlinkError> {
-        let (family, octets) = addr_octets(&addr);
-        // ndm_state is ignored with NTF_USE (the entry keeps its state).
-        let mut p = ndmsg(family, ifindex, nud::NONE, sys::NTF_USE);
-        push_attr(&mut p, sys::NDA_DST, &octets);
+        // ndm_state (NONE) is ignored with NTF_USE (the entry keeps its state).
+        let req = wire::neigh_request(ifindex, Some(addr), NeighbourFlags::Use);
         let what = format!("RTM_NEWNEIGH NTF_USE {addr} ifindex {ifindex}");
-        self.request(&what, sys::RTM_NEWNEIGH, sys::NLM_F_CREATE, &p)
-            .map(drop)
+        self.request(
+            &what,
+            RouteNetlinkMessage::NewNeighbour(req),
+            sys::NLM_F_CREATE,
+        )
+        .map(drop)
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+fn neighbour_in(m: &RouteNetlinkMessage) -> Option<Neighbour> {
+    match m {
+        RouteNetlinkMessage::NewNeighbour(n) => wire::neighbour_from(n),
+        _ => None,
     }
 }
 
