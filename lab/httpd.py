@@ -12,7 +12,10 @@ Listens dual-stack on [::]:PORT and answers
                  real served it; /bytes/N?rate=R sends at most R bytes per second
                  (paced by the server: curl's --limit-rate averages over seconds and lets
                  a fast link deliver megabytes at once);
-  GET /health    200 "ok\n", for vc5d's health checks.
+  GET /health    200 "ok\n", for vc5d's health checks;
+  POST /sha256   the SHA-256 of the request body in hex (Content-Length, at most 64 MiB),
+                 so a test can send more than one segment towards a real and check
+                 that all of it arrived.
 Every answer names the real in an X-Real header, so a test can tell where a long
 download landed as soon as its headers arrive.
 Every request is logged as one line on stdout.
@@ -81,6 +84,27 @@ class Handler(BaseHTTPRequestHandler):
             self.stream(path[len("/bytes/"):], rate)
         else:
             self.reply(404, "not found\n")
+
+    def do_POST(self):
+        if self.path != "/sha256":
+            self.reply(404, "not found\n")
+            return
+        try:
+            n = int(self.headers.get("Content-Length", ""))
+            if not 0 <= n <= 64 << 20:
+                raise ValueError
+        except ValueError:
+            self.reply(400, "bad or missing Content-Length\n")
+            return
+        h = hashlib.sha256()
+        while n:
+            chunk = self.rfile.read(min(n, 65536))
+            if not chunk:
+                self.reply(400, "body shorter than Content-Length\n")
+                return
+            h.update(chunk)
+            n -= len(chunk)
+        self.reply(200, h.hexdigest() + "\n")
 
     def reply(self, code, text):
         body = text.encode()

@@ -584,6 +584,18 @@ pub mod metrics {
                 reals().map(|(l, r)| (l, r.state == "serving")),
             )?;
 
+            family(
+                e,
+                "vc5_real_forward_info",
+                "How packets reach the real: forward (l2, ipip, gre, fou, gue), next_hop (the gateway, or the real itself when on-link; empty while unreachable) and mac (the next hop's); always 1.",
+                G,
+                reals().map(|(l, r)| {
+                    let l = with(l, "forward", r.forward.clone());
+                    let l = with(l, "next_hop", ip(r.next_hop));
+                    (with(l, "mac", r.mac.clone().unwrap_or_default()), 1u64)
+                }),
+            )?;
+
             // Checks, per real.
             let checks = || {
                 reals().flat_map(|(l, r)| {

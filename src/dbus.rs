@@ -315,10 +315,24 @@ impl From<CommandError> for BalancerError {
     }
 }
 
-/// One row of `ListServices`, signature `(ssqssuuu)`.
-type ServiceRow = (String, String, u16, String, String, u32, u32, u32);
-/// One row of `ListReals`, signature `(ssbbubsttt)`.
-type RealRow = (String, String, bool, bool, u32, bool, String, u64, u64, u64);
+/// One row of `ListServices`, signature `(ssqssuuus)`.
+type ServiceRow = (String, String, u16, String, String, u32, u32, u32, String);
+/// One row of `ListReals`, signature `(ssbbubstttsss)`.
+type RealRow = (
+    String,
+    String,
+    bool,
+    bool,
+    u32,
+    bool,
+    String,
+    u64,
+    u64,
+    u64,
+    String,
+    String,
+    String,
+);
 
 struct Balancer {
     shared: Shared,
@@ -377,6 +391,7 @@ fn service_rows(status: &Status) -> Vec<ServiceRow> {
                 saturate(s.healthy),
                 saturate(s.need),
                 saturate(s.total),
+                s.forward.clone(),
             )
         })
         .collect()
@@ -415,6 +430,9 @@ fn real_rows(status: &Status, name: &str) -> Option<Vec<RealRow>> {
                 real.counters.packets,
                 real.counters.bytes,
                 real.counters.new_flows,
+                real.forward.clone(),
+                real.next_hop.map(|ip| ip.to_string()).unwrap_or_default(),
+                real.mac.clone().unwrap_or_default(),
             ));
         }
     }
@@ -446,7 +464,8 @@ impl Balancer {
     /// ListServices: one row per service endpoint (VIP, port, protocol):
     /// name s (the configuration's service name), vip s, port q,
     /// protocol s ("tcp"|"udp"), state s ("up"|"down"), healthy u (usable
-    /// reals), need u (usable reals needed to be up), total u (reals).
+    /// reals), need u (usable reals needed to be up), total u (reals),
+    /// forward s ("l2"|"ipip"|"gre"|"fou"|"gue": how packets reach the reals).
     #[zbus(out_args("services"))]
     async fn list_services(&self) -> Vec<ServiceRow> {
         service_rows(&self.snapshot())
@@ -457,7 +476,9 @@ impl Balancer {
     /// "unresolved"), healthy b, drained b, weight u, passing b (all checks
     /// passed last time), reason s (the failing checks and why, "" when
     /// passing), packets t, bytes t, new_flows t (summed over the service's
-    /// endpoints). Errors: UnknownService.
+    /// endpoints), forward s (the service's method), next_hop s (the gateway,
+    /// or the real itself when on-link; "" while unreachable), mac s (the
+    /// next hop's MAC, "" while unresolved). Errors: UnknownService.
     #[zbus(out_args("reals"))]
     async fn list_reals(&self, service: String) -> Result<Vec<RealRow>, BalancerError> {
         real_rows(&self.snapshot(), &service)

@@ -204,6 +204,10 @@ pub struct ServiceStatus {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// How packets reach the reals: `l2`, `ipip`, `gre`, `fou` or `gue`.
+    pub forward: String,
+    /// The UDP port of `fou` and `gue`.
+    pub tunnel_port: Option<u16>,
     /// `up` while at least `need` reals are healthy, else `down`.
     pub state: String,
     pub need: usize,
@@ -225,8 +229,17 @@ pub struct RealStatus {
     pub drained: bool,
     pub disabled: bool,
     pub weight: u32,
-    /// The real's MAC as resolved (`aa:bb:…`), if it is.
+    /// Its service's forwarding method (`l2`, `ipip`, `gre`, `fou`, `gue`).
+    pub forward: String,
+    /// Where its packets go: the gateway the route names, or the real
+    /// itself when it is on-link; None while it cannot be reached.
+    pub next_hop: Option<IpAddr>,
+    /// The next hop's MAC as resolved (`aa:bb:…`): the real's own when it
+    /// is on-link, the gateway's otherwise.
     pub mac: Option<String>,
+    /// Why it does not count toward `need` (unreachable, disabled, the
+    /// failing checks); empty when it does or when it is drained.
+    pub reason: String,
     /// The latest result of each of its checks.
     pub checks: Vec<CheckStatus>,
     pub counters: FlowCounters,

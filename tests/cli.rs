@@ -47,6 +47,35 @@ fn check_prints_the_original_configuration_normalised() {
     assert_eq!(v["services"][0]["ports"], serde_json::json!([80, 443]));
     assert_eq!(v["services"][0]["reals"][1]["addr"], "10.10.100.11");
     assert_eq!(v["rhi"]["as_number"], 65000);
+    assert_eq!(v["services"][0]["forward"], "l2");
+
+    // A tunnel prints its method and port as the file writes them; a
+    // tunnel port on a method without UDP is refused where it is.
+    let gue = ORIGINAL.replace(
+        "    desc: web server\n",
+        "    desc: web server\n    forward: gue\n    tunnel_port: 6080\n",
+    );
+    let f = temp_file("gue.yaml", &gue);
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"][0]["forward"], "gue");
+    assert_eq!(v["services"][0]["tunnel_port"], 6080);
+    let f = temp_file("gre.yaml", &gue.replace("forward: gue", "forward: gre"));
+    let out = vc5d(&["--check", "--config", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:9:18: tunnel_port has no effect with forward: gre",
+            f.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -348,6 +348,14 @@ async fn metrics_are_the_snapshot() {
                 get("vc5_real_serving", &rl),
                 f64::from(u8::from(r.state == "serving"))
             );
+            let hop = r.next_hop.unwrap().to_string();
+            let mut fl = rl.clone();
+            fl.extend([
+                ("forward", r.forward.as_str()),
+                ("next_hop", hop.as_str()),
+                ("mac", r.mac.as_deref().unwrap()),
+            ]);
+            assert_eq!(get("vc5_real_forward_info", &fl), 1.0, "{fl:?}");
             for c in &r.checks {
                 let mut cl = rl.clone();
                 cl.push(("check", c.name.as_str()));
@@ -722,6 +730,23 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
                 r#"tr.real[data-endpoint="192.0.2.1:80/tcp"][data-real="198.51.100.11"] .health"#
             )),
             json!("unhealthy")
+        );
+        // How reals are reached: on-link by their MAC; tunnelled through a
+        // gateway, with the method in the service's head.
+        assert_eq!(
+            b.eval(&text_of(&format!("{real80} .hop"))),
+            json!("02:00:00:00:00:0a")
+        );
+        let dns = r#".service[data-endpoint="[2001:db8::53]:53/udp"]"#;
+        assert_eq!(
+            b.eval(&text_of(&format!("{dns} .forward"))),
+            json!("gue:6080")
+        );
+        assert_eq!(
+            b.eval(&text_of(&format!(
+                r#"{dns} tr.real[data-real="2001:db8:1::10"] .hop"#
+            ))),
+            json!("via 2001:db8::1 02:00:00:00:00:01")
         );
         let events = b.eval(&text_of("#events"));
         assert!(

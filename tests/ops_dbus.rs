@@ -137,9 +137,9 @@ async fn read_only_members_work_for_root_and_nobody() {
         assert_eq!(
             services,
             json!([[
-                ["nginx", "192.0.2.1", 80, "tcp", "up", 1, 1, 2],
-                ["nginx", "192.0.2.1", 443, "tcp", "up", 1, 1, 2],
-                ["dns", "2001:db8::53", 53, "udp", "up", 2, 1, 2]
+                ["nginx", "192.0.2.1", 80, "tcp", "up", 1, 1, 2, "l2"],
+                ["nginx", "192.0.2.1", 443, "tcp", "up", 1, 1, 2, "l2"],
+                ["dns", "2001:db8::53", 53, "udp", "up", 2, 1, 2, "gue"]
             ]]),
             "nobody: {nobody}"
         );
@@ -159,7 +159,10 @@ async fn read_only_members_work_for_root_and_nobody() {
                     "",
                     9000,
                     900000,
-                    90
+                    90,
+                    "l2",
+                    "198.51.100.10",
+                    "02:00:00:00:00:0a"
                 ],
                 [
                     "198.51.100.11",
@@ -171,10 +174,23 @@ async fn read_only_members_work_for_root_and_nobody() {
                     "http:80: HTTP 503",
                     6000,
                     600000,
-                    60
+                    60,
+                    "l2",
+                    "198.51.100.11",
+                    "02:00:00:00:00:0a"
                 ]
             ]]),
             "nobody: {nobody}"
+        );
+        // Tunnelled reals behind a gateway: the method, the gateway, its MAC.
+        let dns = call_json(&s.bus, nobody, &["ListReals", "s", "dns"]).await;
+        assert_eq!(
+            dns[0][0].as_array().unwrap()[10..],
+            [
+                json!("gue"),
+                json!("2001:db8::1"),
+                json!("02:00:00:00:00:01")
+            ]
         );
         assert_eq!(
             property_json(&s.bus, nobody, "Version").await,
@@ -216,7 +232,7 @@ async fn read_only_members_work_for_root_and_nobody() {
     let out = busctl(&s.bus, true, &["call", NAME, PATH, NAME, "ListServices"]).await;
     assert_eq!(
         text(&out.stdout).trim(),
-        r#"a(ssqssuuu) 3 "nginx" "192.0.2.1" 80 "tcp" "up" 1 1 2 "nginx" "192.0.2.1" 443 "tcp" "up" 1 1 2 "dns" "2001:db8::53" 53 "udp" "up" 2 1 2"#
+        r#"a(ssqssuuus) 3 "nginx" "192.0.2.1" 80 "tcp" "up" 1 1 2 "l2" "nginx" "192.0.2.1" 443 "tcp" "up" 1 1 2 "l2" "dns" "2001:db8::53" 53 "udp" "up" 2 1 2 "gue""#
     );
 }
 

@@ -33,7 +33,9 @@
 //!
 //! A service: `name`, `desc`, `addr` (an address or a list), `port` (an integer or a
 //! list), `protocol` (`tcp` or `udp`), `real` (a group name or a list), `need`,
-//! `quorum` (how many checks must pass; absent: all), `checks`.
+//! `quorum` (how many checks must pass; absent: all), `forward` (`l2`, the
+//! default, `ipip`, `gre`, `fou` or `gue`), `tunnel_port` (the UDP port of `fou`
+//! and `gue`, which need it; refused with the others), `checks`.
 //!
 //! `reals` maps a group name to a list whose items are an address or a map
 //! `{addr: IP, weight: N, disabled: BOOL}`.
@@ -139,11 +141,11 @@ use serde_saphyr::Location;
 
 pub use model::{
     Check, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
-    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, DEFAULT_NEED,
-    DEFAULT_PROTOCOL, DEFAULT_WEIGHT, MAX_BACKENDS, MAX_DESC_CHARS, MAX_ENDPOINTS, MAX_FILE_BYTES,
-    MAX_FLOW_INSERT_LIMIT, MAX_FLOW_SYNC_RATE, MAX_FLOW_SYNC_WAIT, MAX_INTERVAL, MAX_NAME_CHARS,
-    MAX_NODES, MAX_RISE_FALL, MIN_FLOW_SYNC_RATE, MIN_FLOW_SYNC_WAIT, MIN_INTERVAL, MIN_TIMEOUT,
-    Protocol, Real, Rhi, Service,
+    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_FORWARD, DEFAULT_HOLD_TIME,
+    DEFAULT_NEED, DEFAULT_PROTOCOL, DEFAULT_WEIGHT, Forward, MAX_BACKENDS, MAX_DESC_CHARS,
+    MAX_ENDPOINTS, MAX_FILE_BYTES, MAX_FLOW_INSERT_LIMIT, MAX_FLOW_SYNC_RATE, MAX_FLOW_SYNC_WAIT,
+    MAX_INTERVAL, MAX_NAME_CHARS, MAX_NODES, MAX_RISE_FALL, MIN_FLOW_SYNC_RATE, MIN_FLOW_SYNC_WAIT,
+    MIN_INTERVAL, MIN_TIMEOUT, Protocol, Real, Rhi, Service,
 };
 
 use normalise::Normaliser;

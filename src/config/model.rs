@@ -12,6 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use vc5_health::spec::qtype_name;
 use vc5_health::{CheckKind, CheckSpec, TlsVerify};
+pub use vc5_xdp::Forward;
 
 /// Healthy reals a service needs when `need` is not given: the original's default.
 pub const DEFAULT_NEED: usize = 1;
@@ -20,6 +21,9 @@ pub const DEFAULT_WEIGHT: u16 = 1;
 /// Transport of a service when `protocol` is not given, as in the original, which
 /// knew only TCP.
 pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
+/// How a service reaches its reals when `forward` is not given: layer-2 DSR,
+/// the original's only method.
+pub const DEFAULT_FORWARD: Forward = Forward::L2;
 /// BGP hold time in seconds when `rhi.hold_time` is not given: the value RFC 4271
 /// suggests.
 pub const DEFAULT_HOLD_TIME: u16 = 90;
@@ -195,6 +199,10 @@ pub struct Service {
     pub ports: Vec<u16>,
     /// Transport of every port of the service.
     pub protocol: Protocol,
+    /// How packets reach the reals: layer 2, or a tunnel (`--check` prints
+    /// it as the file writes it: `forward`, and `tunnel_port` for fou and gue).
+    #[serde(flatten, serialize_with = "serialize_forward")]
+    pub forward: Forward,
     /// Names of the real groups the service uses, in file order.
     pub real_groups: Vec<String>,
     /// The reals of all the groups, first occurrence of each address kept, in order.
@@ -326,6 +334,15 @@ impl Serialize for Check {
         m.serialize_entry("fall", &self.fall)?;
         m.end()
     }
+}
+
+fn serialize_forward<S: Serializer>(f: &Forward, s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(None)?;
+    m.serialize_entry("forward", f.name())?;
+    if let Some(port) = f.port() {
+        m.serialize_entry("tunnel_port", &port)?;
+    }
+    m.end()
 }
 
 fn serialize_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

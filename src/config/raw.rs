@@ -64,6 +64,10 @@ pub(super) struct RawService {
     pub(super) port: OneOrMany<Int>,
     #[serde(default, deserialize_with = "present")]
     pub(super) protocol: Option<Protocol>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) forward: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) tunnel_port: Option<Spanned<Int>>,
     pub(super) real: OneOrMany<String>,
     #[serde(default, deserialize_with = "present")]
     pub(super) need: Option<Spanned<Int>>,

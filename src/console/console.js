@@ -229,6 +229,15 @@
         : el("span", { class: "reason" }, " — " + (c.reason || "failing, last attempt passed")),
       c.at_ms ? el("span", { class: "dim" }, " · " + duration(now - c.at_ms) + " ago") : el("span", { class: "dim" }, " · not yet"))));
   }
+  // "l2", or a tunnel with its UDP port: "gue:6080".
+  const forwardName = (s) => s.forward + (s.tunnel_port ? ":" + s.tunnel_port : "");
+  // The next hop: the real's MAC when on-link, "via GATEWAY" and the
+  // gateway's MAC otherwise; why not, when it cannot be reached.
+  function hopCell(r) {
+    if (!r.next_hop) return el("td", { class: "hop mono bad", title: r.reason }, "unreachable" + (r.reason ? ": " + r.reason : ""));
+    const via = r.next_hop !== r.addr ? "via " + r.next_hop + " " : "";
+    return el("td", { class: "hop mono dim" }, via + (r.mac || ""));
+  }
   function matches(s, f) {
     if (!f) return true;
     const hay = [s.name, s.desc, s.vip, String(s.port), s.protocol, hostport(s.vip, s.port, s.protocol), ...s.reals.map((r) => r.addr || "")].join(" ").toLowerCase();
@@ -243,6 +252,7 @@
         el("span", { class: "name" }, s.name),
         s.desc ? el("span", { class: "dim" }, s.desc) : null,
         el("span", { class: "mono" }, ep),
+        el("span", { class: "forward dim" }, forwardName(s)),
         badge(s.state),
         el("span", { class: s.healthy < s.need ? "bad" : "" }, s.healthy + "/" + s.total + " reals usable, need " + s.need),
         el("span", {}, showRate(key, "pps", "") + " pkt/s · " + showRate(key, "bps", "b/s") + " · " + showRate(key, "fps", "") + " new/s"),
@@ -254,7 +264,7 @@
         el("td", { class: "health " + (r.healthy ? "ok" : "bad") }, r.healthy ? "healthy" : "unhealthy"),
         checksCell(r, st.at_ms),
         el("td", { class: "num" }, r.weight),
-        el("td", { class: "mono dim" }, r.mac || "unresolved"),
+        hopCell(r),
         el("td", { class: "num packets" }, exact(r.counters.packets)),
         el("td", { class: "num bytes", title: exact(r.counters.bytes) + " bytes" }, iec(r.counters.bytes)),
         el("td", { class: "num flows" }, exact(r.counters.new_flows)),
@@ -262,7 +272,7 @@
         el("td", { class: "num" }, showRate(realKey(s, r), "bps", "b/s")),
         el("td", {}, spark(realKey(s, r)))));
       const table = el("table", { class: "grid" },
-        el("thead", {}, el("tr", {}, ...["Real", "State", "Health", "Checks (last result)", "Weight", "MAC", "Packets", "Bytes", "New flows", "Packets/s", "Bits/s", "Last 2 min"]
+        el("thead", {}, el("tr", {}, ...["Real", "State", "Health", "Checks (last result)", "Weight", "Next hop", "Packets", "Bytes", "New flows", "Packets/s", "Bits/s", "Last 2 min"]
           .map((t, i) => el("th", { class: i >= 4 && i !== 5 && i !== 11 ? "num" : "" }, t)))),
         el("tbody", {}, ...rows));
       return el("div", { class: "service", "data-service": s.name, "data-endpoint": ep }, head, table);

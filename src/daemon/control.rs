@@ -2,7 +2,7 @@
 
 use super::args::Args;
 use super::checks::{CheckId, CheckView};
-use super::derive::{Change, Derivation, Inputs, changes};
+use super::derive::{Change, Derivation, Inputs, NextHop, changes};
 use super::trouble::{Input, Window};
 use crate::config::Config;
 use crate::hold::Hold;
@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, info, info_span, warn};
 use vc5_bird_bridge::AnnouncerHandle;
 use vc5_xdp::maps::SyncStatus;
-use vc5_xdp::{DataPlane, L2, ServiceSpec, dataplane};
+use vc5_xdp::{DataPlane, ServiceSpec, dataplane};
 
 /// What the control loop asks of the data plane when it applies a change
 /// and reads the status: a trait so that applying, reloading and rolling
@@ -54,7 +54,7 @@ pub(super) struct Control<P: Plane = DataPlane> {
     pub(super) cfg: Config,
     pub(super) dp: P,
     /// Layer-2 next hop of each real; None while unresolved.
-    pub(super) l2: HashMap<IpAddr, Option<L2>>,
+    pub(super) hops: HashMap<IpAddr, Option<NextHop>>,
     pub(super) checks: HashMap<CheckId, CheckView>,
     /// Reals drained at run time: (service name, real).
     pub(super) drained: BTreeSet<(String, IpAddr)>,
@@ -106,7 +106,7 @@ impl<P: Plane> Control<P> {
             args,
             cfg,
             dp,
-            l2: HashMap::new(),
+            hops: HashMap::new(),
             checks: HashMap::new(),
             drained: BTreeSet::new(),
             derived: None,
@@ -171,7 +171,7 @@ impl<P: Plane> Control<P> {
         Derivation::new(&Inputs {
             cfg: &self.cfg,
             checks: &self.checks,
-            l2: &self.l2,
+            hops: &self.hops,
             drained: &self.drained,
             probation: self.window.as_ref().map_or(&none, |w| &w.healthy),
         })

@@ -13,14 +13,14 @@ use crate::config::{self, Config};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use vc5_health::{Admin, CheckState, Quorum, RealState, announceable_vips, real_state, verdict};
-use vc5_xdp::{L2, RealMode, RealSpec, ServiceSpec};
+use vc5_xdp::{Forward, L2, RealMode, RealSpec, ServiceSpec};
 
 /// What the rules read. The maps are the control loop's own.
 pub(super) struct Inputs<'a> {
     pub cfg: &'a Config,
     pub checks: &'a HashMap<super::checks::CheckId, CheckView>,
-    /// Layer-2 next hop of each real; None (or absent) while unresolved.
-    pub l2: &'a HashMap<IpAddr, Option<L2>>,
+    /// How this host reaches each real; None (or absent) while unresolved.
+    pub hops: &'a HashMap<IpAddr, Option<NextHop>>,
     /// Reals drained at run time: (service name, real).
     pub drained: &'a BTreeSet<(String, IpAddr)>,
     /// Reals that left service within the open window of reals failing
@@ -28,12 +28,50 @@ pub(super) struct Inputs<'a> {
     pub probation: &'a BTreeSet<(String, IpAddr)>,
 }
 
+/// How this host reaches a real, as the resolver last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NextHop {
+    /// The next hop's MAC, the egress interface and its MAC, and the source
+    /// address and MTU towards the real (which only tunnels use).
+    pub l2: L2,
+    /// The route's gateway when the real is not on-link.
+    pub via: Option<IpAddr>,
+}
+
+/// What `forward` can make of `hop`: the data plane's next hop for the
+/// real, or why there is none.
+fn reach(forward: Forward, hop: Option<&NextHop>) -> Result<L2, String> {
+    let Some(hop) = hop else {
+        return Err("MAC not resolved".into());
+    };
+    match (forward, hop.via) {
+        // Layer-2 DSR delivers the client's frame to the real's own MAC: a
+        // gateway's would hand it to the wrong host.
+        (Forward::L2, Some(gw)) => Err(format!(
+            "not on-link (the route goes via {gw}); forward: l2 needs the real on this host's LAN"
+        )),
+        (Forward::L2, None) => Ok(L2 {
+            src: None,
+            mtu: 0,
+            ..hop.l2
+        }),
+        (_, _) if hop.l2.src.is_none() => {
+            Err("no source address towards the real (the route names none)".into())
+        }
+        _ => Ok(hop.l2),
+    }
+}
+
 /// One real of one service, as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RealView {
     pub addr: IpAddr,
     pub state: RealState,
+    /// The data plane's next hop for the real, when this service's
+    /// `forward` can reach it.
     pub l2: Option<L2>,
+    /// The gateway its packets go through, when it is not on-link.
+    pub via: Option<IpAddr>,
     pub drained: bool,
     /// Counts toward `need`: its checks (and the operator) let it serve
     /// and its MAC is known (a real we cannot reach serves nobody).
@@ -166,7 +204,7 @@ impl Derivation {
                     vip,
                     port,
                     proto: proto_number(proto),
-                    forward: vc5_xdp::Forward::L2,
+                    forward: s.forward,
                     reals: reals.clone(),
                 });
             }
@@ -192,7 +230,8 @@ fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
         .map(|c| i.checks.get(&(key.0.clone(), r.addr, c.name.clone())))
         .collect();
     let state = state(s, r, views.iter().copied(), drained);
-    let l2 = i.l2.get(&r.addr).copied().flatten();
+    let hop = i.hops.get(&r.addr).copied().flatten();
+    let l2 = reach(s.forward, hop.as_ref());
     let mode = if state.takes_new_flows() {
         RealMode::Serve
     } else if state.keeps_flows() || i.probation.contains(&key) {
@@ -200,8 +239,8 @@ fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
     } else {
         RealMode::Down
     };
-    let reason = if l2.is_none() {
-        "MAC not resolved".into()
+    let reason = if let Err(why) = &l2 {
+        why.clone()
     } else if drained {
         String::new()
     } else {
@@ -225,8 +264,9 @@ fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
     RealView {
         addr: r.addr,
         state,
-        healthy: state.is_healthy() && l2.is_some(),
-        l2,
+        healthy: state.is_healthy() && l2.is_ok(),
+        l2: l2.ok(),
+        via: hop.and_then(|h| h.via),
         drained,
         mode,
         reason,
@@ -344,11 +384,26 @@ reals:
         }
     }
 
+    /// An on-link next hop with a source address and MTU, as the resolver
+    /// reports one.
+    fn hop() -> NextHop {
+        NextHop {
+            l2: L2 {
+                mac: [2, 0, 0, 0, 0, 1],
+                src_mac: [2, 0, 0, 0, 0, 2],
+                ifindex: 2,
+                src: Some(ip("10.0.0.100")),
+                mtu: 1500,
+            },
+            via: None,
+        }
+    }
+
     /// The inputs the tests change, owned.
     struct World {
         cfg: Config,
         checks: HashMap<super::super::checks::CheckId, CheckView>,
-        l2: HashMap<IpAddr, Option<L2>>,
+        hops: HashMap<IpAddr, Option<NextHop>>,
         drained: BTreeSet<(String, IpAddr)>,
         probation: BTreeSet<(String, IpAddr)>,
     }
@@ -359,21 +414,13 @@ reals:
             let mut w = World {
                 cfg,
                 checks: HashMap::new(),
-                l2: HashMap::new(),
+                hops: HashMap::new(),
                 drained: BTreeSet::new(),
                 probation: BTreeSet::new(),
             };
             for s in w.cfg.services.clone() {
                 for r in &s.reals {
-                    w.l2.insert(
-                        r.addr,
-                        Some(L2 {
-                            mac: [2, 0, 0, 0, 0, 1],
-                            src_mac: [2, 0, 0, 0, 0, 2],
-                            ifindex: 2,
-                            ..L2::default()
-                        }),
-                    );
+                    w.hops.insert(r.addr, Some(hop()));
                     for c in &s.checks {
                         w.set(&s.name, r.addr, c, CheckState::Passing, None);
                     }
@@ -409,7 +456,7 @@ reals:
             Derivation::new(&Inputs {
                 cfg: &self.cfg,
                 checks: &self.checks,
-                l2: &self.l2,
+                hops: &self.hops,
                 drained: &self.drained,
                 probation: &self.probation,
             })
@@ -442,7 +489,7 @@ reals:
                                 w.check("web", "10.0.0.3", 0, a);
                                 w.check("web", "10.0.0.3", 1, b);
                                 if !mac {
-                                    w.l2.insert(ip("10.0.0.3"), None);
+                                    w.hops.insert(ip("10.0.0.3"), None);
                                 }
                                 if drained {
                                     w.drained.insert(("web".into(), ip("10.0.0.3")));
@@ -526,7 +573,7 @@ reals:
         let d = w.derive();
         assert_eq!(d.services[0].healthy, 2);
         assert!(up(&d, "web"), "2 of need 2");
-        w.l2.insert(ip("10.0.0.2"), None);
+        w.hops.insert(ip("10.0.0.2"), None);
         let d = w.derive();
         assert_eq!(d.services[0].healthy, 1);
         assert!(!up(&d, "web"), "a real without a MAC serves nobody");
@@ -601,6 +648,55 @@ reals:
         assert_eq!(modes, [RealMode::Serve, RealMode::Drain, RealMode::Down]);
         assert_eq!(specs[0].reals, specs[1].reals);
         assert!(specs[0].reals.iter().all(|r| r.l2.is_some()));
+    }
+
+    /// What a service's `forward` can do with a real's next hop: layer 2
+    /// needs the real on-link (its own MAC, no source address or MTU in
+    /// the spec); a tunnel goes through a gateway too, with this host's
+    /// source address and the MTU, but not without a source address.
+    #[test]
+    fn forward_decides_which_next_hops_serve() {
+        let mut w = World::new(cfg("", false));
+        let via = NextHop {
+            via: Some(ip("10.9.0.1")),
+            ..hop()
+        };
+        w.hops.insert(ip("10.0.0.1"), Some(via));
+        let d = w.derive();
+        let r = real(&d, "web", "10.0.0.1");
+        assert!(!r.healthy && r.l2.is_none());
+        assert_eq!(r.via, Some(ip("10.9.0.1")));
+        assert!(
+            r.reason
+                .starts_with("not on-link (the route goes via 10.9.0.1)"),
+            "{}",
+            r.reason
+        );
+        let spec = &d.specs(&w.cfg)[0];
+        assert_eq!(spec.forward, Forward::L2);
+        assert_eq!(spec.reals[1].l2.map(|l| (l.src, l.mtu)), Some((None, 0)));
+
+        w.cfg.services[0].forward = Forward::Gue { port: 6080 };
+        let d = w.derive();
+        let r = real(&d, "web", "10.0.0.1");
+        assert!(r.healthy, "{}", r.reason);
+        assert_eq!(r.l2, Some(via.l2));
+        let spec = &d.specs(&w.cfg)[0];
+        assert_eq!(spec.forward, Forward::Gue { port: 6080 });
+        assert_eq!(
+            spec.reals[0].l2.map(|l| (l.src, l.mtu)),
+            Some((Some(ip("10.0.0.100")), 1500))
+        );
+
+        let mut no_src = via;
+        no_src.l2.src = None;
+        w.hops.insert(ip("10.0.0.1"), Some(no_src));
+        let r = real(&w.derive(), "web", "10.0.0.1").clone();
+        assert!(!r.healthy);
+        assert_eq!(
+            r.reason,
+            "no source address towards the real (the route names none)"
+        );
     }
 
     /// Events are the difference between two derivations: the first

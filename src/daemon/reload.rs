@@ -266,13 +266,16 @@ mod tests {
         let mut ctl = Control::new(args, cfg, fake, status_tx, events, LogBuffer::default());
         for s in &ctl.cfg.services {
             for r in &s.reals {
-                ctl.l2.insert(
+                ctl.hops.insert(
                     r.addr,
-                    Some(vc5_xdp::L2 {
-                        mac: [2, 0, 0, 0, 0, 1],
-                        src_mac: [2, 0, 0, 0, 0, 2],
-                        ifindex: 1,
-                        ..vc5_xdp::L2::default()
+                    Some(crate::daemon::derive::NextHop {
+                        l2: vc5_xdp::L2 {
+                            mac: [2, 0, 0, 0, 0, 1],
+                            src_mac: [2, 0, 0, 0, 0, 2],
+                            ifindex: 1,
+                            ..vc5_xdp::L2::default()
+                        },
+                        via: None,
                     }),
                 );
             }

@@ -5,6 +5,7 @@
 use super::args::Args;
 use super::checks::{CheckId, all_checks, check_ids, health_event, targets};
 use super::control::{Control, Plane};
+use super::derive::NextHop;
 use super::reload::reload;
 use super::trouble::{Input, TOGETHER_HOLD_MAX, coalesce, links_without_carrier, no_carrier};
 use super::unix_ms;
@@ -216,13 +217,13 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
     loop {
         let macs = wanted
             .iter()
-            .all(|a| ctl.l2.get(a).is_some_and(|x| x.is_some()));
+            .all(|a| ctl.hops.get(a).is_some_and(|x| x.is_some()));
         if macs && ctl.checks.len() >= n_checks {
             break;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.l2, &ours, changes),
+            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.hops, &ours, changes),
             Some(ev) = health_rx.recv() => health_event(&mut ctl.checks, ev),
             _ = term.recv() => { stop = true; break }
             _ = int.recv() => { stop = true; break }
@@ -297,7 +298,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                     }
                     continue;
                 }
-                apply_l2(&mut ctl.l2, &ours, changes);
+                apply_l2(&mut ctl.hops, &ours, changes);
                 if let Err(e) = ctl.apply() {
                     error!("{e:#}");
                 }
@@ -354,7 +355,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                     }
                     let since = h.since.elapsed().unwrap_or_default();
                     let (l2, health) = coalesce(h.release());
-                    apply_l2(&mut ctl.l2, &ours, l2);
+                    apply_l2(&mut ctl.hops, &ours, l2);
                     for ev in health {
                         health_event(&mut ctl.checks, ev);
                     }
@@ -482,7 +483,7 @@ pub(super) fn spawn_resolver(
 
 /// Applies resolver reports to the known layer-2 next hops; logs each.
 pub(super) fn apply_l2(
-    l2: &mut HashMap<IpAddr, Option<L2>>,
+    hops: &mut HashMap<IpAddr, Option<NextHop>>,
     ours: &[u32],
     changes: Vec<Resolution>,
 ) {
@@ -493,15 +494,24 @@ pub(super) fn apply_l2(
                 ifindex,
                 if_mac,
                 mac,
-            } => Some(L2 {
-                mac: *mac,
-                src_mac: *if_mac,
-                ifindex: *ifindex,
-                ..L2::default()
+                via,
+                src,
+                mtu,
+            } => Some(NextHop {
+                l2: L2 {
+                    mac: *mac,
+                    src_mac: *if_mac,
+                    ifindex: *ifindex,
+                    src: *src,
+                    // The data plane compares u16 lengths; an MTU beyond
+                    // them never limits.
+                    mtu: u16::try_from(*mtu).unwrap_or(u16::MAX),
+                },
+                via: *via,
             }),
             Resolved::Unresolved { .. } => None,
         };
-        let old = l2.insert(c.addr, new);
+        let old = hops.insert(c.addr, new);
         match (&c.state, old.flatten()) {
             (Resolved::Ready { mac, ifindex, .. }, prev) => {
                 if !ours.contains(ifindex) {
@@ -512,7 +522,7 @@ pub(super) fn apply_l2(
                         "real is reached through an interface vc5d is not attached to"
                     );
                 }
-                if prev.is_some_and(|p| p.mac != *mac) {
+                if prev.is_some_and(|p| p.l2.mac != *mac) {
                     warn!(mac = %netlink::format_mac(mac), ifindex, "real's MAC changed");
                 } else {
                     info!(mac = %netlink::format_mac(mac), ifindex, "real resolved");

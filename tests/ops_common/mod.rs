@@ -44,7 +44,14 @@ fn real(addr: &str, healthy: bool, reason: &str, n: u64) -> RealStatus {
         drained: false,
         disabled: false,
         weight: 100,
+        forward: "l2".into(),
+        next_hop: ip(addr),
         mac: Some("02:00:00:00:00:0a".into()),
+        reason: if healthy {
+            String::new()
+        } else {
+            reason.into()
+        },
         checks: vec![check("http:80", healthy, reason, 1.25)],
         counters: FlowCounters {
             packets: 1000 * n,
@@ -64,6 +71,8 @@ pub fn synthetic_status() -> Status {
         vip: ip("192.0.2.1"),
         port,
         protocol: "tcp".into(),
+        forward: "l2".into(),
+        tunnel_port: None,
         state: "up".into(),
         need: 1,
         healthy: 1,
@@ -88,6 +97,8 @@ pub fn synthetic_status() -> Status {
         vip: ip("2001:db8::53"),
         port: 53,
         protocol: "udp".into(),
+        forward: "gue".into(),
+        tunnel_port: Some(6080),
         state: "up".into(),
         need: 1,
         healthy: 2,
@@ -98,10 +109,18 @@ pub fn synthetic_status() -> Status {
             new_flows: 70,
         },
         dropped: Counter::default(),
-        reals: vec![
+        // Tunnelled to reals in another subnet, through its gateway.
+        reals: [
             real("2001:db8:1::10", true, "", 4),
             real("2001:db8:1::11", true, "", 3),
-        ],
+        ]
+        .map(|r| RealStatus {
+            forward: "gue".into(),
+            next_hop: ip("2001:db8::1"),
+            mac: Some("02:00:00:00:00:01".into()),
+            ..r
+        })
+        .into(),
     };
     let mut global = BTreeMap::new();
     global.insert(

@@ -10,8 +10,8 @@ use super::Normaliser;
 use crate::config::ConfigError;
 use crate::config::lexical::{char_name, forbidden_char, quoted};
 use crate::config::model::{
-    DEFAULT_NEED, DEFAULT_PROTOCOL, DEFAULT_WEIGHT, MAX_DESC_CHARS, MAX_ENDPOINTS, Protocol, Real,
-    Service,
+    DEFAULT_FORWARD, DEFAULT_NEED, DEFAULT_PROTOCOL, DEFAULT_WEIGHT, Forward, MAX_DESC_CHARS,
+    MAX_ENDPOINTS, Protocol, Real, Service,
 };
 use crate::config::raw::{RawReal, RawService};
 
@@ -67,6 +67,7 @@ impl Normaliser<'_> {
         }
 
         let protocol = raw.protocol.unwrap_or(DEFAULT_PROTOCOL);
+        let forward = self.forward(&raw, &addrs, service_at)?;
         // The data plane's tables are sized at load time; a file it cannot hold
         // must be refused here, not after XDP has been attached. Checked before
         // the endpoints are built, so a huge cross product is never allocated.
@@ -244,12 +245,96 @@ impl Normaliser<'_> {
             addrs: addrs.into_iter().map(|(a, _)| a).collect(),
             ports,
             protocol,
+            forward,
             real_groups,
             reals,
             need,
             quorum,
             checks,
         })
+    }
+
+    /// `forward` and `tunnel_port`: a method the data plane has, a port
+    /// exactly when the method is carried in UDP, and VIP families the
+    /// method can carry to one real.
+    fn forward(
+        &self,
+        raw: &RawService,
+        addrs: &[(IpAddr, Location)],
+        service_at: Location,
+    ) -> Result<Forward, ConfigError> {
+        let (name, at) = match &raw.forward {
+            None => (DEFAULT_FORWARD.name().to_owned(), service_at),
+            Some(f) => (self.text(f, "forward")?, f.referenced),
+        };
+        let port = match &raw.tunnel_port {
+            None => None,
+            Some(p) => {
+                let n = self.int(p, "tunnel_port")?;
+                match u16::try_from(n) {
+                    Ok(port) if port > 0 => Some((port, p.referenced)),
+                    _ => {
+                        return Err(self.err(
+                            p.referenced,
+                            format!("tunnel_port {n} is out of range 1..=65535"),
+                        ));
+                    }
+                }
+            }
+        };
+        let udp = |make: fn(u16) -> Forward| match port {
+            Some((port, _)) => Ok(make(port)),
+            // The reals' decapsulating listener is configured with a port
+            // of the operator's choosing; a default guessed here would
+            // silently miss it.
+            None => Err(self.err(
+                at,
+                format!("forward: {name} needs tunnel_port, the UDP port the reals decapsulate on"),
+            )),
+        };
+        let forward = match name.as_str() {
+            "l2" => Forward::L2,
+            "ipip" => Forward::Ipip,
+            "gre" => Forward::Gre,
+            "fou" => udp(|port| Forward::Fou { port })?,
+            "gue" => udp(|port| Forward::Gue { port })?,
+            other => {
+                return Err(self.err(
+                    at,
+                    format!(
+                        "unknown forward {}: expected one of {}",
+                        quoted(other),
+                        Forward::NAMES.join(", ")
+                    ),
+                ));
+            }
+        };
+        if let Some((_, port_at)) = port
+            && forward.port().is_none()
+        {
+            return Err(self.err(
+                port_at,
+                format!(
+                    "tunnel_port has no effect with forward: {name} (only fou and gue are carried in UDP)"
+                ),
+            ));
+        }
+        // A FOU port carries one inner protocol (the reals' `ip fou add
+        // port N ipproto 4|41`) and the packet says nothing of its own, so
+        // IPv4 and IPv6 VIPs cannot share one. GUE names the protocol in
+        // its header; IPIP and GRE in theirs.
+        if let Forward::Fou { .. } = forward
+            && let Some((v6, v6_at)) = addrs.iter().find(|(a, _)| a.is_ipv6())
+            && let Some((v4, _)) = addrs.iter().find(|(a, _)| a.is_ipv4())
+        {
+            return Err(self.err(
+                *v6_at,
+                format!(
+                    "forward: fou carries one inner family per port, and this service has IPv4 ({v4}) and IPv6 ({v6}) addresses; use gue, or one service per family"
+                ),
+            ));
+        }
+        Ok(forward)
     }
 
     pub(super) fn group(

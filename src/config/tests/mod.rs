@@ -7,6 +7,7 @@
 mod addresses;
 mod checks;
 mod flowsync;
+mod forward;
 mod limits;
 mod model;
 mod names;

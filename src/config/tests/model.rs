@@ -11,8 +11,8 @@ use vc5_health::{CheckKind, DnsCheck, DnsTransport, HttpCheck, RecordType, TlsVe
 use super::{ORIGINAL, http, ip, ok, real, svc};
 use crate::config::{
     Check, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
-    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, Protocol, Real, Rhi,
-    Service,
+    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, Forward, Protocol,
+    Real, Rhi, Service,
 };
 
 #[test]
@@ -39,6 +39,7 @@ fn original_file_loads_and_normalises() {
             addrs: vec![ip("192.168.101.1")],
             ports: vec![80, 443],
             protocol: Protocol::Tcp,
+            forward: Forward::L2,
             real_groups: vec!["nginx".into()],
             reals: vec![real("10.10.100.10"), real("10.10.100.11")],
             need: 1,

@@ -233,6 +233,33 @@ pub enum Forward {
 }
 
 impl Forward {
+    /// Every method, by the name the configuration and the status use.
+    pub const NAMES: [&'static str; 5] = ["l2", "ipip", "gre", "fou", "gue"];
+
+    /// The method's name: `l2`, `ipip`, `gre`, `fou` or `gue`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forward::L2 => "l2",
+            Forward::Ipip => "ipip",
+            Forward::Gre => "gre",
+            Forward::Fou { .. } => "fou",
+            Forward::Gue { .. } => "gue",
+        }
+    }
+
+    /// The UDP port of fou and gue.
+    pub fn port(self) -> Option<u16> {
+        match self {
+            Forward::Fou { port } | Forward::Gue { port } => Some(port),
+            _ => None,
+        }
+    }
+
+    /// Whether packets are encapsulated (anything but layer 2).
+    pub fn is_tunnel(self) -> bool {
+        self != Forward::L2
+    }
+
     /// The program's `VC5_TUNNEL_*` and UDP port (network order).
     pub(crate) fn wire(self) -> (u8, u16) {
         match self {

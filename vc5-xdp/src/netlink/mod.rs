@@ -1,16 +1,19 @@
 //! Link, route and neighbour (ARP/NDP) lookups over rtnetlink.
 //!
-//! vc5 forwards each packet at layer 2: XDP rewrites the destination MAC to a
-//! real server's MAC and transmits the frame unchanged otherwise (Direct
-//! Server Return). That only works if, for every real, we know
+//! vc5 forwards each packet at layer 2 (XDP rewrites the destination MAC to a
+//! real server's MAC and transmits the frame otherwise unchanged: Direct
+//! Server Return) or in a tunnel to the real (layer-3 DSR). Either way it
+//! needs, for every real,
 //!
-//! * the interface the kernel would reach it through, which must be *on-link*
-//!   (a real reached via a gateway would get its frames addressed to the
-//!   wrong host, so that is an error, not a fallback), with that interface's
-//!   ifindex and MAC (the frame's source), and
-//! * the real's own MAC, taken from the kernel's neighbour table, which we
-//!   make the kernel fill in ourselves, follow as it changes, and never use
-//!   while it is unresolved or zero.
+//! * the route the kernel would take to it: the egress interface's ifindex
+//!   and MAC (the frame's source), the gateway when the real is not on-link,
+//!   the source address the route names (a tunnel's outer source) and the
+//!   MTU (the route's own, else the interface's); layer-2 DSR can use only an
+//!   on-link real, which the daemon decides from the gateway, and
+//! * the next hop's MAC (the real's own when on-link, else the gateway's),
+//!   taken from the kernel's neighbour table, which we make the kernel fill
+//!   in ourselves, follow as it changes, and never use while it is
+//!   unresolved or zero.
 //!
 //! The module speaks `NETLINK_ROUTE` with `netlink-packet-route` (the message
 //! types, their encoding and decoding) over `netlink-sys`'s blocking socket,
@@ -178,6 +181,8 @@ pub struct Interface {
     /// Administratively up with a carrier (`IFF_UP` and `IFF_LOWER_UP`):
     /// frames can leave through it.
     pub carrier: bool,
+    /// The interface's MTU (`IFLA_MTU`); 0 if the kernel gave none.
+    pub mtu: u32,
 }
 
 /// The kernel's answer to "how would you send to this address" (`ip route get`).
@@ -191,6 +196,9 @@ pub struct Route {
     pub prefsrc: Option<IpAddr>,
     /// Route type (`RTN_*`): 1 unicast, 2 local, 3 broadcast, 5 multicast...
     pub rtype: u8,
+    /// The route's own MTU (`ip route ... mtu N`, or a path MTU the kernel
+    /// learnt), when it has one; else the interface's applies.
+    pub mtu: Option<u32>,
 }
 
 impl Route {

@@ -1,5 +1,11 @@
-//! The resolver: follows the MACs of a set of on-link targets (the reals)
-//! through the neighbour table, soliciting with backoff and refreshing.
+//! The resolver: follows, for a set of targets (the reals), the route the
+//! kernel would take and the MAC of its next hop (the target itself when it
+//! is on-link, else the route's gateway) through the neighbour table,
+//! soliciting with backoff and refreshing.
+//!
+//! Next hops are followed once however many targets share them (every real
+//! behind one gateway), so solicitations and refreshes scale with the
+//! neighbours, not with the reals.
 
 use super::monitor::{NeighbourEvent, NeighbourMonitor};
 use super::socket::{MONITOR_RCVBUF, Socket, wait_any_readable};
@@ -20,7 +26,16 @@ pub enum Resolved {
     Ready {
         ifindex: u32,
         if_mac: [u8; 6],
+        /// The next hop's MAC: the target's own when `via` is `None`.
         mac: [u8; 6],
+        /// The gateway the kernel's route names, when the target is not
+        /// on-link (layer-2 DSR cannot use such a target; tunnels can).
+        via: Option<IpAddr>,
+        /// The source address the kernel would use towards the target.
+        src: Option<IpAddr>,
+        /// The MTU towards the target: the route's own if it has one, else
+        /// the egress interface's (0: unknown).
+        mtu: u32,
     },
     /// Do not forward to this target; `reason` says why.
     Unresolved { reason: String },
@@ -42,16 +57,16 @@ pub struct Resolution {
 /// Timings of a [`Resolver`].
 #[derive(Debug, Clone)]
 pub struct ResolverConfig {
-    /// First re-solicitation delay for an unresolved target; doubles on each
-    /// try. Each solicitation makes the kernel send up to `mcast_solicit` (3)
-    /// broadcasts, `retrans_time` (1 s) apart.
+    /// First re-solicitation delay for an unresolved next hop; doubles on
+    /// each try. Each solicitation makes the kernel send up to
+    /// `mcast_solicit` (3) broadcasts, `retrans_time` (1 s) apart.
     pub solicit_min: Duration,
     /// Cap of that backoff, which bounds how long a real that comes back
     /// silently waits to be found.
     pub solicit_max: Duration,
-    /// How often a resolved target is "used" so that the kernel re-verifies a
-    /// `STALE` entry (see the module docs). Bounds how long a silent MAC
-    /// change goes unnoticed.
+    /// How often a resolved next hop is "used" so that the kernel
+    /// re-verifies a `STALE` entry (see the module docs). Bounds how long a
+    /// silent MAC change goes unnoticed.
     pub refresh_interval: Duration,
     /// Routes are re-checked on every link/address/route notification; this
     /// is the fallback period in case one was lost.
@@ -69,23 +84,50 @@ impl Default for ResolverConfig {
     }
 }
 
-/// The egress side of a target: where its frames leave.
+/// The egress side of a target: where its frames leave, and to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Path {
     pub(super) ifindex: u32,
     pub(super) if_mac: [u8; 6],
+    /// The route's gateway; `None` when the target is on-link.
+    pub(super) via: Option<IpAddr>,
+    pub(super) src: Option<IpAddr>,
+    pub(super) mtu: u32,
 }
+
+impl Path {
+    /// The neighbour whose MAC the target's frames go to.
+    pub(super) fn hop(&self, target: IpAddr) -> HopKey {
+        (self.ifindex, self.via.unwrap_or(target))
+    }
+}
+
+/// A next hop: (egress interface, address).
+pub(super) type HopKey = (u32, IpAddr);
 
 #[derive(Debug)]
 pub(super) struct Target {
     pub(super) path: Result<Path, String>,
-    pub(super) neigh: Option<Neighbour>,
     pub(super) state: Resolved,
     /// What the caller was last told; `None` until the first report.
     pub(super) reported: Option<Resolved>,
-    /// Next solicitation (unresolved) or refresh (ready).
+}
+
+/// A neighbour followed for one or more targets.
+#[derive(Debug)]
+pub(super) struct Hop {
+    pub(super) neigh: Option<Neighbour>,
+    /// Next solicitation (unresolved) or refresh (usable).
     pub(super) next_solicit: Instant,
     pub(super) backoff: Duration,
+    /// The targets whose frames go to this neighbour.
+    pub(super) users: HashSet<IpAddr>,
+}
+
+impl Hop {
+    fn usable(&self) -> bool {
+        self.neigh.as_ref().is_some_and(Neighbour::is_usable)
+    }
 }
 
 /// What the resolver asks of the kernel, and its clock: a trait so that its
@@ -208,7 +250,7 @@ impl Kernel for Netlink {
     }
 }
 
-/// Resolves and follows the MACs of a set of on-link targets (the reals).
+/// Resolves and follows the next hops of a set of targets (the reals).
 ///
 /// Typical use: `Resolver::new()?`, then `set_targets(reals)` whenever the
 /// configuration changes, and a loop calling `poll(Duration::from_secs(1))`
@@ -219,6 +261,7 @@ pub struct Resolver<K: Kernel = Netlink> {
     cfg: ResolverConfig,
     kernel: K,
     targets: HashMap<IpAddr, Target>,
+    hops: HashMap<HopKey, Hop>,
     paths_dirty: bool,
     last_path_check: Instant,
     /// How often the neighbour table was re-dumped (for tests and stats).
@@ -253,6 +296,7 @@ impl<K: Kernel> Resolver<K> {
             cfg,
             kernel,
             targets: HashMap::new(),
+            hops: HashMap::new(),
             paths_dirty: false,
             last_path_check,
             resyncs: 0,
@@ -264,14 +308,25 @@ impl<K: Kernel> Resolver<K> {
         &mut self.kernel
     }
 
-    /// Replaces the set of targets. New targets are looked up and solicited
-    /// at once; their first state is reported by the next [`poll`]. Targets
-    /// no longer in the set are forgotten without a report.
+    /// Replaces the set of targets. New targets are looked up and their
+    /// next hops solicited at once; their first state is reported by the
+    /// next [`poll`]. Targets no longer in the set are forgotten without a
+    /// report.
     ///
     /// [`poll`]: Resolver::poll
     pub fn set_targets(&mut self, addrs: impl IntoIterator<Item = IpAddr>) {
         let wanted: HashSet<IpAddr> = addrs.into_iter().collect();
-        self.targets.retain(|addr, _| wanted.contains(addr));
+        let gone: Vec<IpAddr> = self
+            .targets
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(t) = self.targets.remove(&addr) {
+                self.detach(addr, &t.path);
+            }
+        }
         let now = self.kernel.now();
         let mut links = HashMap::new();
         for addr in wanted {
@@ -279,18 +334,16 @@ impl<K: Kernel> Resolver<K> {
                 continue;
             }
             let path = lookup_path(&mut self.kernel, &mut links, addr);
-            let neigh = current_neigh(&mut self.kernel, &path, addr);
-            let state = derive_state(&path, neigh.as_ref());
-            let mut target = Target {
-                path,
-                neigh,
-                state,
-                reported: None,
-                next_solicit: now,
-                backoff: self.cfg.solicit_min,
-            };
-            solicit_due(&mut self.kernel, &self.cfg, addr, &mut target, now);
-            self.targets.insert(addr, target);
+            self.attach(addr, &path, now);
+            let state = self.derive(addr, &path);
+            self.targets.insert(
+                addr,
+                Target {
+                    path,
+                    state,
+                    reported: None,
+                },
+            );
         }
     }
 
@@ -330,6 +383,54 @@ impl<K: Kernel> Resolver<K> {
         }
     }
 
+    /// Makes `addr` a user of its path's next hop, following the hop (looked
+    /// up and solicited at once) if it is new.
+    fn attach(&mut self, addr: IpAddr, path: &Result<Path, String>, now: Instant) {
+        let Ok(path) = path else {
+            return;
+        };
+        let key = path.hop(addr);
+        if let Some(hop) = self.hops.get_mut(&key) {
+            hop.users.insert(addr);
+            return;
+        }
+        let neigh = self.kernel.neighbour(key.0, key.1).unwrap_or_else(|e| {
+            warn!("netlink resolver: {e}");
+            None
+        });
+        let mut hop = Hop {
+            neigh,
+            next_solicit: now,
+            backoff: self.cfg.solicit_min,
+            users: HashSet::from([addr]),
+        };
+        solicit_due(&mut self.kernel, &self.cfg, key, &mut hop, now);
+        self.hops.insert(key, hop);
+    }
+
+    /// Undoes [`attach`](Self::attach); a hop nobody uses is forgotten.
+    fn detach(&mut self, addr: IpAddr, path: &Result<Path, String>) {
+        let Ok(path) = path else {
+            return;
+        };
+        let key = path.hop(addr);
+        if let Some(hop) = self.hops.get_mut(&key) {
+            hop.users.remove(&addr);
+            if hop.users.is_empty() {
+                self.hops.remove(&key);
+            }
+        }
+    }
+
+    fn derive(&self, addr: IpAddr, path: &Result<Path, String>) -> Resolved {
+        let neigh = path
+            .as_ref()
+            .ok()
+            .and_then(|p| self.hops.get(&p.hop(addr)))
+            .and_then(|h| h.neigh.as_ref());
+        derive_state(path, neigh)
+    }
+
     pub(super) fn drain_notifications(&mut self) {
         let now = self.kernel.now();
         match self.kernel.neighbour_events() {
@@ -337,10 +438,10 @@ impl<K: Kernel> Resolver<K> {
                 for event in events {
                     match event {
                         NeighbourEvent::Changed(n) => {
-                            self.apply_neigh(now, n.ifindex, n.addr, Some(n))
+                            self.apply_neigh(now, (n.ifindex, n.addr), Some(n))
                         }
                         NeighbourEvent::Deleted { ifindex, addr } => {
-                            self.apply_neigh(now, ifindex, addr, None)
+                            self.apply_neigh(now, (ifindex, addr), None)
                         }
                     }
                 }
@@ -357,36 +458,32 @@ impl<K: Kernel> Resolver<K> {
         }
     }
 
-    pub(super) fn apply_neigh(
-        &mut self,
-        now: Instant,
-        ifindex: u32,
-        addr: IpAddr,
-        neigh: Option<Neighbour>,
-    ) {
-        let Some(target) = self.targets.get_mut(&addr) else {
+    /// A neighbour entry changed; an entry that is no next hop of ours (on
+    /// another interface, say) is ignored: if a route moved there, the
+    /// route watch will tell us.
+    pub(super) fn apply_neigh(&mut self, now: Instant, key: HopKey, neigh: Option<Neighbour>) {
+        let Some(hop) = self.hops.get_mut(&key) else {
             return;
         };
-        match &target.path {
-            Ok(path) if path.ifindex == ifindex => {}
-            // An entry on another interface is not ours to use (if the route
-            // moved there, the route watch will tell us).
-            _ => return,
-        }
-        target.neigh = neigh;
-        let was_ready = target.state.is_ready();
-        target.state = derive_state(&target.path, target.neigh.as_ref());
-        match (was_ready, target.state.is_ready()) {
+        let was_usable = hop.usable();
+        hop.neigh = neigh;
+        match (was_usable, hop.usable()) {
             (true, false) => {
                 // Lost a working MAC: ask again at once, then back off.
-                target.backoff = self.cfg.solicit_min;
-                target.next_solicit = now;
+                hop.backoff = self.cfg.solicit_min;
+                hop.next_solicit = now;
             }
             (false, true) => {
-                target.backoff = self.cfg.solicit_min;
-                target.next_solicit = now + self.cfg.refresh_interval;
+                hop.backoff = self.cfg.solicit_min;
+                hop.next_solicit = now + self.cfg.refresh_interval;
             }
             _ => {}
+        }
+        let neigh = hop.neigh.as_ref();
+        for addr in &hop.users {
+            if let Some(t) = self.targets.get_mut(addr) {
+                t.state = derive_state(&t.path, neigh);
+            }
         }
     }
 
@@ -399,18 +496,14 @@ impl<K: Kernel> Resolver<K> {
                 return;
             }
         };
-        let mut by_key: HashMap<(u32, IpAddr), Neighbour> = table
+        let mut by_key: HashMap<HopKey, Neighbour> = table
             .into_iter()
             .map(|n| ((n.ifindex, n.addr), n))
             .collect();
-        let keys: Vec<(u32, IpAddr)> = self
-            .targets
-            .iter()
-            .filter_map(|(addr, t)| t.path.as_ref().ok().map(|p| (p.ifindex, *addr)))
-            .collect();
+        let keys: Vec<HopKey> = self.hops.keys().copied().collect();
         for key in keys {
             let n = by_key.remove(&key);
-            self.apply_neigh(now, key.0, key.1, n);
+            self.apply_neigh(now, key, n);
         }
     }
 
@@ -420,8 +513,8 @@ impl<K: Kernel> Resolver<K> {
         if periodic || prompted {
             self.recheck_paths(now);
         }
-        for (addr, target) in self.targets.iter_mut() {
-            solicit_due(&mut self.kernel, &self.cfg, *addr, target, now);
+        for (key, hop) in self.hops.iter_mut() {
+            solicit_due(&mut self.kernel, &self.cfg, *key, hop, now);
         }
     }
 
@@ -429,21 +522,28 @@ impl<K: Kernel> Resolver<K> {
         self.paths_dirty = false;
         self.last_path_check = now;
         let mut links = HashMap::new();
-        for (addr, target) in self.targets.iter_mut() {
+        let mut moved = Vec::new();
+        for (addr, target) in self.targets.iter() {
             let path = lookup_path(&mut self.kernel, &mut links, *addr);
-            if path == target.path {
-                continue;
+            if path != target.path {
+                debug!(
+                    "netlink resolver: {addr}: path {:?} -> {path:?}",
+                    target.path
+                );
+                moved.push((*addr, path));
             }
-            debug!(
-                "netlink resolver: {addr}: path {:?} -> {path:?}",
-                target.path
-            );
-            target.neigh = current_neigh(&mut self.kernel, &path, *addr);
-            target.path = path;
-            target.state = derive_state(&target.path, target.neigh.as_ref());
-            target.backoff = self.cfg.solicit_min;
-            target.next_solicit = now;
-            solicit_due(&mut self.kernel, &self.cfg, *addr, target, now);
+        }
+        for (addr, path) in moved {
+            let Some(old) = self.targets.get(&addr).map(|t| t.path.clone()) else {
+                continue;
+            };
+            self.detach(addr, &old);
+            self.attach(addr, &path, now);
+            let state = self.derive(addr, &path);
+            if let Some(t) = self.targets.get_mut(&addr) {
+                t.path = path;
+                t.state = state;
+            }
         }
     }
 
@@ -453,10 +553,9 @@ impl<K: Kernel> Resolver<K> {
         } else {
             self.last_path_check + self.cfg.route_interval
         };
-        self.targets
+        self.hops
             .values()
-            .filter(|t| t.path.is_ok())
-            .map(|t| t.next_solicit)
+            .map(|h| h.next_solicit)
             .fold(paths, Instant::min)
     }
 
@@ -478,45 +577,41 @@ impl<K: Kernel> Resolver<K> {
     }
 }
 
-/// Solicits (unresolved) or refreshes (ready) `target` if it is due.
+/// Solicits (unresolved) or refreshes (usable) the next hop `key` if it is
+/// due.
 pub(super) fn solicit_due(
     kernel: &mut impl Kernel,
     cfg: &ResolverConfig,
-    addr: IpAddr,
-    target: &mut Target,
+    key: HopKey,
+    hop: &mut Hop,
     now: Instant,
 ) {
-    let Ok(path) = &target.path else {
-        return;
-    };
-    if now < target.next_solicit {
+    if now < hop.next_solicit {
         return;
     }
-    if target.state.is_ready() {
-        target.next_solicit = now + cfg.refresh_interval;
+    if hop.usable() {
+        hop.next_solicit = now + cfg.refresh_interval;
     } else {
-        target.next_solicit = now + target.backoff;
-        target.backoff = (target.backoff * 2).min(cfg.solicit_max);
+        hop.next_solicit = now + hop.backoff;
+        hop.backoff = (hop.backoff * 2).min(cfg.solicit_max);
     }
     // PERMANENT and NOARP entries need no resolution, and soliciting a
     // PERMANENT one would demote it (see the module docs).
-    if target
+    if hop
         .neigh
         .as_ref()
         .is_some_and(|n| n.state & (nud::PERMANENT | nud::NOARP) != 0)
     {
         return;
     }
-    debug!(
-        "netlink resolver: soliciting {addr} on ifindex {}",
-        path.ifindex
-    );
-    if let Err(e) = kernel.solicit(path.ifindex, addr) {
+    let (ifindex, addr) = key;
+    debug!("netlink resolver: soliciting {addr} on ifindex {ifindex}");
+    if let Err(e) = kernel.solicit(ifindex, addr) {
         warn!("netlink resolver: {e}");
     }
 }
 
-/// Finds the egress interface for `addr`, which must be on-link.
+/// Finds the egress interface for `addr`, and its gateway if it has one.
 pub(super) fn lookup_path(
     kernel: &mut impl Kernel,
     links: &mut HashMap<u32, Interface>,
@@ -530,9 +625,6 @@ pub(super) fn lookup_path(
         sys::RTN_UNICAST => {}
         sys::RTN_LOCAL => return Err("address is local to this host".to_owned()),
         t => return Err(format!("route is {}, not unicast", rtn_name(t))),
-    }
-    if let Some(gateway) = route.gateway {
-        return Err(format!("not on-link, via {gateway}"));
     }
     let link = match links.get(&route.oif) {
         Some(link) => link.clone(),
@@ -550,12 +642,25 @@ pub(super) fn lookup_path(
             link.name
         ));
     }
+    if let Some(gw) = route.gateway
+        && let Some(why) = unusable_target(gw).filter(|_| !is_link_local(gw))
+    {
+        return Err(format!("gateway {gw} is unusable: {why}"));
+    }
     Ok(Path {
         ifindex: link.index,
         if_mac: link.mac,
+        via: route.gateway,
+        src: route.prefsrc,
+        mtu: route.mtu.unwrap_or(link.mtu),
     })
 }
 
+/// An IPv6 link-local address: no target, but the usual IPv6 gateway (the
+/// route names its interface).
+fn is_link_local(addr: IpAddr) -> bool {
+    matches!(addr, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
+}
 /// Addresses that can never be a real, whatever the routing table says.
 pub(super) fn unusable_target(addr: IpAddr) -> Option<&'static str> {
     match addr {
@@ -585,18 +690,7 @@ pub(super) fn rtn_name(t: u8) -> String {
     }
 }
 
-pub(super) fn current_neigh(
-    kernel: &mut impl Kernel,
-    path: &Result<Path, String>,
-    addr: IpAddr,
-) -> Option<Neighbour> {
-    let path = path.as_ref().ok()?;
-    kernel.neighbour(path.ifindex, addr).unwrap_or_else(|e| {
-        warn!("netlink resolver: {e}");
-        None
-    })
-}
-
+/// A target's state from its path and its next hop's neighbour entry.
 pub(super) fn derive_state(path: &Result<Path, String>, neigh: Option<&Neighbour>) -> Resolved {
     let path = match path {
         Ok(path) => path,
@@ -606,6 +700,11 @@ pub(super) fn derive_state(path: &Result<Path, String>, neigh: Option<&Neighbour
             };
         }
     };
+    // Whose MAC is missing, in the reason: the real's or its gateway's.
+    let whose = match path.via {
+        Some(gw) => format!("gateway {gw}: "),
+        None => String::new(),
+    };
     let reason = match neigh {
         Some(n) if n.is_usable() => {
             // is_usable() guarantees a MAC; the match keeps that visible.
@@ -614,6 +713,9 @@ pub(super) fn derive_state(path: &Result<Path, String>, neigh: Option<&Neighbour
                     ifindex: path.ifindex,
                     if_mac: path.if_mac,
                     mac,
+                    via: path.via,
+                    src: path.src,
+                    mtu: path.mtu,
                 };
             }
             "neighbour has no MAC".to_owned()
@@ -632,7 +734,9 @@ pub(super) fn derive_state(path: &Result<Path, String>, neigh: Option<&Neighbour
             },
         },
     };
-    Resolved::Unresolved { reason }
+    Resolved::Unresolved {
+        reason: format!("{whose}{reason}"),
+    }
 }
 
 #[cfg(test)]
@@ -650,6 +754,9 @@ mod tests {
     const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
     const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const MAC_A2: [u8; 6] = [2, 0, 0, 0, 0, 0x21];
+    const MAC_GW: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+    /// The model's gateway for the addresses in `via_gw`.
+    const GW: &str = "192.0.2.254";
     /// The kernel's answer time, and its time to give up (3 tries, 1 s
     /// apart).
     const ANSWER: Duration = Duration::from_millis(2);
@@ -737,9 +844,10 @@ mod tests {
             if self.on_link.contains(&addr) || self.via_gw.contains(&addr) {
                 Ok(Route {
                     oif: ETH,
-                    gateway: self.via_gw.contains(&addr).then(|| ip("192.0.2.254")),
-                    prefsrc: None,
+                    gateway: self.via_gw.contains(&addr).then(|| ip(GW)),
+                    prefsrc: Some(ip("192.0.2.100")),
                     rtype: sys::RTN_UNICAST,
+                    mtu: None,
                 })
             } else {
                 Err(NetlinkError::Kernel {
@@ -756,6 +864,7 @@ mod tests {
                 name: "eth0".into(),
                 mac: OUR_MAC,
                 carrier: true,
+                mtu: 1500,
             })
         }
 
@@ -866,7 +975,10 @@ mod tests {
             Resolved::Ready {
                 ifindex: ETH,
                 if_mac: OUR_MAC,
-                mac: MAC_A
+                mac: MAC_A,
+                via: None,
+                src: Some(ip("192.0.2.100")),
+                mtu: 1500,
             }
         );
         assert_eq!(reports[1].0, ANSWER);
@@ -987,7 +1099,8 @@ mod tests {
 
     /// Route changes: a notification re-checks paths, at most once per
     /// PATH_RECHECK_MIN however many arrive; without one, every
-    /// route_interval. A real behind a gateway is refused with why.
+    /// route_interval. A real behind a gateway is reached through the
+    /// gateway's MAC, and says so.
     #[test]
     fn routes_are_rechecked_on_notification_rate_limited_and_periodically() {
         let a = ip("192.0.2.1");
@@ -995,17 +1108,21 @@ mod tests {
         let mut m = Model::new();
         m.on_link.insert(a);
         m.owners.insert(a, MAC_A);
+        m.owners.insert(ip(GW), MAC_GW);
         m.via_gw.insert(b);
         let mut r = resolver(m);
         r.set_targets([a, b]);
         run_for(&mut r, Duration::from_secs(1));
-        match r.current(b) {
-            Some(Resolved::Unresolved { reason }) => {
-                assert!(reason.contains("not on-link, via 192.0.2.254"), "{reason}")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(r.kernel.solicited(b), [], "never solicited");
+        assert!(
+            matches!(
+                r.current(b),
+                Some(Resolved::Ready { mac: MAC_GW, via: Some(gw), .. }) if *gw == ip(GW)
+            ),
+            "{:?}",
+            r.current(b)
+        );
+        assert_eq!(r.kernel.solicited(b), [], "the gateway is, not b");
+        assert_eq!(r.kernel.solicited(ip(GW)), [Duration::ZERO]);
         let base = r.kernel.route_lookups;
         // A storm of notifications over 1 s: at most 1 s / 200 ms + 1.
         for _ in 0..100 {
@@ -1021,15 +1138,75 @@ mod tests {
         let base = r.kernel.route_lookups;
         run_for(&mut r, Duration::from_secs(90));
         assert_eq!(r.kernel.route_lookups - base, 2 * 3);
-        // The route moves on-link: the next notification finds it.
+        // The route moves on-link: the next notification finds it, with
+        // its own MAC, and the gateway nobody uses any more is forgotten.
         r.kernel.via_gw.remove(&b);
         r.kernel.on_link.insert(b);
         r.kernel.owners.insert(b, MAC_A2);
         r.kernel.paths = true;
         let c = run_for(&mut r, Duration::from_secs(1));
         assert!(
-            c.iter().any(|(_, c)| c.addr == b && c.state.is_ready()),
+            c.iter().any(|(_, c)| c.addr == b
+                && matches!(
+                    c.state,
+                    Resolved::Ready {
+                        mac: MAC_A2,
+                        via: None,
+                        ..
+                    }
+                )),
             "{c:?}"
+        );
+        let gw_solicits = r.kernel.solicited(ip(GW)).len();
+        run_for(&mut r, Duration::from_secs(100));
+        assert_eq!(r.kernel.solicited(ip(GW)).len(), gw_solicits);
+    }
+
+    /// Reals behind one gateway share it: one solicitation and one refresh
+    /// stream for all of them; its failure takes them all out, saying that
+    /// the gateway is what is missing, and its return brings them back.
+    #[test]
+    fn reals_behind_one_gateway_follow_it_together() {
+        let reals: Vec<IpAddr> = (1..=50).map(|i| ip(&format!("198.51.100.{i}"))).collect();
+        let mut m = Model::new();
+        m.owners.insert(ip(GW), MAC_GW);
+        m.via_gw.extend(reals.iter().copied());
+        let mut r = resolver(m);
+        r.set_targets(reals.iter().copied());
+        let c = run_for(&mut r, Duration::from_secs(61));
+        assert!(
+            reals
+                .iter()
+                .all(|a| r.current(*a).is_some_and(Resolved::is_ready))
+        );
+        assert_eq!(c.iter().filter(|(_, c)| c.state.is_ready()).count(), 50);
+        let s: Vec<u64> = r
+            .kernel
+            .solicited(ip(GW))
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(s, [0, 30, 60], "one stream for 50 reals");
+        assert!(reals.iter().all(|a| r.kernel.solicited(*a).is_empty()));
+
+        r.kernel.owners.remove(&ip(GW));
+        r.kernel.set(ip(GW), nud::FAILED);
+        let c = run_for(&mut r, Duration::from_secs(1));
+        assert_eq!(c.len(), 50);
+        for (_, c) in &c {
+            match &c.state {
+                Resolved::Unresolved { reason } => {
+                    assert!(reason.starts_with("gateway 192.0.2.254: "), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        r.kernel.owners.insert(ip(GW), MAC_GW);
+        run_for(&mut r, Duration::from_secs(10));
+        assert!(
+            reals
+                .iter()
+                .all(|a| r.current(*a).is_some_and(Resolved::is_ready))
         );
     }
 

@@ -372,6 +372,20 @@ fn parses_routes() {
 
     let r = route_body(&[nla(libc::RTA_OIF, &2u32.to_ne_bytes())]);
     assert!(r.is_on_link_unicast());
+    assert_eq!(r.mtu, None);
+
+    // RTA_METRICS is a nest of RTAX_* attributes; RTAX_MTU (2) is the
+    // route's MTU (`ip route add ... mtu 1400`), RTAX_ADVMSS (8) is not.
+    const RTA_METRICS: u16 = 8;
+    let metrics = attrs(&[
+        nla(8, &1360u32.to_ne_bytes()),
+        nla(2, &1400u32.to_ne_bytes()),
+    ]);
+    let r = route_body(&[
+        nla(libc::RTA_OIF, &2u32.to_ne_bytes()),
+        nla(RTA_METRICS, &metrics),
+    ]);
+    assert_eq!(r.mtu, Some(1400));
 }
 
 #[test]
@@ -384,9 +398,11 @@ fn parses_links() {
     b.extend_from_slice(&[0; 4]);
     const IFLA_ADDRESS: u16 = 1;
     const IFLA_IFNAME: u16 = 3;
+    const IFLA_MTU: u16 = 4;
     b.extend(attrs(&[
         nla(IFLA_IFNAME, b"vA\0"),
         nla(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 1]),
+        nla(IFLA_MTU, &1500u32.to_ne_bytes()),
     ]));
     let link = |b: &[u8]| match decoded(libc::RTM_NEWLINK, b) {
         RouteNetlinkMessage::NewLink(m) => interface_from(&m),
@@ -399,6 +415,7 @@ fn parses_links() {
             name: "vA".into(),
             mac: [2, 0, 0, 0, 0, 1],
             carrier: true,
+            mtu: 1500,
         }
     );
     // Up without a carrier (the peer of a veth went down, a cable out).
@@ -451,6 +468,9 @@ fn derived_states() {
     let path = Ok(Path {
         ifindex: 3,
         if_mac: [2, 0, 0, 0, 0, 1],
+        via: None,
+        src: Some("192.0.2.1".parse().unwrap()),
+        mtu: 1500,
     });
     let n = |state, mac| Neighbour {
         ifindex: 3,
@@ -463,17 +483,40 @@ fn derived_states() {
         Resolved::Ready {
             ifindex: 3,
             if_mac: [2, 0, 0, 0, 0, 1],
-            mac: [2, 0, 0, 0, 0, 2]
+            mac: [2, 0, 0, 0, 0, 2],
+            via: None,
+            src: Some("192.0.2.1".parse().unwrap()),
+            mtu: 1500,
         }
     );
     assert!(!derive_state(&path, None).is_ready());
     assert!(!derive_state(&path, Some(&n(nud::FAILED, None))).is_ready());
     assert!(!derive_state(&path, Some(&n(nud::REACHABLE, Some([0; 6])))).is_ready());
-    let gw = Err("not on-link, via 192.0.2.254".to_owned());
+    // A path's error is the state's reason, whatever the neighbour says.
+    let unroutable = Err("no route: network unreachable".to_owned());
     assert_eq!(
-        derive_state(&gw, Some(&n(nud::REACHABLE, Some([2; 6])))),
+        derive_state(&unroutable, Some(&n(nud::REACHABLE, Some([2; 6])))),
         Resolved::Unresolved {
-            reason: "not on-link, via 192.0.2.254".into()
+            reason: "no route: network unreachable".into()
+        }
+    );
+    // Through a gateway: its MAC, and a reason that names it.
+    let via = Ok(Path {
+        via: Some("192.0.2.254".parse().unwrap()),
+        ..path.clone().unwrap()
+    });
+    assert!(matches!(
+        derive_state(&via, Some(&n(nud::REACHABLE, Some([2; 6])))),
+        Resolved::Ready {
+            mac: [2, 2, 2, 2, 2, 2],
+            via: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        derive_state(&via, Some(&n(nud::FAILED, None))),
+        Resolved::Unresolved {
+            reason: "gateway 192.0.2.254: no ARP/NDP reply (neighbour FAILED)".into()
         }
     );
 }

@@ -14,7 +14,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader, NeighbourMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteVia,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::IpAddr;
@@ -193,11 +193,13 @@ pub(super) fn interface_from(m: &LinkMessage) -> Interface {
         name: String::new(),
         mac: [0; 6],
         carrier: m.header.flags.contains(up),
+        mtu: 0,
     };
     for attr in &m.attributes {
         match attr {
             LinkAttribute::IfName(name) => iface.name = name.clone(),
             LinkAttribute::Address(mac) => iface.mac = mac_of(mac).unwrap_or([0; 6]),
+            LinkAttribute::Mtu(mtu) => iface.mtu = *mtu,
             _ => {}
         }
     }
@@ -210,6 +212,7 @@ pub(super) fn route_from(m: &RouteMessage) -> Route {
         gateway: None,
         prefsrc: None,
         rtype: m.header.kind.into(),
+        mtu: None,
     };
     for attr in &m.attributes {
         match attr {
@@ -219,6 +222,12 @@ pub(super) fn route_from(m: &RouteMessage) -> Route {
             RouteAttribute::Via(RouteVia::Inet(a)) => route.gateway = Some(IpAddr::V4(*a)),
             RouteAttribute::Via(RouteVia::Inet6(a)) => route.gateway = Some(IpAddr::V6(*a)),
             RouteAttribute::PrefSource(src) => route.prefsrc = route_ip(src),
+            RouteAttribute::Metrics(metrics) => {
+                route.mtu = metrics.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(mtu) if *mtu > 0 => Some(*mtu),
+                    _ => None,
+                })
+            }
             _ => {}
         }
     }
