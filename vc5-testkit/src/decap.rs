@@ -20,10 +20,12 @@
 //!   and written into a TUN device (`IFF_TUN | IFF_NO_PI`) that holds the
 //!   VIPs, so the kernel takes it as received there, for a local address;
 //!   the real's answer leaves by its ordinary routes, straight to the
-//!   client. The TUN device gets `rp_filter` 0 (the client is not routed
-//!   through it); if `all.rp_filter` is strict (1) it becomes loose (2)
-//!   while the tool runs. VIPs go on with `nodad`. The device, and the
-//!   VIPs with it, disappear when the process exits.
+//!   client. The TUN device gets an effective `rp_filter` of 0 (the client
+//!   is not routed through it): while the tool runs, `all.rp_filter` is 0
+//!   and every other interface's own value is raised to what `all` was, so
+//!   theirs do not change (restored at exit; a SIGKILL leaves them).
+//!   VIPs go on with `nodad`. The device, and the VIPs with it, disappear
+//!   when the process exits.
 //!
 //! Counters per method and per drop reason are written as JSON to a stats
 //! file (atomically, within 50 ms of a change, and once ready, which is how
@@ -326,7 +328,9 @@ pub struct DecapOptions {
     pub gue: Vec<u16>,
     /// The TUN device to create.
     pub tun: String,
-    /// The addresses to put on it (the VIPs).
+    /// The addresses to put on it (the VIPs). With none, the VIPs must be
+    /// local some other way (on `lo`, say): the kernel takes a packet from
+    /// the TUN device for any of its addresses.
     pub vips: Vec<IpAddr>,
     /// Accept FOU and GUE over IPv6 with a zero UDP checksum.
     pub udp6_zero_checksum: bool,
@@ -498,23 +502,30 @@ impl Decap {
     }
 
     /// Polls its counters (every 5 ms) until `done` holds, for `timeout` at
-    /// most; the last counters read either way, `Err` on a timeout.
+    /// most; on a timeout, an error that shows the last counters read and
+    /// its log.
     pub fn wait_for(
         &self,
         timeout: Duration,
         mut done: impl FnMut(&DecapStats) -> bool,
-    ) -> Result<DecapStats, DecapStats> {
+    ) -> io::Result<DecapStats> {
         let deadline = Instant::now() + timeout;
-        let mut last = DecapStats::default();
+        let mut last = None;
         loop {
-            if let Ok(s) = self.stats() {
-                if done(&s) {
-                    return Ok(s);
-                }
-                last = s;
+            match self.stats() {
+                Ok(s) if done(&s) => return Ok(s),
+                Ok(s) => last = Some(s),
+                Err(e) if last.is_none() && Instant::now() > deadline => return Err(e),
+                Err(_) => {}
             }
             if Instant::now() > deadline {
-                return Err(last);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "vc5-decap's counters did not get there in {timeout:?}: {last:?}\n{}",
+                        self.log()
+                    ),
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -694,10 +705,6 @@ fn ip_cmd(args: &[&str]) -> io::Result<()> {
     crate::netns::run(std::process::Command::new("ip").args(args)).map(|_| ())
 }
 
-fn sysctl_path(key: &str) -> PathBuf {
-    Path::new("/proc/sys").join(key.replace('.', "/"))
-}
-
 /// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them.
 fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -731,18 +738,7 @@ pub fn run(opts: &DecapOptions, stats_path: Option<&Path>) -> io::Result<DecapSt
     let tun = open_tun(&opts.tun)?;
     let name = opts.tun.as_str();
 
-    // The kernel must take packets that arrive on the TUN device for a VIP
-    // from a client it routes elsewhere: no reverse-path filter on it, and
-    // at most a loose one overall (the effective value is the larger).
-    fs::write(sysctl_path(&format!("net.ipv4.conf.{name}.rp_filter")), "0")?;
-    let all_rp = sysctl_path("net.ipv4.conf.all.rp_filter");
-    let restore_rp = match fs::read_to_string(&all_rp)?.trim() {
-        "1" => {
-            fs::write(&all_rp, "2")?;
-            Some("1")
-        }
-        _ => None,
-    };
+    let rp = RpFilter::open_for(name)?;
     let configured = (|| -> io::Result<()> {
         ip_cmd(&["link", "set", "dev", name, "up"])?;
         for v in &opts.vips {
@@ -756,11 +752,65 @@ pub fn run(opts: &DecapOptions, stats_path: Option<&Path>) -> io::Result<DecapSt
         Ok(())
     })();
     let result = configured.and_then(|()| serve(opts, &tun, &sig, stats_path));
-    if let Some(v) = restore_rp {
-        let _ = fs::write(&all_rp, v);
-    }
+    rp.restore();
     drop(tun);
     result
+}
+
+/// The reverse-path filter opened for the TUN device, and what to put back.
+///
+/// The kernel takes a packet that arrives on the TUN device from a client
+/// it routes elsewhere only without a reverse-path filter there (a loose
+/// one fails too while the device has no address of its own), and an
+/// interface's effective `rp_filter` is the larger of its own and `all`'s.
+/// So the device gets 0, and if `all` is set, every other interface whose
+/// own value is lower gets `all`'s (its effective value stays what it was)
+/// before `all` becomes 0; [`RpFilter::restore`] undoes both.
+struct RpFilter {
+    all: Option<String>,
+    raised: Vec<(PathBuf, String)>,
+}
+
+impl RpFilter {
+    fn open_for(tun: &str) -> io::Result<RpFilter> {
+        let conf = Path::new("/proc/sys/net/ipv4/conf");
+        fs::write(conf.join(tun).join("rp_filter"), "0")?;
+        let all_path = conf.join("all/rp_filter");
+        let all = fs::read_to_string(&all_path)?.trim().to_string();
+        let mut rp = RpFilter {
+            all: None,
+            raised: Vec::new(),
+        };
+        if all == "0" {
+            return Ok(rp);
+        }
+        let level = |v: &str| v.trim().parse::<u8>().unwrap_or(0);
+        for e in fs::read_dir(conf)? {
+            let e = e?;
+            let dev = e.file_name();
+            if dev == "all" || dev == "default" || dev == tun {
+                continue;
+            }
+            let p = e.path().join("rp_filter");
+            let own = fs::read_to_string(&p)?;
+            if level(&own) < level(&all) {
+                fs::write(&p, &all)?;
+                rp.raised.push((p, own.trim().to_string()));
+            }
+        }
+        fs::write(&all_path, "0")?;
+        rp.all = Some(all);
+        Ok(rp)
+    }
+
+    fn restore(self) {
+        if let Some(all) = self.all {
+            let _ = fs::write("/proc/sys/net/ipv4/conf/all/rp_filter", all);
+        }
+        for (p, v) in self.raised {
+            let _ = fs::write(p, v);
+        }
+    }
 }
 
 fn open_sources(opts: &DecapOptions) -> io::Result<Vec<Source>> {
