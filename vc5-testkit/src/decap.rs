@@ -25,7 +25,9 @@
 //!   and every other interface's own value is raised to what `all` was, so
 //!   theirs do not change (restored at exit; a SIGKILL leaves them).
 //!   VIPs go on with `nodad`. The device, and the VIPs with it, disappear
-//!   when the process exits.
+//!   when the process exits. One `vc5-decap` per namespace: a second
+//!   would find the filter already open and the first's exit would close
+//!   it under it.
 //!
 //! Counters per method and per drop reason are written as JSON to a stats
 //! file (atomically, within 50 ms of a change, and once ready, which is how
@@ -973,8 +975,15 @@ fn serve(
             // A bounded batch, so that one busy socket cannot starve the
             // others or the signal.
             for _ in 0..256 {
-                let Some((n, outer6)) = recv(src, &mut buf)? else {
-                    break;
+                let (n, outer6) = match recv(src, &mut buf) {
+                    Ok(Some(got)) => got,
+                    Ok(None) => break,
+                    // A queued socket error (none is expected on these
+                    // unconnected sockets) must not end the tool.
+                    Err(e) => {
+                        eprintln!("vc5-decap: receive ({}): {e}", src.method.name());
+                        break;
+                    }
                 };
                 dirty = true;
                 let m = src.method.index();
