@@ -12,10 +12,13 @@
 //!   plane and `vc5-flowsync` (the flow-sync tests and `vc5-flowsync-bench`).
 //! - [`bird`]: network namespaces with BIRD, FRR and GoBGP in them (the route
 //!   health injection tests and `vc5-rhi-bench`).
+//! - [`decap`]: `vc5-decap`, a real's IPIP/GRE/FOU/GUE tunnel end in user
+//!   space (the kernel has no tunnel modules), and [`decap::Decap`] to run
+//!   it in a namespace and read its counters.
 //! - [`rng`]: the seedable generator (SplitMix64) the fuzz and flood tests
 //!   draw from.
 //!
-//! Binaries: `vc5-lab` (the README's first command), `vc5-bench`,
+//! Binaries: `vc5-lab` (the README's first command), `vc5-decap`, `vc5-bench`,
 //! `vc5-flowsync-bench` (which runs the `vc5-flowsync` beside it, so build
 //! the whole workspace) and `vc5-rhi-bench`.
 //!
@@ -24,6 +27,7 @@
 //! namespace (the one copy of what the tests' namespace threads do first).
 
 pub mod bird;
+pub mod decap;
 pub mod flowsync;
 pub mod lab;
 pub mod netns;
