@@ -41,7 +41,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An encapsulation `vc5-decap` takes apart.
@@ -438,14 +438,22 @@ impl Decap {
     /// receiving. Its stats file and log live in a directory of its own
     /// under the temporary directory, removed when it stops.
     pub fn start(ns: &Netns, opts: &DecapOptions) -> io::Result<Decap> {
+        Decap::start_in(ns.name(), opts)
+    }
+
+    /// [`Decap::start`] in the network namespace named `ns` (`ip netns`),
+    /// e.g. a lab node's.
+    pub fn start_in(ns: &str, opts: &DecapOptions) -> io::Result<Decap> {
         let program = opts.program_path()?;
         let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("vc5-decap-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir)?;
         let stats = dir.join("stats.json");
         let log = fs::File::create(dir.join("log"))?;
-        let mut cmd = ns.command(&program.to_string_lossy());
-        cmd.args(opts.args())
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(&program)
+            .args(opts.args())
             .arg("--stats")
             .arg(&stats)
             .stdin(Stdio::null())
@@ -462,7 +470,7 @@ impl Decap {
             child: Some(child),
             dir,
             stats,
-            ns: ns.name().to_string(),
+            ns: ns.to_string(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

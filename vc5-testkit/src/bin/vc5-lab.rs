@@ -150,6 +150,7 @@ fn run(args: &Args) -> Result<()> {
         keep_dir: args.keep_dir,
         load_balancers: if args.direct.is_empty() { 2 } else { 1 },
         reals: configured + usize::from(args.failover),
+        ..LabOptions::default()
     })?;
     describe(&lab);
     if args.failover {

@@ -65,6 +65,39 @@ impl Lab {
             .replacen("reals:\n", &format!("{udp}reals:\n"), 1)
     }
 
+    /// A configuration that tunnels to the remote reals: [`Lab::default_config`]'s two
+    /// services with `forward` (`ipip`, `gre`, `fou` or `gue`, with [`FOU_PORT`] or
+    /// [`GUE_PORT`]) and the remote reals' IPv4 addresses, or IPv6 ones with `outer6`
+    /// (the outer header follows the real's family, whatever the VIP's).
+    pub fn remote_config(&self, forward: &str, outer6: bool) -> String {
+        let port = match forward {
+            "fou" => format!("\n\x20   tunnel_port: {FOU_PORT}"),
+            "gue" => format!("\n\x20   tunnel_port: {GUE_PORT}"),
+            _ => String::new(),
+        };
+        let reals: Vec<String> = self
+            .remote_reals()
+            .iter()
+            .map(|r| match outer6 {
+                false => self.addr4(r).to_string(),
+                true => format!("\"{}\"", self.addr6(r)),
+            })
+            .collect();
+        let config = self.default_config();
+        let (_, services) = config.split_once("services:\n").unwrap_or_default();
+        let (services, _) = services.split_once("reals:\n").unwrap_or_default();
+        format!(
+            "# vc5d configuration for lab {id}: {forward} to the remote reals\n\
+             services:\n{services}reals:\n\x20 web: [{reals}]\n",
+            id = self.id,
+            services = services.replace(
+                "\x20   real: web\n",
+                &format!("\x20   forward: {forward}{port}\n\x20   real: web\n")
+            ),
+            reals = reals.join(", "),
+        )
+    }
+
     /// Where a load balancer's own configuration goes, if it has one
     /// (`start_vc5d` prefers it to the shared [`Lab::config_path`]).
     pub fn config_path_for(&self, lb: &str) -> PathBuf {

@@ -4,14 +4,15 @@ use super::*;
 
 impl Lab {
     pub(super) fn start_httpds(&mut self) -> Result<()> {
-        for real in self.reals() {
-            self.spawn_httpd(&real)?;
-        }
-        let targets: Vec<SocketAddr> = self
+        let reals: Vec<String> = self
             .reals()
-            .iter()
-            .flat_map(|r| self.httpd_addrs(r))
+            .into_iter()
+            .chain(self.remote_reals())
             .collect();
+        for real in &reals {
+            self.spawn_httpd(real)?;
+        }
+        let targets: Vec<SocketAddr> = reals.iter().flat_map(|r| self.httpd_addrs(r)).collect();
         // Asked from the router, so this also proves the LAN works in both families.
         self.wait_httpd(&targets)
     }

@@ -13,7 +13,18 @@
 //!                                       └── eth0 real3  .23  ::23
 //!
 //!   VIPs 192.0.2.80 and 2001:db8:80::80, routed by the router to lb1 (see `route_vips_via`)
+//!
+//!   with LabOptions::remote_reals, a second subnet behind the router (bridge br1 in "switch"):
+//!   10.3.0.0/24, 2001:db8:3::/64    router eth2 .1 ::1 ──┬── eth0 remote1  .31  ::31
+//!                                                       └── eth0 remote2  .32  ::32  …
 //! ```
+//!
+//! Remote reals are reached only by layer-3 DSR: the kernel here has no tunnel modules, so
+//! each runs `vc5-decap` ([`crate::decap`]), which takes IPIP, GRE, FOU ([`FOU_PORT`]) and
+//! GUE ([`GUE_PORT`]) packets addressed to it, strips the outer headers and writes the
+//! client's packet into a TUN device holding the VIPs; its HTTP server answers from the VIP
+//! straight to the client through the router. [`Lab::remote_config`] is a configuration
+//! that tunnels to them.
 //!
 //! A request from the client reaches the router, which forwards it to a load balancer by a
 //! static route; the load balancer's XDP program rewrites the destination MAC to a real's
@@ -133,6 +144,10 @@ pub const UDP_PORT: u16 = 7;
 /// the reals (which join no such group) are not members, unlike 224.0.0.1.
 pub const FLOW_SYNC_GROUP: &str = "239.5.5.5:9999";
 
+/// The UDP ports on which the remote reals' `vc5-decap` takes FOU and GUE.
+pub const FOU_PORT: u16 = 5555;
+pub const GUE_PORT: u16 = 6080;
+
 /// Where `ip netns` keeps its named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
@@ -150,6 +165,9 @@ pub struct LabOptions {
     pub load_balancers: usize,
     /// Number of real servers, `real1` … (1–9).
     pub reals: usize,
+    /// Number of real servers in a second subnet behind the router, `remote1` … (0–9),
+    /// reachable only through tunnels (see the module documentation).
+    pub remote_reals: usize,
     /// The vc5d binary for [`Lab::start_vc5d`]. `None`: `$VC5D`, else the `vc5d` beside the
     /// running executable (or beside its parent directory, for test binaries in `deps/`).
     pub vc5d: Option<PathBuf>,
@@ -165,6 +183,7 @@ impl Default for LabOptions {
         LabOptions {
             load_balancers: 1,
             reals: 3,
+            remote_reals: 0,
             vc5d: None,
             vc5_flowsync: None,
             keep_dir: false,
@@ -179,6 +198,8 @@ enum Kind {
     Switch,
     Lb,
     Real,
+    /// A real in the remote subnet.
+    Remote,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +229,8 @@ pub struct Lab {
     mounts: Vec<PathBuf>,
     /// The reals' HTTP servers.
     children: std::collections::BTreeMap<String, LabChild>,
+    /// The remote reals' tunnel ends, by node.
+    decaps: std::collections::BTreeMap<String, crate::decap::Decap>,
     /// Numbers the log files of `spawn`.
     spawned: AtomicUsize,
 }
@@ -237,8 +260,10 @@ impl Lab {
     pub fn new(opts: LabOptions) -> Result<Lab> {
         require_root()?;
         ensure!(
-            (1..=9).contains(&opts.load_balancers) && (1..=9).contains(&opts.reals),
-            "a lab has 1 to 9 load balancers and 1 to 9 reals"
+            (1..=9).contains(&opts.load_balancers)
+                && (1..=9).contains(&opts.reals)
+                && opts.remote_reals <= 9,
+            "a lab has 1 to 9 load balancers, 1 to 9 reals and 0 to 9 remote reals"
         );
         for tool in ["ip", "ethtool", "curl"] {
             find_program(&[tool]).with_context(|| format!("{tool} is missing: run lab/deps"))?;
@@ -263,6 +288,9 @@ impl Lab {
         for i in 1..=opts.reals {
             nodes.push(node(&id, &format!("real{i}"), Kind::Real, 20 + i as u8));
         }
+        for i in 1..=opts.remote_reals {
+            nodes.push(node(&id, &format!("remote{i}"), Kind::Remote, 30 + i as u8));
+        }
         let mut lab = Lab {
             id,
             vip4: Ipv4Addr::new(192, 0, 2, 80),
@@ -272,6 +300,7 @@ impl Lab {
             opts,
             mounts: Vec::new(),
             children: std::collections::BTreeMap::new(),
+            decaps: std::collections::BTreeMap::new(),
             spawned: AtomicUsize::new(0),
         };
         // On failure `lab` is dropped here, which removes whatever part was built.
@@ -318,7 +347,23 @@ impl Lab {
             mount_bpffs(&path)?;
             self.mounts.push(path);
         }
+        // Before the HTTP servers, which bind their UDP sockets to the VIPs it holds.
+        self.start_decaps()?;
         self.start_httpds()
+    }
+
+    /// `vc5-decap` on every remote real: every method, the VIPs on its TUN device.
+    fn start_decaps(&mut self) -> Result<()> {
+        for remote in self.remote_reals() {
+            let opts = crate::decap::DecapOptions {
+                vips: self.vips().to_vec(),
+                ..crate::decap::DecapOptions::all(FOU_PORT, GUE_PORT, &self.vips())
+            };
+            let decap = crate::decap::Decap::start_in(&self.ns(&remote), &opts)
+                .with_context(|| format!("starting vc5-decap on {remote}"))?;
+            self.decaps.insert(remote, decap);
+        }
+        Ok(())
     }
 
     /// The switch with its bridge, and every veth pair, each end created directly in its
@@ -328,7 +373,8 @@ impl Lab {
             "ip link add br0 type bridge stp_state 0 mcast_snooping 0\nip link set br0 up\n",
         );
         let on_lan = self.nodes.iter();
-        for node in on_lan.filter(|n| !matches!(n.kind, Kind::Switch | Kind::Client)) {
+        for node in on_lan.filter(|n| !matches!(n.kind, Kind::Switch | Kind::Client | Kind::Remote))
+        {
             sw += &format!(
                 "ip link add {port} type veth peer name eth0 address {mac} netns {ns}\n\
                  ip link set {port} master br0 up\n\
@@ -337,6 +383,25 @@ impl Lab {
                 mac = vc5_xdp::netlink::format_mac(&lan_mac(node.host)),
                 ns = node.ns,
             );
+        }
+        if self.opts.remote_reals > 0 {
+            sw += &format!(
+                "ip link add br1 type bridge stp_state 0 mcast_snooping 0\nip link set br1 up\n\
+                 ip link add router3 type veth peer name eth2 address {mac} netns {ns}\n\
+                 ip link set router3 master br1 up\nethtool -K router3 tx off >/dev/null\n",
+                mac = vc5_xdp::netlink::format_mac(&remote_mac(1)),
+                ns = self.ns("router"),
+            );
+            for node in self.nodes.iter().filter(|n| n.kind == Kind::Remote) {
+                sw += &format!(
+                    "ip link add {port} type veth peer name eth0 address {mac} netns {ns}\n\
+                     ip link set {port} master br1 up\n\
+                     ethtool -K {port} tx off >/dev/null\n",
+                    port = node.name,
+                    mac = vc5_xdp::netlink::format_mac(&remote_mac(node.host)),
+                    ns = node.ns,
+                );
+            }
         }
         self.sh("switch", &sw)?;
         let client = self.node("client");
@@ -372,6 +437,13 @@ impl Lab {
             Kind::Router => {
                 s += &iface("eth0", v4, v6);
                 s += &iface("eth1", client_net4(1), client_net6(1));
+                if self.opts.remote_reals > 0 {
+                    s += &iface("eth2", remote_net4(1), remote_net6(1));
+                    // Replies of remote reals come from the VIPs, which the router routes
+                    // to a load balancer: a reverse-path filter would drop them.
+                    s += "sysctl -qw net.ipv4.conf.all.rp_filter=0 \
+                          net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.eth2.rp_filter=0\n";
+                }
                 // L4 hashing, so that ECMP over several load balancers spreads flows:
                 // policy 3 (custom fields: addresses, protocol, ports) rather than 1,
                 // because policy 1 reuses the hash a local socket gave its packets
@@ -384,6 +456,14 @@ impl Lab {
                       net.ipv6.fib_multipath_hash_fields=0x37\n";
             }
             Kind::Lb => {
+                s += &format!(
+                    "{}ip route add default via {gw4}\nip -6 route add default via {gw6}\n",
+                    iface("eth0", v4, v6),
+                );
+            }
+            Kind::Remote => {
+                // No VIP on lo: vc5-decap puts them on its TUN device.
+                let (gw4, gw6) = (remote_net4(1), remote_net6(1));
                 s += &format!(
                     "{}ip route add default via {gw4}\nip -6 route add default via {gw6}\n",
                     iface("eth0", v4, v6),

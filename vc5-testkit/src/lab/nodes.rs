@@ -31,6 +31,18 @@ impl Lab {
         self.names_of(Kind::Real)
     }
 
+    /// `remote1`, `remote2`, …: the reals in the subnet behind the router.
+    pub fn remote_reals(&self) -> Vec<String> {
+        self.names_of(Kind::Remote)
+    }
+
+    /// A remote real's `vc5-decap`, to read its counters.
+    pub fn decap(&self, remote: &str) -> &crate::decap::Decap {
+        self.decaps
+            .get(remote)
+            .unwrap_or_else(|| panic!("lab {} has no remote real {remote:?}", self.id))
+    }
+
     pub(super) fn names_of(&self, kind: Kind) -> Vec<String> {
         let nodes = self.nodes.iter().filter(|n| n.kind == kind);
         nodes.map(|n| n.name.clone()).collect()
@@ -42,6 +54,7 @@ impl Lab {
         let node = self.node(name);
         match node.kind {
             Kind::Client => client_net4(node.host),
+            Kind::Remote => remote_net4(node.host),
             Kind::Switch => panic!("the switch has no address"),
             _ => Ipv4Addr::new(203, 0, 113, node.host),
         }
@@ -52,6 +65,7 @@ impl Lab {
         let node = self.node(name);
         match node.kind {
             Kind::Client => client_net6(node.host),
+            Kind::Remote => remote_net6(node.host),
             Kind::Switch => panic!("the switch has no address"),
             _ => Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, hex_like(node.host)),
         }
@@ -62,6 +76,7 @@ impl Lab {
         let node = self.node(name);
         match node.kind {
             Kind::Client => client_net_mac(node.host),
+            Kind::Remote => remote_mac(node.host),
             Kind::Switch => panic!("the switch has no eth0"),
             _ => lan_mac(node.host),
         }

@@ -42,6 +42,18 @@ pub(super) fn client_net6(host: u8) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, hex_like(host))
 }
 
+pub(super) fn remote_net4(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 3, 0, host)
+}
+
+pub(super) fn remote_net6(host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, hex_like(host))
+}
+
+pub(super) fn remote_mac(host: u8) -> [u8; 6] {
+    [0x02, 0xc5, 0, 3, 0, host]
+}
+
 pub(super) fn lan_mac(host: u8) -> [u8; 6] {
     [0x02, 0xc5, 0, 2, 0, host]
 }
