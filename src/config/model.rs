@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use vc5_health::spec::qtype_name;
@@ -101,12 +102,20 @@ pub struct Config {
     pub services: Vec<Service>,
     /// The real server groups, by name.
     pub reals: BTreeMap<String, Vec<Real>>,
+    /// 802.1Q VLANs by ID, each with the prefixes of its subnets (no two
+    /// VLANs overlap). Empty: untagged, frames keep the tag they came with.
+    pub vlans: BTreeMap<u16, Vec<IpNet>>,
 }
 
 impl Config {
     /// Whether flow sync runs: `multicast` and `flow_sync_key` are both given.
     pub fn flow_sync(&self) -> bool {
         self.multicast.is_some() && self.flow_sync_key.is_some()
+    }
+
+    /// The VLAN whose prefix holds `addr`, if any.
+    pub fn vlan_of(&self, addr: IpAddr) -> Option<u16> {
+        vlan_of(&self.vlans, addr)
     }
 
     /// The normalised configuration as pretty-printed JSON, as `vc5d --check` prints it.
@@ -116,6 +125,14 @@ impl Config {
         serde_json::to_string_pretty(self)
             .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
     }
+}
+
+/// The VLAN of `vlans` whose prefix holds `addr`.
+pub(super) fn vlan_of(vlans: &BTreeMap<u16, Vec<IpNet>>, addr: IpAddr) -> Option<u16> {
+    vlans
+        .iter()
+        .find(|(_, nets)| nets.iter().any(|n| n.contains(&addr)))
+        .map(|(id, _)| *id)
 }
 
 /// Route health injection: how VIPs are announced over BGP.

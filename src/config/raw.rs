@@ -33,6 +33,36 @@ pub(super) struct RawConfig {
     pub(super) services: Vec<Spanned<RawService>>,
     #[serde(default)]
     pub(super) reals: RawGroups,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) vlans: Option<Spanned<RawVlans>>,
+}
+
+/// The `vlans` map, in file order: each VLAN ID (as written, with its
+/// position) and its prefix or prefixes.
+pub(super) struct RawVlans(pub(super) Vec<(Spanned<Int>, OneOrMany<String>)>);
+
+impl<'de> Deserialize<'de> for RawVlans {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct VlansVisitor;
+
+        impl<'de> Visitor<'de> for VlansVisitor {
+            type Value = RawVlans;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of VLAN IDs to a prefix or a list of prefixes")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawVlans, A::Error> {
+                let mut vlans = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    vlans.push(entry);
+                }
+                Ok(RawVlans(vlans))
+            }
+        }
+
+        d.deserialize_map(VlansVisitor)
+    }
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ mod checks;
 mod rhi;
 mod services;
 mod values;
+mod vlans;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -118,10 +119,17 @@ impl Normaliser<'_> {
             .map(|r| self.rhi(r))
             .transpose()?
             .unwrap_or_default();
+        let vlans = raw
+            .vlans
+            .map(|v| self.vlans(v))
+            .transpose()?
+            .unwrap_or_default();
         let mut reals = BTreeMap::new();
+        // Where each real is first written, for errors about it in a service.
+        let mut real_at: HashMap<IpAddr, Location> = HashMap::new();
         for (name, group) in raw.reals.0 {
             self.label(&name.value, name.referenced, "a real group name")?;
-            let group = self.group(&name.value, group)?;
+            let group = self.group(&name.value, group, &mut real_at)?;
             reals.insert(name.value, group);
         }
         let mut services = Vec::with_capacity(raw.services.len());
@@ -144,6 +152,7 @@ impl Normaliser<'_> {
             names.insert(name, name_at);
             let service_at = raw_service.referenced;
             let service = self.service(raw_service, &reals, &mut endpoints)?;
+            self.service_vlans(&service, &vlans, &real_at)?;
             pairs = pairs.saturating_add(service.endpoints().len() * service.reals.len());
             if pairs > MAX_BACKENDS {
                 return Err(self.err(
@@ -165,6 +174,7 @@ impl Normaliser<'_> {
             rhi,
             services,
             reals,
+            vlans,
         })
     }
 

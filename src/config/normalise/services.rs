@@ -337,10 +337,39 @@ impl Normaliser<'_> {
         Ok(forward)
     }
 
+    /// With `vlans`, a layer-2 service reaches each real on the VLAN whose
+    /// prefix holds it, so every real must have one. A tunnel's VLAN is its
+    /// next hop's, which only the routing table knows: checked at run time.
+    pub(super) fn service_vlans(
+        &self,
+        service: &Service,
+        vlans: &BTreeMap<u16, Vec<ipnet::IpNet>>,
+        real_at: &HashMap<IpAddr, Location>,
+    ) -> Result<(), ConfigError> {
+        if vlans.is_empty() || service.forward.is_tunnel() {
+            return Ok(());
+        }
+        for r in &service.reals {
+            if crate::config::model::vlan_of(vlans, r.addr).is_none() {
+                let at = real_at[&r.addr];
+                return Err(self.err(
+                    at,
+                    format!(
+                        "real {} of service {} is in no VLAN of `vlans`: forward: l2 reaches a real on the VLAN whose prefix holds it",
+                        r.addr,
+                        quoted(&service.name)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn group(
         &self,
         name: &str,
         raw: Vec<Spanned<RawReal>>,
+        real_at: &mut HashMap<IpAddr, Location>,
     ) -> Result<Vec<Real>, ConfigError> {
         let mut reals: Vec<Real> = Vec::with_capacity(raw.len());
         let mut seen = HashSet::new();
@@ -354,6 +383,7 @@ impl Normaliser<'_> {
                     format!("real {addr} is listed twice in group {}", quoted(name)),
                 ));
             }
+            real_at.entry(addr).or_insert(addr_at);
             let weight = match item.value.weight {
                 None => DEFAULT_WEIGHT,
                 Some(w) => {

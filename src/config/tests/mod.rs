@@ -14,6 +14,7 @@ mod names;
 mod rhi;
 mod services;
 mod values;
+mod vlans;
 mod yaml;
 
 use std::net::IpAddr;

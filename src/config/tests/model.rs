@@ -63,6 +63,7 @@ fn original_file_loads_and_normalises() {
             "nginx".to_owned(),
             vec![real("10.10.100.10"), real("10.10.100.11")],
         )]),
+        vlans: BTreeMap::new(),
     };
     assert_eq!(c, expected);
     assert_eq!(c.rhi.hold_time, DEFAULT_HOLD_TIME);

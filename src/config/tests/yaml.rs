@@ -26,7 +26,7 @@ fn parser_messages_carry_no_position_of_their_own() {
     let e = fail("services: []\nfoo: 1\n");
     assert_eq!(
         e.to_string(),
-        "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, flow_sync_wait, flow_sync_rate, flow_sync_resync_rate, flow_insert_limit, rhi, services, reals"
+        "test.yaml:2:1: unknown field `foo`, expected one of multicast, flow_sync_key, flow_sync_wait, flow_sync_rate, flow_sync_resync_rate, flow_insert_limit, rhi, services, reals, vlans"
     );
     assert!(!e.message().contains("line"));
 }
