@@ -1076,12 +1076,12 @@ int vc5_bench_restore(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	const __u64 *from;
 	__u64 *to;
-	int d;
+	long d;
 
 	if (!f)
 		return XDP_ABORTED;
-	d = (int)(end - data) - (int)f->len;
-	if (d && bpf_xdp_adjust_head(ctx, d))
+	d = (long)(end - data) - (long)f->len;
+	if (d && bpf_xdp_adjust_head(ctx, (int)d))
 		return XDP_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;

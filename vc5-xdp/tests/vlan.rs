@@ -379,7 +379,11 @@ fn the_four_layer2_combinations_byte_for_byte() {
     let mut plain_out = plain_in.clone();
     plain_out[..6].copy_from_slice(&REAL_MAC);
     plain_out[6..12].copy_from_slice(&OUR_MAC);
-    assert_eq!(env.run(&plain_in), (XDP_TX, plain_out.clone()), "untagged -> untagged");
+    assert_eq!(
+        env.run(&plain_in),
+        (XDP_TX, plain_out.clone()),
+        "untagged -> untagged"
+    );
 
     let (_, ip4t) = tcp_packet(tagged.vip, 41001, 0);
     let plain_in = frame(LB_MAC, CLIENT_MAC, None, &ip4t);
@@ -395,11 +399,19 @@ fn the_four_layer2_combinations_byte_for_byte() {
     rewritten[..6].copy_from_slice(&REAL_MAC);
     rewritten[6..12].copy_from_slice(&OUR_MAC);
     rewritten[14..16].copy_from_slice(&[0xb0, 0xc8]); // PCP 5, DEI 1, VID 200
-    assert_eq!(env.run(&tagged_in), (XDP_TX, rewritten), "tagged -> other VID");
+    assert_eq!(
+        env.run(&tagged_in),
+        (XDP_TX, rewritten),
+        "tagged -> other VID"
+    );
 
     let mut tagged_in = frame(LB_MAC, CLIENT_MAC, None, &ip4);
     tagged_in.splice(12..12, [0x81, 0x00, 0xb0, 0x64]);
-    assert_eq!(env.run(&tagged_in), (XDP_TX, plain_out), "tagged -> untagged");
+    assert_eq!(
+        env.run(&tagged_in),
+        (XDP_TX, plain_out),
+        "tagged -> untagged"
+    );
 }
 
 /// The ICMP "too big" answer goes back the way the packet came: its frame
@@ -425,7 +437,12 @@ fn the_too_big_answer_keeps_the_incoming_tag() {
                 Tag::Q => Some((0x8100, IN_TCI)),
                 Tag::Ad => Some((0x88a8, IN_TCI)),
             };
-            let want = frame(CLIENT_MAC, LB_MAC, back, &too_big(&inner, MTU - over as u16));
+            let want = frame(
+                CLIENT_MAC,
+                LB_MAC,
+                back,
+                &too_big(&inner, MTU - over as u16),
+            );
             assert_eq!(verdict, XDP_TX, "{c:?} {tag:?}");
             assert_eq!(out, want, "{c:?} {tag:?}");
             n += 1;
@@ -546,7 +563,11 @@ fn a_vid_out_of_range_makes_the_real_unusable() {
         specs[0].reals[0].l2.as_mut().unwrap().vlan = Some(vid);
         let mut env = Env::new(&specs);
         let (_, inner) = tcp_packet(c.vip, 44000, 0);
-        assert_eq!(env.run(&incoming(Tag::None, &inner)).0, XDP_DROP, "VID {vid}");
+        assert_eq!(
+            env.run(&incoming(Tag::None, &inner)).0,
+            XDP_DROP,
+            "VID {vid}"
+        );
         assert_eq!(env.count(Reason::DropNoBackend), 1, "VID {vid}");
     }
     specs[0].reals[0].l2.as_mut().unwrap().vlan = Some(4094);
