@@ -97,6 +97,11 @@
 /* vc5_backend.flags */
 #define VC5_BACKEND_USABLE 0x1 /* MAC resolved and real not failed */
 #define VC5_BACKEND_OUTER6 0x2 /* tunnels: the outer header is IPv6 */
+/* vlan is the real's tagging: its VID, or 0 for untagged. Without it a
+ * layer-2 frame keeps the tag it came with (the reals on the ingress VLAN,
+ * vc5's rule before per-real VLANs); a tunnel's outer frame is tagged iff
+ * vlan is not 0 either way. */
+#define VC5_BACKEND_VLAN 0x4
 
 /* vc5_backend.tunnel: how a packet reaches the real. */
 #define VC5_TUNNEL_NONE 0 /* layer 2: new MACs, the packet unchanged */

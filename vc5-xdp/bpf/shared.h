@@ -85,7 +85,7 @@ struct vc5_backend {
 	__u16 tunnel_port; /* FOU/GUE: the real's UDP port, network order */
 	__u8 src_addr[16]; /* tunnels: the outer source, this host's address */
 	__u16 mtu;         /* tunnels: the egress MTU (0: not checked) */
-	__u16 vlan;        /* 802.1Q VLAN ID to send with (0: untagged) */
+	__u16 vlan;        /* 802.1Q VLAN ID to send with (0: untagged; see VC5_BACKEND_VLAN) */
 	__u8 tunnel;       /* VC5_TUNNEL_* */
 	__u8 _pad[3];
 };

@@ -26,6 +26,8 @@
  *   never answered with an error).
  * - Ethernet padding after the inner packet is not carried; a frame
  *   shorter than its IP header's length is malformed.
+ * - The outer frame is untagged, or carries an 802.1Q tag of the
+ *   backend's vlan (vlan.h); the incoming frame's tag is not carried.
  */
 #ifndef VC5_TUNNEL_H
 #define VC5_TUNNEL_H
@@ -241,6 +243,8 @@ static __always_inline int vc5_encap_af(struct xdp_md *ctx, const struct vc5_pkt
 	void *end = (void *)(long)ctx->data_end;
 	/* The inner packet's own length, not the frame's (which may be padded). */
 	long tail = (long)(end - data) - (long)(p->l3off + p->ip_len);
+	/* The outer frame's tag, if b wants one, keeps the incoming PCP/DEI. */
+	__u16 prio = b->vlan ? vc5_tag_prio(ctx, p) : 0;
 
 	if (tail < 0)
 		return vc5_count(VC5_DROP_MALFORMED, bytes, XDP_DROP);
@@ -358,6 +362,11 @@ static __always_inline int vc5_encap_af(struct xdp_md *ctx, const struct vc5_pkt
 		if (outer6)
 			u->check = vc5_udp6_check(l3, u, gue, inner, end, p);
 	}
+	/* The real's VLAN (vlan.h): a tag between the MACs and the EtherType.
+	 * A second move of the head, so that every offset above stays a
+	 * constant for the verifier. */
+	if (b->vlan)
+		return vc5_tag_push(ctx, b, prio, bytes);
 	return -1;
 }
 

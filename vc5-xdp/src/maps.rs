@@ -44,6 +44,9 @@ pub const INSERT_LIMIT: u32 = 100_000;
 pub const BACKEND_USABLE: u16 = 0x1;
 /// `Backend::flags`: a tunnel's outer header is IPv6.
 pub const BACKEND_OUTER6: u16 = 0x2;
+/// `Backend::flags`: `vlan` is the real's tagging (its VID, 0 untagged);
+/// without it a layer-2 frame keeps the tag it came with (vlan.h).
+pub const BACKEND_VLAN: u16 = 0x4;
 
 /// `Backend::tunnel` (`VC5_TUNNEL_*`): how a packet reaches the real.
 pub const TUNNEL_NONE: u8 = 0;
@@ -232,7 +235,7 @@ pub struct Backend {
     pub src_addr: [u8; 16],
     /// Tunnels: the egress MTU (0: not checked).
     pub mtu: u16,
-    /// 802.1Q VLAN ID to send with (0: untagged).
+    /// 802.1Q VLAN ID to send with (0: untagged; see [`BACKEND_VLAN`]).
     pub vlan: u16,
     /// `TUNNEL_*`.
     pub tunnel: u8,

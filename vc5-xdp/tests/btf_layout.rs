@@ -273,6 +273,21 @@ fn mirrored_constants_match_consts_h() {
     ] {
         assert_eq!(value(name), v as u32, "{name}");
     }
+    let hex = |name: &str| -> u16 {
+        let line = h
+            .lines()
+            .find(|l| l.starts_with(&format!("#define {name} ")))
+            .unwrap_or_else(|| panic!("{name} not in consts.h"));
+        let v = line.split_whitespace().nth(2).unwrap();
+        u16::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    };
+    for (name, v) in [
+        ("VC5_BACKEND_USABLE", BACKEND_USABLE),
+        ("VC5_BACKEND_OUTER6", BACKEND_OUTER6),
+        ("VC5_BACKEND_VLAN", BACKEND_VLAN),
+    ] {
+        assert_eq!(hex(name), v, "{name}");
+    }
     for (name, v) in [
         ("VC5_SYNC_STARTING", SYNC_STARTING),
         ("VC5_SYNC_RESYNCING", SYNC_RESYNCING),

@@ -80,6 +80,7 @@ fn real(addr: IpAddr, src: Option<IpAddr>, mtu: u16) -> RealSpec {
             ifindex: 0,
             src,
             mtu,
+            vlan: None,
         }),
     }
 }

@@ -63,6 +63,20 @@
 //!   sync on (`vc5_pending_bench.o` and a drain). The unmarked rows are
 //!   "after, flow sync off".
 //!
+//! - Tunnels and VLANs (issue 12; `vc5_bench.o`, maps of their own, one
+//!   service per way out, one real each, the flow in the table): an
+//!   established ACK (70 bytes) by IPIP, GRE, FOU, GUE (IPv4 VIP, IPv4
+//!   real) and GUE to an IPv6 real; layer 2 with the tag rewritten to
+//!   the real's VID, pushed, removed. These move the frame's head, which
+//!   test_run does not put back between repetitions, so they run under
+//!   `vc5_bench_restore` (vc5.c), which restores the frame (its length,
+//!   then its first 64 bytes) before each; its own cost is the "restoring
+//!   wrapper" row (a layer-2 flow, nothing to undo), plus one
+//!   bpf_xdp_adjust_head where there is a move to undo. Before the rounds,
+//!   1,000 repetitions must leave the frame one leaves. The rewrite of a
+//!   tag alone ("the real's VID put in") needs no wrapper: each repetition
+//!   finds the VID the one before wrote and takes the same path.
+//!
 //! After the rounds the benchmark checks what the repetitions did: the
 //! inserting data planes counted exactly RUNS × INSERT_REPEAT new flows and
 //! refused none, the refused one refused every repetition but one per
@@ -129,6 +143,11 @@ fn ip(s: &str) -> IpAddr {
 /// system call (whose own cost, a microsecond or two, is spread over the
 /// repetitions).
 fn once(prog: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
+    Ok(once_out(prog, frame, repeat, expect)?.0)
+}
+
+/// [`once`], and the frame the last repetition left.
+fn once_out(prog: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> Result<(f64, Vec<u8>)> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut o = TestRunOptions::new();
     o.data_in = Some(frame);
@@ -142,8 +161,15 @@ fn once(prog: &mut Xdp, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
         "verdict {} where {expect} was expected",
         r.return_value
     );
-    Ok(ns)
+    out.truncate(r.data_size_out as usize);
+    Ok((ns, out))
 }
+
+/// `vc5_bench_restore`'s copy of the frame (vc5.c's struct
+/// vc5_bench_frame): its length, 4 bytes of padding, its first
+/// RESTORE_HEAD bytes.
+const RESTORE_HEAD: usize = 64;
+type BenchFrame = [u8; 8 + RESTORE_HEAD];
 
 /// A private network namespace whose veths hold the measured programs in
 /// the XDP dispatcher (see the module's "Timing"); removed on drop, which
@@ -216,7 +242,37 @@ const ROWS: &[(&str, &str, Target)] = &[
         Target::Floor(3.0),
     ),
     ("  802.1Q-tagged", "established_vlan", Target::Floor(3.0)),
+    (
+        "  802.1Q, the real's VID put in",
+        "vlan_rewrite_direct",
+        Target::Floor(3.0),
+    ),
     ("  IPv6", "established_v6", Target::Floor(3.0)),
+    (
+        "established TCP, restoring wrapper",
+        "restore_l2",
+        Target::None,
+    ),
+    ("  IPIP", "tunnel_ipip", Target::None),
+    ("  GRE", "tunnel_gre", Target::None),
+    ("  FOU", "tunnel_fou", Target::None),
+    ("  GUE", "tunnel_gue", Target::None),
+    ("  GUE, IPv6 outer", "tunnel_gue6", Target::None),
+    (
+        "  VLAN rewrite (tagged, other VID)",
+        "vlan_rewrite",
+        Target::None,
+    ),
+    (
+        "  VLAN push (untagged in, tagged out)",
+        "vlan_push",
+        Target::None,
+    ),
+    (
+        "  VLAN pop (tagged in, untagged out)",
+        "vlan_pop",
+        Target::None,
+    ),
     ("established UDP, 1 flow", "established_udp", Target::None),
     (
         "established TCP, random of 1",
@@ -298,6 +354,30 @@ fn main() -> Result<()> {
     let udp = Frame::udp(client, 40000, vip, 53);
     let [est_b, syn_b, not_vip_b, vlan_b, v6_b, udp_b] =
         [&est, &syn, &not_vip, &vlan, &v6, &udp].map(Frame::build);
+    // Tunnels and VLANs (encap_services): one established flow each, its
+    // frame at least RESTORE_HEAD bytes long; with the growth or loss of
+    // its frame.
+    let enc = |vip: &str, vlan: Option<u16>| Frame {
+        vlan,
+        payload: vec![0x5a; 16],
+        ..Frame::tcp(client, 40000, ip(vip), 80, TCP_ACK)
+    };
+    let encap_cases: Vec<(&'static str, Frame, isize)> = vec![
+        ("restore_l2", enc("192.0.2.108", None), 0),
+        ("tunnel_ipip", enc("192.0.2.101", None), 20),
+        ("tunnel_gre", enc("192.0.2.102", None), 24),
+        ("tunnel_fou", enc("192.0.2.103", None), 28),
+        ("tunnel_gue", enc("192.0.2.104", None), 32),
+        ("tunnel_gue6", enc("192.0.2.105", None), 52),
+        ("vlan_rewrite", enc("192.0.2.106", Some(100)), 0),
+        ("vlan_push", enc("192.0.2.106", None), 4),
+        ("vlan_pop", enc("192.0.2.107", Some(100)), -4),
+    ];
+    let encap_b: Vec<(&'static str, Vec<u8>)> = encap_cases
+        .iter()
+        .map(|(k, f, _)| (*k, f.build()))
+        .collect();
+    let rewrite_b = encap_cases[6].1.build();
 
     // Production sizes (2^21 TCP/IPv4 flows); the others at 2^21 only
     // where a case puts 1,000,000 flows on one CPU, and small where no
@@ -325,6 +405,20 @@ fn main() -> Result<()> {
     for f in [&est, &v6, &udp] {
         ensure!(fill(&base.dp, f, std::iter::once(f.src))? == 0);
         left_out += fill(&base.dp, f, (0..MANY).map(|i| client_addr(f.src, PICK + i)))?;
+    }
+
+    let mut encap = Variant::open(&fs, "encap", tiny, VC5_BENCH_OBJ, &encap_services(), false)?;
+    for (key, f, grows) in &encap_cases {
+        ensure!(fill(&encap.dp, f, std::iter::once(f.src))? == 0);
+        // The wrapper puts the frame back: 1,000 repetitions leave what
+        // one does, grown or shrunk as the case says.
+        let b = f.build();
+        let (_, one) = encap.restore(&b, 1)?;
+        let (_, many) = encap.restore(&b, 1_000)?;
+        ensure!(
+            one == many && one.len() as isize == b.len() as isize + grows,
+            "{key}: the restoring wrapper does not restore the frame"
+        );
     }
 
     let mut moved = Variant::open(&fs, "moved", tcp4_only, VC5_BENCH_OBJ, &services, false)?;
@@ -421,9 +515,10 @@ fn main() -> Result<()> {
 
     let mut holder = Holder::new();
     holder.hold(fp)?;
-    for v in [&mut base, &mut nosync, &mut sync] {
+    for v in [&mut base, &mut nosync, &mut sync, &mut encap] {
         holder.hold(v.dp.xdp()?)?;
     }
+    holder.hold(encap.dp.xdp_named("vc5_bench_restore")?)?;
     for v in [&mut base, &mut moved] {
         holder.hold(v.dp.xdp_named("vc5_bench_pick")?)?;
     }
@@ -451,6 +546,13 @@ fn main() -> Result<()> {
         s.add("established_vlan", once(x, &vlan_b, REPEAT, XDP_TX)?);
         s.add("established_v6", once(x, &v6_b, REPEAT, XDP_TX)?);
         s.add("established_udp", once(x, &udp_b, REPEAT, XDP_TX)?);
+        // Each repetition finds the VID the one before put in, and takes
+        // the same path: no wrapper needed.
+        let x = encap.dp.xdp()?;
+        s.add("vlan_rewrite_direct", once(x, &rewrite_b, REPEAT, XDP_TX)?);
+        for (key, frame) in &encap_b {
+            s.add(key, encap.restore(frame, REPEAT)?.0);
+        }
         for (key, frame, n) in [
             ("established_random1", &est_b, 1),
             ("established_10k", &est_b, 10_000),
@@ -520,7 +622,7 @@ fn main() -> Result<()> {
         "the bound refused {refusals} inserts and admitted {admitted}, of {} packets",
         want + 1
     );
-    for (name, v) in [("main", &base), ("moved", &moved)] {
+    for (name, v) in [("main", &base), ("moved", &moved), ("encap", &encap)] {
         ensure!(
             new_flows(&v.dp)? == 0,
             "the {name} table inserted {} flows: an ACK missed its flow",
@@ -543,7 +645,9 @@ fn main() -> Result<()> {
         sync_rows.iter().map(|r| r.0).sum::<u64>(),
         sync_rows.iter().map(|r| r.1).sum::<u64>(),
     );
-    for v in [base, moved, nosync, fresh, recycled, full, sampled, refused] {
+    for v in [
+        base, moved, nosync, fresh, recycled, full, sampled, refused, encap,
+    ] {
         v.close()?;
     }
     drop(holder);
@@ -647,6 +751,60 @@ fn services() -> Vec<ServiceSpec> {
         reals: reals4,
     });
     services
+}
+
+/// One service per way out, each of one real, for the tunnel and VLAN
+/// rows: 192.0.2.101-105 by IPIP, GRE, FOU, GUE (IPv4 reals) and GUE to an
+/// IPv6 real; 192.0.2.106 layer 2 to a real on VLAN 200, .107 layer 2 to
+/// an untagged real, .108 layer 2 with no VLAN of its own (the frame's tag
+/// kept, as the main rows).
+fn encap_services() -> Vec<ServiceSpec> {
+    use vc5_xdp::Forward;
+    let real = |addr: &str, src: Option<&str>, vlan: Option<u16>| RealSpec {
+        addr: ip(addr),
+        weight: 1,
+        mode: RealMode::Serve,
+        l2: Some(L2 {
+            mac: [2, 0xbb, 0, 0, 0, 1],
+            src_mac: [2, 0xaa, 0, 0, 0, 1],
+            ifindex: 0,
+            src: src.map(ip),
+            mtu: 1500,
+            vlan,
+        }),
+    };
+    let (r4, s4) = ("203.0.113.101", Some("10.0.0.1"));
+    let ways = [
+        ("192.0.2.101", Forward::Ipip, real(r4, s4, None)),
+        ("192.0.2.102", Forward::Gre, real(r4, s4, None)),
+        (
+            "192.0.2.103",
+            Forward::Fou { port: 5555 },
+            real(r4, s4, None),
+        ),
+        (
+            "192.0.2.104",
+            Forward::Gue { port: 6666 },
+            real(r4, s4, None),
+        ),
+        (
+            "192.0.2.105",
+            Forward::Gue { port: 6666 },
+            real("2001:db8:99::1", Some("2001:db8:ff::1"), None),
+        ),
+        ("192.0.2.106", Forward::L2, real(r4, None, Some(200))),
+        ("192.0.2.107", Forward::L2, real(r4, None, Some(0))),
+        ("192.0.2.108", Forward::L2, real(r4, None, None)),
+    ];
+    ways.into_iter()
+        .map(|(vip, forward, r)| ServiceSpec {
+            vip: ip(vip),
+            port: 80,
+            proto: TCP,
+            forward,
+            reals: vec![r],
+        })
+        .collect()
 }
 
 /// Every real drained and as many new ones added: every bucket changes
@@ -836,6 +994,24 @@ impl Variant {
             Array::try_from(Map::Array(prog_map(prog, "bench_flows")?))?;
         flows.set(0, n, 0)?;
         once(prog, frame, REPEAT, XDP_TX)
+    }
+
+    /// A run of `vc5_bench_restore` on `frame`, which it puts back before
+    /// each repetition (bench_frame written first): ns per repetition and
+    /// the frame the last one left.
+    fn restore(&mut self, frame: &[u8], repeat: u32) -> Result<(f64, Vec<u8>)> {
+        let prog = self.dp.xdp_named("vc5_bench_restore")?;
+        let mut copy: Array<MapData, BenchFrame> =
+            Array::try_from(Map::Array(prog_map(prog, "bench_frame")?))?;
+        let mut v: BenchFrame = [0; 8 + RESTORE_HEAD];
+        v[..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ensure!(
+            frame.len() >= RESTORE_HEAD,
+            "a frame shorter than the restored head"
+        );
+        v[8..].copy_from_slice(&frame[..RESTORE_HEAD]);
+        copy.set(0, v, 0)?;
+        once_out(prog, frame, repeat, XDP_TX)
     }
 
     /// A run of `vc5_bench_fresh` on a SYN; then the SYNs' pending marks

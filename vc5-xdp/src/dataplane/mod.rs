@@ -213,7 +213,18 @@ pub struct L2 {
     pub src: Option<IpAddr>,
     /// Tunnels: the egress MTU (0: not checked).
     pub mtu: u16,
+    /// The 802.1Q VLAN of the real's way: `Some(1..=4094)`, frames to the
+    /// real carry a tag of that VID (the incoming tag's PCP and DEI kept,
+    /// 0 if it came untagged); `Some(0)`, untagged (an incoming tag is
+    /// removed). `None`, vc5's rule before per-real VLANs: a layer-2
+    /// frame keeps the tag it came with (the real on the ingress VLAN) and
+    /// a tunnel's outer frame is untagged. Any other VID (4095 and above)
+    /// makes the real unusable, with a warning: it gets no packets.
+    pub vlan: Option<u16>,
 }
+
+/// The highest 802.1Q VLAN ID a real may have (4095 is reserved).
+pub const VLAN_MAX: u16 = 4094;
 
 /// How a service's packets reach its reals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

@@ -224,12 +224,32 @@ impl DataPlane {
                     Some(src) => src.is_ipv6() == r.addr.is_ipv6(),
                     None => false,
                 };
+                // A VID no tag can carry: the real has no way to it.
+                let vlan_ok = |l2: &L2| match l2.vlan {
+                    Some(vid) if vid > VLAN_MAX => {
+                        warn!(
+                            "real {} of {}:{}: VLAN {vid} is not 0..={VLAN_MAX}; the real is unusable",
+                            r.addr, spec.vip, spec.port
+                        );
+                        false
+                    }
+                    _ => true,
+                };
                 let usable = match r.l2 {
-                    Some(l2) if r.mode != RealMode::Down && l2.mac != [0; 6] && outer(&l2) => {
+                    Some(l2)
+                        if r.mode != RealMode::Down
+                            && l2.mac != [0; 6]
+                            && outer(&l2)
+                            && vlan_ok(&l2) =>
+                    {
                         v.mac = l2.mac;
                         v.src_mac = l2.src_mac;
                         v.ifindex = l2.ifindex;
                         v.flags = BACKEND_USABLE;
+                        if let Some(vid) = l2.vlan {
+                            v.flags |= BACKEND_VLAN;
+                            v.vlan = vid;
+                        }
                         if tunnel != TUNNEL_NONE {
                             v.tunnel = tunnel;
                             v.tunnel_port = port;
