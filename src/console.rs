@@ -587,12 +587,14 @@ pub mod metrics {
             family(
                 e,
                 "vc5_real_forward_info",
-                "How packets reach the real: forward (l2, ipip, gre, fou, gue), next_hop (the gateway, or the real itself when on-link; empty while unreachable) and mac (the next hop's); always 1.",
+                "How packets reach the real: forward (l2, ipip, gre, fou, gue), next_hop (the gateway, or the real itself when on-link; empty while unreachable), mac (the next hop's) and vlan (the 802.1Q VLAN of its frames; empty without vlans); always 1.",
                 G,
                 reals().map(|(l, r)| {
                     let l = with(l, "forward", r.forward.clone());
                     let l = with(l, "next_hop", ip(r.next_hop));
-                    (with(l, "mac", r.mac.clone().unwrap_or_default()), 1u64)
+                    let l = with(l, "mac", r.mac.clone().unwrap_or_default());
+                    let vlan = r.vlan.map(|v| v.to_string()).unwrap_or_default();
+                    (with(l, "vlan", vlan), 1u64)
                 }),
             )?;
 

@@ -317,7 +317,7 @@ impl From<CommandError> for BalancerError {
 
 /// One row of `ListServices`, signature `(ssqssuuus)`.
 type ServiceRow = (String, String, u16, String, String, u32, u32, u32, String);
-/// One row of `ListReals`, signature `(ssbbubstttsss)`.
+/// One row of `ListReals`, signature `(ssbbubstttsssq)`.
 type RealRow = (
     String,
     String,
@@ -332,6 +332,7 @@ type RealRow = (
     String,
     String,
     String,
+    u16,
 );
 
 struct Balancer {
@@ -433,6 +434,7 @@ fn real_rows(status: &Status, name: &str) -> Option<Vec<RealRow>> {
                 real.forward.clone(),
                 real.next_hop.map(|ip| ip.to_string()).unwrap_or_default(),
                 real.mac.clone().unwrap_or_default(),
+                real.vlan.unwrap_or(0),
             ));
         }
     }
@@ -478,7 +480,8 @@ impl Balancer {
     /// passing), packets t, bytes t, new_flows t (summed over the service's
     /// endpoints), forward s (the service's method), next_hop s (the gateway,
     /// or the real itself when on-link; "" while unreachable), mac s (the
-    /// next hop's MAC, "" while unresolved). Errors: UnknownService.
+    /// next hop's MAC, "" while unresolved), vlan q (the 802.1Q VLAN its
+    /// frames are tagged with, 0 without `vlans`). Errors: UnknownService.
     #[zbus(out_args("reals"))]
     async fn list_reals(&self, service: String) -> Result<Vec<RealRow>, BalancerError> {
         real_rows(&self.snapshot(), &service)

@@ -237,6 +237,9 @@ pub struct RealStatus {
     /// The next hop's MAC as resolved (`aa:bb:…`): the real's own when it
     /// is on-link, the gateway's otherwise.
     pub mac: Option<String>,
+    /// The 802.1Q VLAN its frames are tagged with (`vlans`); None without
+    /// `vlans` (frames keep the tag they came with) or while unreachable.
+    pub vlan: Option<u16>,
     /// Why it does not count toward `need` (unreachable, disabled, the
     /// failing checks); empty when it does or when it is drained.
     pub reason: String,

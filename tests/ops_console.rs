@@ -349,11 +349,13 @@ async fn metrics_are_the_snapshot() {
                 f64::from(u8::from(r.state == "serving"))
             );
             let hop = r.next_hop.unwrap().to_string();
+            let vlan = r.vlan.map(|v| v.to_string()).unwrap_or_default();
             let mut fl = rl.clone();
             fl.extend([
                 ("forward", r.forward.as_str()),
                 ("next_hop", hop.as_str()),
                 ("mac", r.mac.as_deref().unwrap()),
+                ("vlan", vlan.as_str()),
             ]);
             assert_eq!(get("vc5_real_forward_info", &fl), 1.0, "{fl:?}");
             for c in &r.checks {
@@ -746,7 +748,7 @@ async fn page_shows_the_status_and_follows_changes_without_reloading() {
             b.eval(&text_of(&format!(
                 r#"{dns} tr.real[data-real="2001:db8:1::10"] .hop"#
             ))),
-            json!("via 2001:db8::1 02:00:00:00:00:01")
+            json!("via 2001:db8::1 02:00:00:00:00:01 vlan 20")
         );
         let events = b.eval(&text_of("#events"));
         assert!(

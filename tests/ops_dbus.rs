@@ -162,7 +162,8 @@ async fn read_only_members_work_for_root_and_nobody() {
                     90,
                     "l2",
                     "198.51.100.10",
-                    "02:00:00:00:00:0a"
+                    "02:00:00:00:00:0a",
+                    0
                 ],
                 [
                     "198.51.100.11",
@@ -177,7 +178,8 @@ async fn read_only_members_work_for_root_and_nobody() {
                     60,
                     "l2",
                     "198.51.100.11",
-                    "02:00:00:00:00:0a"
+                    "02:00:00:00:00:0a",
+                    0
                 ]
             ]]),
             "nobody: {nobody}"

@@ -236,7 +236,7 @@
   function hopCell(r) {
     if (!r.next_hop) return el("td", { class: "hop mono bad", title: r.reason }, "unreachable" + (r.reason ? ": " + r.reason : ""));
     const via = r.next_hop !== r.addr ? "via " + r.next_hop + " " : "";
-    return el("td", { class: "hop mono dim" }, via + (r.mac || ""));
+    return el("td", { class: "hop mono dim" }, via + (r.mac || "") + (r.vlan ? " vlan " + r.vlan : ""));
   }
   function matches(s, f) {
     if (!f) return true;

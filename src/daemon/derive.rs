@@ -38,28 +38,47 @@ pub(super) struct NextHop {
     pub via: Option<IpAddr>,
 }
 
-/// What `forward` can make of `hop`: the data plane's next hop for the
-/// real, or why there is none.
-fn reach(forward: Forward, hop: Option<&NextHop>) -> Result<L2, String> {
+/// What `forward` can make of `hop` for `real`: the data plane's next hop,
+/// or why there is none. With `vlans` configured the frame is tagged with
+/// the VLAN whose prefix holds the next hop (the real, or its gateway) and
+/// leaves through the trunk it came in on (ifindex 0), sourced from the MAC
+/// of that VLAN's interface, which the route to the real names.
+fn reach(
+    cfg: &Config,
+    forward: Forward,
+    real: IpAddr,
+    hop: Option<&NextHop>,
+) -> Result<L2, String> {
     let Some(hop) = hop else {
         return Err("MAC not resolved".into());
     };
-    match (forward, hop.via) {
+    let mut l2 = match (forward, hop.via) {
         // Layer-2 DSR delivers the client's frame to the real's own MAC: a
         // gateway's would hand it to the wrong host.
-        (Forward::L2, Some(gw)) => Err(format!(
-            "not on-link (the route goes via {gw}); forward: l2 needs the real on this host's LAN"
-        )),
-        (Forward::L2, None) => Ok(L2 {
+        (Forward::L2, Some(gw)) => {
+            return Err(format!(
+                "not on-link (the route goes via {gw}); forward: l2 needs the real on this host's LAN"
+            ));
+        }
+        (Forward::L2, None) => L2 {
             src: None,
             mtu: 0,
             ..hop.l2
-        }),
+        },
         (_, _) if hop.l2.src.is_none() => {
-            Err("no source address towards the real (the route names none)".into())
+            return Err("no source address towards the real (the route names none)".into());
         }
-        _ => Ok(hop.l2),
+        _ => hop.l2,
+    };
+    if !cfg.vlans.is_empty() {
+        let next = hop.via.unwrap_or(real);
+        let Some(vid) = cfg.vlan_of(next) else {
+            return Err(format!("next hop {next} is in no VLAN of `vlans`"));
+        };
+        l2.vlan = Some(vid);
+        l2.ifindex = 0;
     }
+    Ok(l2)
 }
 
 /// One real of one service, as the rules see it.
@@ -231,7 +250,7 @@ fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
         .collect();
     let state = state(s, r, views.iter().copied(), drained);
     let hop = i.hops.get(&r.addr).copied().flatten();
-    let l2 = reach(s.forward, hop.as_ref());
+    let l2 = reach(i.cfg, s.forward, r.addr, hop.as_ref());
     let mode = if state.takes_new_flows() {
         RealMode::Serve
     } else if state.keeps_flows() || i.probation.contains(&key) {
@@ -394,6 +413,7 @@ reals:
                 ifindex: 2,
                 src: Some(ip("10.0.0.100")),
                 mtu: 1500,
+                vlan: None,
             },
             via: None,
         }
@@ -697,6 +717,50 @@ reals:
             r.reason,
             "no source address towards the real (the route names none)"
         );
+    }
+
+    /// With `vlans`, a real's frames are tagged with the VLAN whose prefix
+    /// holds its next hop (the real itself, or a tunnel's gateway) and leave
+    /// through the trunk they came in on; a next hop in no VLAN is
+    /// unusable. Without `vlans` nothing is tagged.
+    #[test]
+    fn vlans_tag_by_the_next_hop() {
+        let mut w = World::new(cfg("", false));
+        assert_eq!(real(&w.derive(), "web", "10.0.0.1").l2.unwrap().vlan, None);
+        w.cfg.vlans = [
+            (10, vec!["10.0.0.0/31".parse().unwrap()]),
+            (
+                20,
+                vec![
+                    "10.0.0.2/31".parse().unwrap(),
+                    "10.9.0.0/24".parse().unwrap(),
+                ],
+            ),
+        ]
+        .into();
+        let d = w.derive();
+        let l2 = real(&d, "web", "10.0.0.1").l2.unwrap();
+        assert_eq!(
+            (l2.vlan, l2.ifindex, l2.src_mac),
+            (Some(10), 0, hop().l2.src_mac)
+        );
+        assert_eq!(real(&d, "web", "10.0.0.3").l2.unwrap().vlan, Some(20));
+        // dns's real 10.0.1.1 is in no VLAN.
+        let r = real(&d, "dns", "10.0.1.1");
+        assert!(!r.healthy);
+        assert_eq!(r.reason, "next hop 10.0.1.1 is in no VLAN of `vlans`");
+        // A tunnel to a real elsewhere: its gateway's VLAN.
+        w.cfg.services[1].forward = Forward::Ipip;
+        w.hops.insert(
+            ip("10.0.1.1"),
+            Some(NextHop {
+                via: Some(ip("10.9.0.1")),
+                ..hop()
+            }),
+        );
+        let r = real(&w.derive(), "dns", "10.0.1.1").clone();
+        assert!(r.healthy, "{}", r.reason);
+        assert_eq!(r.l2.unwrap().vlan, Some(20));
     }
 
     /// Events are the difference between two derivations: the first

@@ -506,6 +506,8 @@ pub(super) fn apply_l2(
                     // The data plane compares u16 lengths; an MTU beyond
                     // them never limits.
                     mtu: u16::try_from(*mtu).unwrap_or(u16::MAX),
+                    // The derivation sets it from `vlans`.
+                    vlan: None,
                 },
                 via: *via,
             }),
@@ -515,11 +517,13 @@ pub(super) fn apply_l2(
         match (&c.state, old.flatten()) {
             (Resolved::Ready { mac, ifindex, .. }, prev) => {
                 if !ours.contains(ifindex) {
-                    // Frames are redirected there; that interface's driver
-                    // must accept XDP redirects (native: ndo_xdp_xmit).
+                    // Without `vlans` frames are redirected there, and that
+                    // interface's driver must accept XDP redirects (native:
+                    // ndo_xdp_xmit); with them it is the VLAN's interface,
+                    // and frames leave tagged through the trunk.
                     warn!(
                         ifindex,
-                        "real is reached through an interface vc5d is not attached to"
+                        "real's route leaves through an interface vc5d is not attached to (frames are redirected there, or with `vlans` sent tagged through the trunk)"
                     );
                 }
                 if prev.is_some_and(|p| p.l2.mac != *mac) {

@@ -85,6 +85,7 @@ impl<P: Plane> Control<P> {
                             forward: s.forward.name().into(),
                             next_hop: rv.l2.map(|_| rv.via.unwrap_or(r.addr)),
                             mac: rv.l2.map(|l| netlink::format_mac(&l.mac)),
+                            vlan: rv.l2.and_then(|l| l.vlan),
                             reason: rv.reason.clone(),
                             checks,
                             counters,

@@ -47,6 +47,7 @@ fn real(addr: &str, healthy: bool, reason: &str, n: u64) -> RealStatus {
         forward: "l2".into(),
         next_hop: ip(addr),
         mac: Some("02:00:00:00:00:0a".into()),
+        vlan: None,
         reason: if healthy {
             String::new()
         } else {
@@ -118,6 +119,7 @@ pub fn synthetic_status() -> Status {
             forward: "gue".into(),
             next_hop: ip("2001:db8::1"),
             mac: Some("02:00:00:00:00:01".into()),
+            vlan: Some(20),
             ..r
         })
         .into(),
