@@ -11,7 +11,7 @@ use crate::config::lexical::quoted;
 use crate::config::raw::RawVlans;
 
 /// The highest VLAN ID (4095 is reserved, 0 means "no VLAN").
-const MAX_VLAN: i64 = 4094;
+const MAX_VLAN: i64 = vc5_xdp::dataplane::VLAN_MAX as i64;
 
 impl Normaliser<'_> {
     /// Each VLAN ID once, 1 to 4094, with at least one prefix; prefixes
