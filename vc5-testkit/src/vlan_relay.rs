@@ -992,19 +992,17 @@ pub fn run(opts: &RelayOptions, stats_path: Option<&Path>) -> io::Result<RelaySt
                     stats.tag_in_bytes += 1;
                 }
                 let verdict = match port.vid {
-                    None => classify_trunk(frame, got.meta, |v| by_vid.contains_key(&v)).map(
-                        |t| {
-                            out.clear();
-                            let delta = if t.tag_in_bytes {
-                                push_untagged(&mut out, frame);
-                                -4
-                            } else {
-                                out.extend_from_slice(frame);
-                                0
-                            };
-                            (by_vid[&t.vid], t.vid, delta)
-                        },
-                    ),
+                    None => classify_trunk(frame, got.meta, |v| by_vid.contains_key(&v)).map(|t| {
+                        out.clear();
+                        let delta = if t.tag_in_bytes {
+                            push_untagged(&mut out, frame);
+                            -4
+                        } else {
+                            out.extend_from_slice(frame);
+                            0
+                        };
+                        (by_vid[&t.vid], t.vid, delta)
+                    }),
                     Some(vid) => classify_access(frame, got.meta).map(|()| {
                         out.clear();
                         push_tagged(&mut out, frame, vid, opts.pcp);
@@ -1084,7 +1082,14 @@ mod tests {
                 tag_in_bytes: false
             })
         );
-        assert_eq!(Tag { tpid: 0, tci: 0xa00a }.pcp(), 5);
+        assert_eq!(
+            Tag {
+                tpid: 0,
+                tci: 0xa00a
+            }
+            .pcp(),
+            5
+        );
     }
 
     #[test]
@@ -1144,10 +1149,7 @@ mod tests {
             ),
             Err(DropReason::TaggedOnAccess)
         );
-        assert_eq!(
-            classify_access(&[0; 10], None),
-            Err(DropReason::Truncated)
-        );
+        assert_eq!(classify_access(&[0; 10], None), Err(DropReason::Truncated));
     }
 
     #[test]
