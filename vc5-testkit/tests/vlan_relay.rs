@@ -118,12 +118,13 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
     h
 }
 
-/// An ICMP echo request.
-fn echo4(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
+/// An ICMP echo request of `len` bytes of IP (at least 47).
+fn echo4(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, len: usize) -> Vec<u8> {
     let mut m = vec![8, 0, 0, 0];
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(b"vc5-vlan-relay echo");
+    m.resize(len - 20, 0x5a);
     let c = fold(sum(&m));
     m[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4(src, dst, 1, &m)
@@ -530,8 +531,9 @@ fn wait(r: &VlanRelay, what: &str, done: impl FnMut(&RelayStats) -> bool) -> Rel
 
 /// For VLAN 10 and then 20: the trunk host's tagged ARP request reaches
 /// that VLAN's real untagged and not the other real; the real's ARP reply
-/// comes back to the trunk host tagged with the VID; so does its answer to
-/// a tagged ICMP echo request. The relay counts both directions under the
+/// comes back to the trunk host tagged with the VID; so do its answers to
+/// tagged ICMP echo requests, one of them of the LAN's full MTU (1,518
+/// bytes with the tag, which the veths and bridges must pass). The relay counts both directions under the
 /// VID.
 #[test]
 fn tagged_frames_reach_only_their_vlan_and_answers_come_back_tagged() {
@@ -562,28 +564,37 @@ fn tagged_frames_reach_only_their_vlan_and_answers_come_back_tagged() {
         );
         assert_eq!(&reply.frame[..6], &LB_MAC);
 
-        let ping = eth(
-            real_mac(vid),
-            LB_MAC,
-            0x0800,
-            &echo4(lb4(vid), real4(vid), 0x77, vid),
-        );
-        trunk.send(&q(&ping, vid));
-        let pong = trunk.expect("ICMP echo reply", |s| {
-            icmp4_of(&s.frame).is_some_and(|(src, m)| src == real4(vid) && m[0] == 0)
-        });
-        assert_eq!(
-            pong.vid(),
-            Some(vid),
-            "VLAN {vid}: the echo reply is tagged"
-        );
-        let (_, m) = icmp4_of(&pong.frame).unwrap();
-        assert_eq!(m[4..8], [0, 0x77, 0, vid as u8], "id and sequence");
+        // A small echo, and one of the LAN's full MTU: 1,518 bytes tagged.
+        for (k, len) in [(1u16, 60usize), (2, 1500)] {
+            let seq = vid * 10 + k;
+            let ping = eth(
+                real_mac(vid),
+                LB_MAC,
+                0x0800,
+                &echo4(lb4(vid), real4(vid), 0x77, seq, len),
+            );
+            trunk.send(&q(&ping, vid));
+            let pong = trunk.expect("ICMP echo reply", |s| {
+                icmp4_of(&s.frame).is_some_and(|(src, m)| src == real4(vid) && m[0] == 0)
+            });
+            assert_eq!(
+                pong.vid(),
+                Some(vid),
+                "VLAN {vid}: the echo reply is tagged"
+            );
+            let (_, m) = icmp4_of(&pong.frame).unwrap();
+            assert_eq!(
+                m[4..8],
+                [0, 0x77, (seq >> 8) as u8, seq as u8],
+                "id and sequence"
+            );
+            assert_eq!(pong.frame.len(), 14 + len, "VLAN {vid}: the whole reply");
+        }
 
         other.expect_none("a frame of the other VLAN", QUIET, from_lb);
         let s = wait(&relay, &format!("VLAN {vid} counters"), |s| {
-            s.to_access(vid) >= before.to_access(vid) + 2
-                && s.to_trunk(vid) >= before.to_trunk(vid) + 2
+            s.to_access(vid) >= before.to_access(vid) + 3
+                && s.to_trunk(vid) >= before.to_trunk(vid) + 3
         });
         let o = VIDS[1 - i];
         assert_eq!(s.to_access(o), before.to_access(o), "{s:?}");
