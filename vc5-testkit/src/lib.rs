@@ -15,10 +15,15 @@
 //! - [`decap`]: `vc5-decap`, a real's IPIP/GRE/FOU/GUE tunnel end in user
 //!   space (the kernel has no tunnel modules), and [`decap::Decap`] to run
 //!   it in a namespace and read its counters.
+//! - [`vlan_relay`]: `vc5-vlan-relay`, an 802.1Q tagging relay in user
+//!   space between a trunk and one access interface per VLAN (the kernel has
+//!   no 8021q module, its bridges no vlan_filtering), and
+//!   [`vlan_relay::VlanRelay`] to run it in a namespace.
 //! - [`rng`]: the seedable generator (SplitMix64) the fuzz and flood tests
 //!   draw from.
 //!
-//! Binaries: `vc5-lab` (the README's first command), `vc5-decap`, `vc5-bench`,
+//! Binaries: `vc5-lab` (the README's first command), `vc5-decap`,
+//! `vc5-vlan-relay`, `vc5-bench`,
 //! `vc5-flowsync-bench` (which runs the `vc5-flowsync` beside it, so build
 //! the whole workspace) and `vc5-rhi-bench`.
 //!
@@ -32,6 +37,7 @@ pub mod flowsync;
 pub mod lab;
 pub mod netns;
 pub mod rng;
+pub mod vlan_relay;
 pub mod xdp;
 
 /// Moves the calling thread (only it: `setns(2)` is per thread) into the
