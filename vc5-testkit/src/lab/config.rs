@@ -98,6 +98,24 @@ impl Lab {
         )
     }
 
+    /// [`Lab::default_config`] over the VLAN reals (their IPv4 addresses) with `vlans`
+    /// naming VLANs 10 and 20 by their prefixes.
+    pub fn vlan_config(&self) -> String {
+        let reals: Vec<String> = self.vlan_reals().iter().map(|r| r.to_string()).collect();
+        let mut yaml = self.config_for_reals(&[]);
+        let addrs: Vec<String> = reals.iter().map(|r| self.addr4(r).to_string()).collect();
+        yaml = yaml.replace("  web: []\n", &format!("  web: [{}]\n", addrs.join(", ")));
+        yaml += "vlans:\n";
+        for v in VLANS {
+            yaml += &format!(
+                "  {v}: [{}/24, \"{}/64\"]\n",
+                tools::vlan_net4(v, 0),
+                tools::vlan_net6(v, 0)
+            );
+        }
+        yaml
+    }
+
     /// Where a load balancer's own configuration goes, if it has one
     /// (`start_vc5d` prefers it to the shared [`Lab::config_path`]).
     pub fn config_path_for(&self, lb: &str) -> PathBuf {

@@ -8,6 +8,7 @@ impl Lab {
             .reals()
             .into_iter()
             .chain(self.remote_reals())
+            .chain(self.vlan_reals())
             .collect();
         for real in &reals {
             self.spawn_httpd(real)?;

@@ -19,6 +19,18 @@
 //!                                                       └── eth0 remote2  .32  ::32  …
 //! ```
 //!
+//! With `LabOptions::vlan_reals`, reals on two VLANs behind the load balancers' `eth0` as a
+//! trunk: `vreal1`, `vreal3`… on VLAN 10 (10.10.0.0/24, 2001:db8:10::/64, bridge br10),
+//! `vreal2`, `vreal4`… on VLAN 20 (10.20.0.0/24, 2001:db8:20::/64, br20). The kernel has no
+//! 8021q module and its bridge no VLAN filtering, so `vc5-vlan-relay`
+//! ([`crate::vlan_relay`]) does the tagging in user space: one in the switch between br0
+//! (the trunk side) and br10/br20, and one in each load balancer between `eth0` and the
+//! stand-ins for `eth0.10` and `eth0.20` (veths `vlan10`, `vlan20` with `eth0`'s MAC and
+//! an address on the VLAN), so that the load balancer's own ARP, NDP and health checks go
+//! tagged over its trunk as they would through 8021q. The router has an untagged leg on
+//! each VLAN (`vlan10`, `vlan20`), the VLAN reals' gateway. [`Lab::vlan_config`] is a
+//! configuration with `vlans` over them.
+//!
 //! Remote reals are reached only by layer-3 DSR: the kernel here has no tunnel modules, so
 //! each runs `vc5-decap` ([`crate::decap`]), which takes IPIP, GRE, FOU ([`FOU_PORT`]) and
 //! GUE ([`GUE_PORT`]) packets addressed to it, strips the outer headers and writes the
@@ -144,6 +156,9 @@ pub const UDP_PORT: u16 = 7;
 /// the reals (which join no such group) are not members, unlike 224.0.0.1.
 pub const FLOW_SYNC_GROUP: &str = "239.5.5.5:9999";
 
+/// The lab's VLAN IDs (`LabOptions::vlan_reals`).
+pub const VLANS: [u16; 2] = [10, 20];
+
 /// The UDP ports on which the remote reals' `vc5-decap` takes FOU and GUE.
 pub const FOU_PORT: u16 = 5555;
 pub const GUE_PORT: u16 = 6080;
@@ -168,6 +183,9 @@ pub struct LabOptions {
     /// Number of real servers in a second subnet behind the router, `remote1` … (0–9),
     /// reachable only through tunnels (see the module documentation).
     pub remote_reals: usize,
+    /// Number of real servers on VLANs 10 and 20 behind the trunk, `vreal1` … (0–8,
+    /// odd ones on VLAN 10, even ones on VLAN 20; see the module documentation).
+    pub vlan_reals: usize,
     /// The vc5d binary for [`Lab::start_vc5d`]. `None`: `$VC5D`, else the `vc5d` beside the
     /// running executable (or beside its parent directory, for test binaries in `deps/`).
     pub vc5d: Option<PathBuf>,
@@ -184,6 +202,7 @@ impl Default for LabOptions {
             load_balancers: 1,
             reals: 3,
             remote_reals: 0,
+            vlan_reals: 0,
             vc5d: None,
             vc5_flowsync: None,
             keep_dir: false,
@@ -200,6 +219,8 @@ enum Kind {
     Real,
     /// A real in the remote subnet.
     Remote,
+    /// A real on VLAN 10 or 20.
+    VlanReal,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +252,8 @@ pub struct Lab {
     children: std::collections::BTreeMap<String, LabChild>,
     /// The remote reals' tunnel ends, by node.
     decaps: std::collections::BTreeMap<String, crate::decap::Decap>,
+    /// The tagging relays, by the node they run in (`switch`, `lb1`, …).
+    relays: std::collections::BTreeMap<String, crate::vlan_relay::VlanRelay>,
     /// Numbers the log files of `spawn`.
     spawned: AtomicUsize,
 }
@@ -262,8 +285,9 @@ impl Lab {
         ensure!(
             (1..=9).contains(&opts.load_balancers)
                 && (1..=9).contains(&opts.reals)
-                && opts.remote_reals <= 9,
-            "a lab has 1 to 9 load balancers, 1 to 9 reals and 0 to 9 remote reals"
+                && opts.remote_reals <= 9
+                && opts.vlan_reals <= 8,
+            "a lab has 1 to 9 load balancers, 1 to 9 reals, 0 to 9 remote reals and 0 to 8 VLAN reals"
         );
         for tool in ["ip", "ethtool", "curl"] {
             find_program(&[tool]).with_context(|| format!("{tool} is missing: run lab/deps"))?;
@@ -291,6 +315,14 @@ impl Lab {
         for i in 1..=opts.remote_reals {
             nodes.push(node(&id, &format!("remote{i}"), Kind::Remote, 30 + i as u8));
         }
+        for i in 1..=opts.vlan_reals {
+            nodes.push(node(
+                &id,
+                &format!("vreal{i}"),
+                Kind::VlanReal,
+                40 + i as u8,
+            ));
+        }
         let mut lab = Lab {
             id,
             vip4: Ipv4Addr::new(192, 0, 2, 80),
@@ -301,6 +333,7 @@ impl Lab {
             mounts: Vec::new(),
             children: std::collections::BTreeMap::new(),
             decaps: std::collections::BTreeMap::new(),
+            relays: std::collections::BTreeMap::new(),
             spawned: AtomicUsize::new(0),
         };
         // On failure `lab` is dropped here, which removes whatever part was built.
@@ -349,7 +382,32 @@ impl Lab {
         }
         // Before the HTTP servers, which bind their UDP sockets to the VIPs it holds.
         self.start_decaps()?;
+        self.start_relays()?;
         self.start_httpds()
+    }
+
+    /// `vc5-vlan-relay` in the switch (br0's side to br10 and br20) and in every load
+    /// balancer (`eth0` to its VLAN stand-ins).
+    fn start_relays(&mut self) -> Result<()> {
+        if self.opts.vlan_reals == 0 {
+            return Ok(());
+        }
+        let mut at: Vec<(String, crate::vlan_relay::RelayOptions)> = vec![(
+            "switch".into(),
+            crate::vlan_relay::RelayOptions::new("trunk0", &[(10, "acc10"), (20, "acc20")]),
+        )];
+        for lb in self.load_balancers() {
+            at.push((
+                lb,
+                crate::vlan_relay::RelayOptions::new("eth0", &[(10, "vlan10p"), (20, "vlan20p")]),
+            ));
+        }
+        for (node, opts) in at {
+            let relay = crate::vlan_relay::VlanRelay::start_in(&self.ns(&node), &opts)
+                .with_context(|| format!("starting vc5-vlan-relay in {node}"))?;
+            self.relays.insert(node, relay);
+        }
+        Ok(())
     }
 
     /// `vc5-decap` on every remote real: every method, the VIPs on its TUN device.
@@ -373,8 +431,12 @@ impl Lab {
             "ip link add br0 type bridge stp_state 0 mcast_snooping 0\nip link set br0 up\n",
         );
         let on_lan = self.nodes.iter();
-        for node in on_lan.filter(|n| !matches!(n.kind, Kind::Switch | Kind::Client | Kind::Remote))
-        {
+        for node in on_lan.filter(|n| {
+            !matches!(
+                n.kind,
+                Kind::Switch | Kind::Client | Kind::Remote | Kind::VlanReal
+            )
+        }) {
             sw += &format!(
                 "ip link add {port} type veth peer name eth0 address {mac} netns {ns}\n\
                  ip link set {port} master br0 up\n\
@@ -403,6 +465,9 @@ impl Lab {
                 );
             }
         }
+        if self.opts.vlan_reals > 0 {
+            sw += &self.vlan_links();
+        }
         self.sh("switch", &sw)?;
         let client = self.node("client");
         self.sh(
@@ -415,6 +480,56 @@ impl Lab {
             ),
         )?;
         Ok(())
+    }
+
+    /// The switch's side of the VLANs: bridges br10 and br20, the relay's trunk end on
+    /// br0 and access ends on them, the VLAN reals' ports, the router's legs and every load
+    /// balancer's stand-ins (their relay side stays in the load balancer).
+    fn vlan_links(&self) -> String {
+        let mut sw = String::new();
+        let veth = |port: &str, peer: &str, mac: Option<[u8; 6]>, ns: Option<&str>, br: &str| {
+            let mac = mac.map_or(String::new(), |m| {
+                format!(" address {}", vc5_xdp::netlink::format_mac(&m))
+            });
+            let ns = ns.map_or(String::new(), |n| format!(" netns {n}"));
+            format!(
+                "ip link add {port} type veth peer name {peer}{mac}{ns}\n\
+                 ip link set {port} master {br} up\nethtool -K {port} tx off >/dev/null\n"
+            )
+        };
+        for v in VLANS {
+            sw += &format!(
+                "ip link add br{v} type bridge stp_state 0 mcast_snooping 0\nip link set br{v} up\n"
+            );
+            sw += &veth(
+                &format!("acc{v}p"),
+                &format!("acc{v}"),
+                None,
+                None,
+                &format!("br{v}"),
+            );
+            sw += &format!("ip link set acc{v} up\nethtool -K acc{v} tx off >/dev/null\n");
+            sw += &veth(
+                &format!("router-{v}"),
+                &format!("vlan{v}"),
+                Some(vlan_mac(v, 1)),
+                Some(&self.ns("router")),
+                &format!("br{v}"),
+            );
+        }
+        sw += &veth("trunkp", "trunk0", None, None, "br0");
+        sw += "ip link set trunk0 up\nethtool -K trunk0 tx off >/dev/null\n";
+        for node in self.nodes.iter().filter(|n| n.kind == Kind::VlanReal) {
+            let v = vlan_of_host(node.host);
+            sw += &veth(
+                &node.name,
+                "eth0",
+                Some(vlan_mac(v, node.host)),
+                Some(&node.ns),
+                &format!("br{v}"),
+            );
+        }
+        sw
     }
 
     /// Addresses, routes and sysctls of one node.
@@ -437,6 +552,13 @@ impl Lab {
             Kind::Router => {
                 s += &iface("eth0", v4, v6);
                 s += &iface("eth1", client_net4(1), client_net6(1));
+                if self.opts.vlan_reals > 0 {
+                    for v in VLANS {
+                        s += &iface(&format!("vlan{v}"), vlan_net4(v, 1), vlan_net6(v, 1));
+                    }
+                    s += "sysctl -qw net.ipv4.conf.all.rp_filter=0 \
+                          net.ipv4.conf.default.rp_filter=0\n";
+                }
                 if self.opts.remote_reals > 0 {
                     s += &iface("eth2", remote_net4(1), remote_net6(1));
                     // Replies of remote reals come from the VIPs, which the router routes
@@ -459,6 +581,39 @@ impl Lab {
                 s += &format!(
                     "{}ip route add default via {gw4}\nip -6 route add default via {gw6}\n",
                     iface("eth0", v4, v6),
+                );
+                if self.opts.vlan_reals > 0 {
+                    // Stand-ins for eth0.10 and eth0.20: eth0's MAC, as 8021q gives
+                    // them; their frames go tagged through eth0 by the relay.
+                    let mac = vc5_xdp::netlink::format_mac(&lan_mac(node.host));
+                    for v in VLANS {
+                        s += &format!(
+                            "ip link add vlan{v} address {mac} type veth peer name vlan{v}p\n\
+                             ip link set vlan{v}p up\nethtool -K vlan{v}p tx off >/dev/null\n\
+                             {}",
+                            iface(
+                                &format!("vlan{v}"),
+                                vlan_net4(v, node.host),
+                                vlan_net6(v, node.host)
+                            ),
+                        );
+                    }
+                }
+            }
+            Kind::VlanReal => {
+                let v = vlan_of_host(node.host);
+                s += &format!(
+                    "{}ip route add default via {}\nip -6 route add default via {}\n\
+                     ip addr add {}/32 dev lo\nip -6 addr add {}/128 dev lo\n\
+                     sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
+                     net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_announce=2 \
+                     net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+                     net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0\n",
+                    iface("eth0", v4, v6),
+                    vlan_net4(v, 1),
+                    vlan_net6(v, 1),
+                    self.vip4,
+                    self.vip6,
                 );
             }
             Kind::Remote => {

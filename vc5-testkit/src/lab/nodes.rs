@@ -36,6 +36,25 @@ impl Lab {
         self.names_of(Kind::Remote)
     }
 
+    /// `vreal1`, `vreal2`, …: the reals on VLANs 10 and 20.
+    pub fn vlan_reals(&self) -> Vec<String> {
+        self.names_of(Kind::VlanReal)
+    }
+
+    /// The VLAN of a VLAN real (10 or 20).
+    pub fn vlan_of(&self, real: &str) -> u16 {
+        let node = self.node(real);
+        assert_eq!(node.kind, Kind::VlanReal, "{real} is on no VLAN");
+        vlan_of_host(node.host)
+    }
+
+    /// The tagging relay running in `node` (`switch`, `lb1`, …), to read its counters.
+    pub fn relay(&self, node: &str) -> &crate::vlan_relay::VlanRelay {
+        self.relays
+            .get(node)
+            .unwrap_or_else(|| panic!("lab {} has no VLAN relay in {node:?}", self.id))
+    }
+
     /// A remote real's `vc5-decap`, to read its counters.
     pub fn decap(&self, remote: &str) -> &crate::decap::Decap {
         self.decaps
@@ -55,6 +74,7 @@ impl Lab {
         match node.kind {
             Kind::Client => client_net4(node.host),
             Kind::Remote => remote_net4(node.host),
+            Kind::VlanReal => vlan_net4(vlan_of_host(node.host), node.host),
             Kind::Switch => panic!("the switch has no address"),
             _ => Ipv4Addr::new(203, 0, 113, node.host),
         }
@@ -66,6 +86,7 @@ impl Lab {
         match node.kind {
             Kind::Client => client_net6(node.host),
             Kind::Remote => remote_net6(node.host),
+            Kind::VlanReal => vlan_net6(vlan_of_host(node.host), node.host),
             Kind::Switch => panic!("the switch has no address"),
             _ => Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, hex_like(node.host)),
         }
@@ -77,6 +98,7 @@ impl Lab {
         match node.kind {
             Kind::Client => client_net_mac(node.host),
             Kind::Remote => remote_mac(node.host),
+            Kind::VlanReal => vlan_mac(vlan_of_host(node.host), node.host),
             Kind::Switch => panic!("the switch has no eth0"),
             _ => lan_mac(node.host),
         }

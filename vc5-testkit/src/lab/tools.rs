@@ -50,6 +50,34 @@ pub(super) fn remote_net6(host: u8) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, hex_like(host))
 }
 
+/// A VLAN real's VLAN: odd hosts (`vreal1` is 41) on 10, even ones on 20.
+pub(super) fn vlan_of_host(host: u8) -> u16 {
+    if host % 2 == 1 { 10 } else { 20 }
+}
+
+/// `10.10.0.H` on VLAN 10, `10.20.0.H` on 20.
+pub(super) fn vlan_net4(vlan: u16, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, vlan as u8, 0, host)
+}
+
+/// `2001:db8:10::H` on VLAN 10 (H written in hex like the decimal host).
+pub(super) fn vlan_net6(vlan: u16, host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        hex_like(vlan as u8),
+        0,
+        0,
+        0,
+        0,
+        hex_like(host),
+    )
+}
+
+pub(super) fn vlan_mac(vlan: u16, host: u8) -> [u8; 6] {
+    [0x02, 0xc5, 0, vlan as u8, 0, host]
+}
+
 pub(super) fn remote_mac(host: u8) -> [u8; 6] {
     [0x02, 0xc5, 0, 3, 0, host]
 }
