@@ -191,7 +191,8 @@ async fn read_only_members_work_for_root_and_nobody() {
             [
                 json!("gue"),
                 json!("2001:db8::1"),
-                json!("02:00:00:00:00:01")
+                json!("02:00:00:00:00:01"),
+                json!(20)
             ]
         );
         assert_eq!(
