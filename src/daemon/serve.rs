@@ -223,7 +223,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.hops, &ours, changes),
+            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.hops, untagged(&ctl.cfg, &ours), changes),
             Some(ev) = health_rx.recv() => health_event(&mut ctl.checks, ev),
             _ = term.recv() => { stop = true; break }
             _ = int.recv() => { stop = true; break }
@@ -298,7 +298,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                     }
                     continue;
                 }
-                apply_l2(&mut ctl.hops, &ours, changes);
+                apply_l2(&mut ctl.hops, untagged(&ctl.cfg, &ours), changes);
                 if let Err(e) = ctl.apply() {
                     error!("{e:#}");
                 }
@@ -355,7 +355,7 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
                     }
                     let since = h.since.elapsed().unwrap_or_default();
                     let (l2, health) = coalesce(h.release());
-                    apply_l2(&mut ctl.hops, &ours, l2);
+                    apply_l2(&mut ctl.hops, untagged(&ctl.cfg, &ours), l2);
                     for ev in health {
                         health_event(&mut ctl.checks, ev);
                     }
@@ -481,10 +481,17 @@ pub(super) fn spawn_resolver(
     Ok((tx, handle))
 }
 
-/// Applies resolver reports to the known layer-2 next hops; logs each.
+/// The interfaces vc5d is attached to, to warn of a real whose route leaves
+/// through another; None with `vlans`, where it is the VLAN's interface by
+/// design (frames leave tagged through the trunk).
+fn untagged<'a>(cfg: &Config, ours: &'a [u32]) -> Option<&'a [u32]> {
+    cfg.vlans.is_empty().then_some(ours)
+}
+
+/// Applies resolver reports to the known next hops; logs each.
 pub(super) fn apply_l2(
     hops: &mut HashMap<IpAddr, Option<NextHop>>,
-    ours: &[u32],
+    ours: Option<&[u32]>,
     changes: Vec<Resolution>,
 ) {
     for c in changes {
@@ -516,14 +523,12 @@ pub(super) fn apply_l2(
         let old = hops.insert(c.addr, new);
         match (&c.state, old.flatten()) {
             (Resolved::Ready { mac, ifindex, .. }, prev) => {
-                if !ours.contains(ifindex) {
-                    // Without `vlans` frames are redirected there, and that
-                    // interface's driver must accept XDP redirects (native:
-                    // ndo_xdp_xmit); with them it is the VLAN's interface,
-                    // and frames leave tagged through the trunk.
+                if ours.is_some_and(|ours| !ours.contains(ifindex)) {
+                    // Frames are redirected there; that interface's driver
+                    // must accept XDP redirects (native: ndo_xdp_xmit).
                     warn!(
                         ifindex,
-                        "real's route leaves through an interface vc5d is not attached to (frames are redirected there, or with `vlans` sent tagged through the trunk)"
+                        "real is reached through an interface vc5d is not attached to"
                     );
                 }
                 if prev.is_some_and(|p| p.l2.mac != *mac) {
