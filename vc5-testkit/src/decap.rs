@@ -35,13 +35,13 @@
 //! SIGINT ends it cleanly.
 
 use crate::netns::Netns;
+use crate::tool::{Tool, ToolStats, cvt, ip_cmd, signal_fd};
 use serde_json::{Value, json};
 use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An encapsulation `vc5-decap` takes apart.
@@ -302,18 +302,12 @@ impl DecapStats {
 
     /// Reads a stats file.
     pub fn read(path: &Path) -> io::Result<DecapStats> {
-        let text = fs::read_to_string(path)?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        DecapStats::from_json(&v)
+        crate::tool::read_stats(path)
     }
 
     /// Writes a stats file atomically (a temporary file renamed over it).
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        fs::write(&tmp, format!("{}\n", self.to_json()))?;
-        fs::rename(&tmp, path)
+        crate::tool::write_stats(path, &self.to_json())
     }
 }
 
@@ -393,212 +387,42 @@ impl DecapOptions {
         }
         a
     }
+}
 
-    fn program_path(&self) -> io::Result<PathBuf> {
-        if let Some(p) = &self.program {
-            return Ok(p.clone());
-        }
-        if let Some(p) = std::env::var_os("VC5_DECAP") {
-            return Ok(p.into());
-        }
-        let exe = std::env::current_exe()?;
-        let dir = exe
-            .parent()
-            .ok_or_else(|| io::Error::other("executable has no directory"))?;
-        for d in [Some(dir), dir.parent()].into_iter().flatten() {
-            let p = d.join("vc5-decap");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "no vc5-decap beside {} (build it with `cargo build -p vc5-testkit --bin vc5-decap`, or set $VC5_DECAP)",
-                exe.display()
-            ),
-        ))
+/// A `vc5-decap` running in a namespace ([`Tool`]: counters, `wait_for`,
+/// `stop`); stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
+pub type Decap = Tool<DecapStats>;
+
+impl ToolStats for DecapStats {
+    const PROGRAM: &'static str = "vc5-decap";
+    const ENV: &'static str = "VC5_DECAP";
+
+    fn from_json(v: &Value) -> io::Result<Self> {
+        DecapStats::from_json(v)
+    }
+
+    fn ready(&self) -> bool {
+        self.ready
     }
 }
 
-/// A `vc5-decap` running in a namespace; stopped (SIGTERM, then SIGKILL
-/// after 5 s) when dropped.
-#[derive(Debug)]
-pub struct Decap {
-    child: Option<Child>,
-    dir: PathBuf,
-    stats: PathBuf,
-    ns: String,
-}
-
-static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-impl Decap {
+impl Tool<DecapStats> {
     /// Starts `vc5-decap` in `ns` and waits (10 s at most) until it is
     /// receiving. Its stats file and log live in a directory of its own
     /// under the temporary directory, removed when it stops.
     pub fn start(ns: &Netns, opts: &DecapOptions) -> io::Result<Decap> {
-        Decap::start_in(ns.name(), opts)
+        Self::start_in(ns.name(), opts)
     }
 
-    /// [`Decap::start`] in the network namespace named `ns` (`ip netns`),
+    /// [`Tool::start`] in the network namespace named `ns` (`ip netns`),
     /// e.g. a lab node's.
     pub fn start_in(ns: &str, opts: &DecapOptions) -> io::Result<Decap> {
-        let program = opts.program_path()?;
-        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vc5-decap-{}-{n}", std::process::id()));
-        fs::create_dir_all(&dir)?;
-        let stats = dir.join("stats.json");
-        let log = fs::File::create(dir.join("log"))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(&program)
-            .args(opts.args())
-            .arg("--stats")
-            .arg(&stats)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
-        let mut d = Decap {
-            child: Some(child),
-            dir,
-            stats,
-            ns: ns.to_string(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(s) = DecapStats::read(&d.stats)
-                && s.ready
-            {
-                return Ok(d);
-            }
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(io::Error::other(format!(
-                    "vc5-decap in {} exited ({st}) before it was ready: {}",
-                    d.ns,
-                    d.log()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("vc5-decap in {} not ready in 10 s: {}", d.ns, d.log()),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// What it printed so far (stdout and stderr).
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    /// The stats file it writes.
-    pub fn stats_path(&self) -> &Path {
-        &self.stats
-    }
-
-    /// Its counters as last written (within 50 ms of a change).
-    pub fn stats(&self) -> io::Result<DecapStats> {
-        DecapStats::read(&self.stats)
-    }
-
-    /// Polls its counters (every 5 ms) until `done` holds, for `timeout` at
-    /// most; on a timeout, an error that shows the last counters read and
-    /// its log.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        mut done: impl FnMut(&DecapStats) -> bool,
-    ) -> io::Result<DecapStats> {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            match self.stats() {
-                Ok(s) if done(&s) => return Ok(s),
-                Ok(s) => last = Some(s),
-                Err(e) if last.is_none() && Instant::now() > deadline => return Err(e),
-                Err(_) => {}
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "vc5-decap's counters did not get there in {timeout:?}: {last:?}\n{}",
-                        self.log()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Stops it with SIGTERM and returns its final counters; an error if it
-    /// did not exit with status 0 within 5 s.
-    pub fn stop(mut self) -> io::Result<DecapStats> {
-        let status = self.terminate()?;
-        let stats = self.stats();
-        if !status.success() {
-            return Err(io::Error::other(format!(
-                "vc5-decap exited with {status}: {}",
-                self.log()
-            )));
-        }
-        stats
-    }
-
-    fn terminate(&mut self) -> io::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            return Err(io::Error::other("already stopped"));
-        };
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(st) = child.try_wait()? {
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let st = child.wait()?;
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("vc5-decap ignored SIGTERM for 5 s (killed: {st})"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Decap {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.terminate();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        Tool::spawn_in(ns, opts.program.as_deref(), opts.args())
     }
 }
 
 // ---------------------------------------------------------------------------
 // The tool itself (`vc5-decap`'s main).
-
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
 
 /// Where a socket's packets come from.
 struct Source {
@@ -709,29 +533,6 @@ fn open_tun(name: &str) -> io::Result<fs::File> {
     cvt(unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) })
         .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")))?;
     Ok(f)
-}
-
-fn ip_cmd(args: &[&str]) -> io::Result<()> {
-    crate::netns::run(std::process::Command::new("ip").args(args)).map(|_| ())
-}
-
-/// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them.
-fn signal_fd() -> io::Result<OwnedFd> {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t; the signals are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-    }
-    // SAFETY: blocks these signals for this (single-threaded) process.
-    cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
-    // SAFETY: signalfd with a valid set, a new descriptor.
-    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
-    // SAFETY: fd is the signalfd just made, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Runs `vc5-decap` until SIGTERM, SIGINT or SIGHUP: sets up the TUN device

@@ -37,6 +37,7 @@ pub mod flowsync;
 pub mod lab;
 pub mod netns;
 pub mod rng;
+pub mod tool;
 pub mod vlan_relay;
 pub mod xdp;
 
