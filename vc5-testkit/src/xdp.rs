@@ -287,3 +287,18 @@ pub fn pin_to_cpu(cpu: usize) {
         );
     }
 }
+
+/// Runs `dp`'s program once on `input` with BPF_PROG_TEST_RUN: its verdict
+/// and the frame it leaves (room for 256 bytes of growth: encapsulation,
+/// tags, ICMP answers). Panics if the kernel refuses the run.
+pub fn test_run(dp: &mut vc5_xdp::DataPlane, input: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; input.len() + 256];
+    let prog = dp.xdp().expect("the XDP program");
+    use aya::programs::TestRun;
+    let mut opts = aya::programs::TestRunOptions::new();
+    opts.data_in = Some(input);
+    opts.data_out = Some(&mut out);
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}

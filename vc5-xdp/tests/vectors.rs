@@ -116,14 +116,7 @@ impl Env {
     }
 
     fn run(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; input.len() + 256];
-        let prog = self.dp.xdp().unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(input);
-        opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        vc5_testkit::xdp::test_run(&mut self.dp, input)
     }
 
     /// The real (1-based, as in `real_mac`) the table picks for a flow.

@@ -9,7 +9,6 @@
 //! the tunnels' RFCs, with every checksum summed over the whole packet,
 //! independently of the program (and of tests/tunnels.rs's builders).
 
-use aya::programs::{TestRun, TestRunOptions};
 use std::net::IpAddr;
 use vc5_testkit::xdp::*;
 use vc5_xdp::dataplane::{TCP, UDP};
@@ -161,14 +160,7 @@ impl Env {
     }
 
     fn run(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; input.len() + 256];
-        let prog = self.dp.xdp().unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(input);
-        opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        vc5_testkit::xdp::test_run(&mut self.dp, input)
     }
 
     fn count(&self, reason: Reason) -> u64 {

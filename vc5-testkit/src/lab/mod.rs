@@ -424,45 +424,37 @@ impl Lab {
         Ok(())
     }
 
-    /// The switch with its bridge, and every veth pair, each end created directly in its
+    /// The switch with its bridges, and every veth pair, each end created directly in its
     /// namespace so that none ever appears in the host's.
     fn build_links(&self) -> Result<()> {
-        let mut sw = String::from(
-            "ip link add br0 type bridge stp_state 0 mcast_snooping 0\nip link set br0 up\n",
-        );
-        let on_lan = self.nodes.iter();
-        for node in on_lan.filter(|n| {
+        let mut sw = bridge("br0");
+        let on_lan = self.nodes.iter().filter(|n| {
             !matches!(
                 n.kind,
                 Kind::Switch | Kind::Client | Kind::Remote | Kind::VlanReal
             )
-        }) {
-            sw += &format!(
-                "ip link add {port} type veth peer name eth0 address {mac} netns {ns}\n\
-                 ip link set {port} master br0 up\n\
-                 ethtool -K {port} tx off >/dev/null\n",
-                port = node.name,
-                mac = vc5_xdp::netlink::format_mac(&lan_mac(node.host)),
-                ns = node.ns,
+        });
+        for node in on_lan {
+            sw += &bridge_port(
+                &node.name,
+                "eth0",
+                Some(lan_mac(node.host)),
+                Some(&node.ns),
+                "br0",
             );
         }
         if self.opts.remote_reals > 0 {
-            sw += &format!(
-                "ip link add br1 type bridge stp_state 0 mcast_snooping 0\nip link set br1 up\n\
-                 ip link add router3 type veth peer name eth2 address {mac} netns {ns}\n\
-                 ip link set router3 master br1 up\nethtool -K router3 tx off >/dev/null\n",
-                mac = vc5_xdp::netlink::format_mac(&remote_mac(1)),
-                ns = self.ns("router"),
+            sw += &bridge("br1");
+            sw += &bridge_port(
+                "router3",
+                "eth2",
+                Some(remote_mac(1)),
+                Some(&self.ns("router")),
+                "br1",
             );
             for node in self.nodes.iter().filter(|n| n.kind == Kind::Remote) {
-                sw += &format!(
-                    "ip link add {port} type veth peer name eth0 address {mac} netns {ns}\n\
-                     ip link set {port} master br1 up\n\
-                     ethtool -K {port} tx off >/dev/null\n",
-                    port = node.name,
-                    mac = vc5_xdp::netlink::format_mac(&remote_mac(node.host)),
-                    ns = node.ns,
-                );
+                let mac = Some(remote_mac(node.host));
+                sw += &bridge_port(&node.name, "eth0", mac, Some(&node.ns), "br1");
             }
         }
         if self.opts.vlan_reals > 0 {
@@ -483,51 +475,31 @@ impl Lab {
     }
 
     /// The switch's side of the VLANs: bridges br10 and br20, the relay's trunk end on
-    /// br0 and access ends on them, the VLAN reals' ports, the router's legs and every load
-    /// balancer's stand-ins (their relay side stays in the load balancer).
+    /// br0 and access ends on them, the router's legs and the VLAN reals' ports (each load
+    /// balancer's stand-ins and relay side are its own, in `node_script`).
     fn vlan_links(&self) -> String {
         let mut sw = String::new();
-        let veth = |port: &str, peer: &str, mac: Option<[u8; 6]>, ns: Option<&str>, br: &str| {
-            let mac = mac.map_or(String::new(), |m| {
-                format!(" address {}", vc5_xdp::netlink::format_mac(&m))
-            });
-            let ns = ns.map_or(String::new(), |n| format!(" netns {n}"));
-            format!(
-                "ip link add {port} type veth peer name {peer}{mac}{ns}\n\
-                 ip link set {port} master {br} up\nethtool -K {port} tx off >/dev/null\n"
-            )
-        };
         for v in VLANS {
-            sw += &format!(
-                "ip link add br{v} type bridge stp_state 0 mcast_snooping 0\nip link set br{v} up\n"
-            );
-            sw += &veth(
-                &format!("acc{v}p"),
-                &format!("acc{v}"),
-                None,
-                None,
-                &format!("br{v}"),
-            );
+            let br = format!("br{v}");
+            sw += &bridge(&br);
+            sw += &bridge_port(&format!("acc{v}p"), &format!("acc{v}"), None, None, &br);
             sw += &format!("ip link set acc{v} up\nethtool -K acc{v} tx off >/dev/null\n");
-            sw += &veth(
+            let router = Some(self.ns("router"));
+            let leg = Some(vlan_mac(v, 1));
+            sw += &bridge_port(
                 &format!("router-{v}"),
                 &format!("vlan{v}"),
-                Some(vlan_mac(v, 1)),
-                Some(&self.ns("router")),
-                &format!("br{v}"),
+                leg,
+                router.as_deref(),
+                &br,
             );
         }
-        sw += &veth("trunkp", "trunk0", None, None, "br0");
+        sw += &bridge_port("trunkp", "trunk0", None, None, "br0");
         sw += "ip link set trunk0 up\nethtool -K trunk0 tx off >/dev/null\n";
         for node in self.nodes.iter().filter(|n| n.kind == Kind::VlanReal) {
             let v = vlan_of_host(node.host);
-            sw += &veth(
-                &node.name,
-                "eth0",
-                Some(vlan_mac(v, node.host)),
-                Some(&node.ns),
-                &format!("br{v}"),
-            );
+            let mac = Some(vlan_mac(v, node.host));
+            sw += &bridge_port(&node.name, "eth0", mac, Some(&node.ns), &format!("br{v}"));
         }
         sw
     }
@@ -600,22 +572,6 @@ impl Lab {
                     }
                 }
             }
-            Kind::VlanReal => {
-                let v = vlan_of_host(node.host);
-                s += &format!(
-                    "{}ip route add default via {}\nip -6 route add default via {}\n\
-                     ip addr add {}/32 dev lo\nip -6 addr add {}/128 dev lo\n\
-                     sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
-                     net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_announce=2 \
-                     net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-                     net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0\n",
-                    iface("eth0", v4, v6),
-                    vlan_net4(v, 1),
-                    vlan_net6(v, 1),
-                    self.vip4,
-                    self.vip6,
-                );
-            }
             Kind::Remote => {
                 // No VIP on lo: vc5-decap puts them on its TUN device.
                 let (gw4, gw6) = (remote_net4(1), remote_net6(1));
@@ -624,7 +580,15 @@ impl Lab {
                     iface("eth0", v4, v6),
                 );
             }
-            Kind::Real => {
+            Kind::Real | Kind::VlanReal => {
+                // A VLAN real's gateway is the router's leg on its VLAN.
+                let (gw4, gw6) = match node.kind {
+                    Kind::VlanReal => {
+                        let v = vlan_of_host(node.host);
+                        (vlan_net4(v, 1), vlan_net6(v, 1))
+                    }
+                    _ => (gw4, gw6),
+                };
                 // The VIP on lo makes the real accept the frames a load balancer sends it;
                 // arp_ignore/arp_announce stop it answering ARP for the VIP or using the VIP
                 // as an ARP source, which would steal the VIP from the load balancer.

@@ -95,6 +95,30 @@ pub(super) fn hex_like(host: u8) -> u16 {
     u16::from_str_radix(&host.to_string(), 16).expect("decimal digits are hex digits")
 }
 
+/// Lines that make a bridge in the switch, without STP or multicast snooping.
+pub(super) fn bridge(name: &str) -> String {
+    format!("ip link add {name} type bridge stp_state 0 mcast_snooping 0\nip link set {name} up\n")
+}
+
+/// Lines that make a veth pair in the switch: `port` on bridge `br` (TX offload off, see
+/// the module docs), its peer `peer` with `mac` in namespace `ns` (else beside it).
+pub(super) fn bridge_port(
+    port: &str,
+    peer: &str,
+    mac: Option<[u8; 6]>,
+    ns: Option<&str>,
+    br: &str,
+) -> String {
+    let mac = mac.map_or(String::new(), |m| {
+        format!(" address {}", vc5_xdp::netlink::format_mac(&m))
+    });
+    let ns = ns.map_or(String::new(), |n| format!(" netns {n}"));
+    format!(
+        "ip link add {port} type veth peer name {peer}{mac}{ns}\n\
+         ip link set {port} master {br} up\nethtool -K {port} tx off >/dev/null\n"
+    )
+}
+
 /// Lines that configure one interface: TX checksum offload off (see the module docs),
 /// addresses (IPv6 without DAD), up.
 pub(super) fn iface(dev: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> String {
