@@ -180,20 +180,26 @@ pub fn ether(
     f
 }
 
-fn csum(data: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        s += w as u32;
-    }
+/// The 16-bit big-endian words of `data` summed (an odd last byte padded
+/// with zero), unfolded: the tests' own Internet checksum arithmetic, apart
+/// from the code under test.
+pub fn ones_sum(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// `s` folded to 16 bits in one's complement (not inverted: the
+/// checksum field is its complement).
+pub fn ones_fold(mut s: u32) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
-    !(s as u16)
+    s as u16
+}
+
+fn csum(data: &[u8]) -> u16 {
+    !ones_fold(ones_sum(data))
 }
 
 /// An IPv4 or IPv6 packet carrying `l4`.

@@ -60,17 +60,11 @@ fn mac_str(m: Mac) -> String {
 
 // --- frames --------------------------------------------------------------
 
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
+use vc5_testkit::xdp::{ones_fold, ones_sum as sum};
 
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
+/// The checksum field for a folded sum: its complement.
+fn fold(s: u32) -> u16 {
+    !ones_fold(s)
 }
 
 fn eth(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {

@@ -128,18 +128,7 @@ impl Env {
 
 // ---- checksums, computed the long way ----
 
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
+use vc5_testkit::xdp::{ones_fold as fold, ones_sum as sum};
 
 /// The pseudo-header's sum for an upper-layer packet of `len` bytes.
 fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {

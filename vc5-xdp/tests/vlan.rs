@@ -174,18 +174,7 @@ fn be16(v: u16) -> [u8; 2] {
     v.to_be_bytes()
 }
 
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
+use vc5_testkit::xdp::{ones_fold as fold, ones_sum as sum};
 
 fn octets(a: IpAddr) -> Vec<u8> {
     match a {
