@@ -298,8 +298,16 @@ pub fn pin_to_cpu(cpu: usize) {
 /// and the frame it leaves (room for 256 bytes of growth: encapsulation,
 /// tags, ICMP answers). Panics if the kernel refuses the run.
 pub fn test_run(dp: &mut vc5_xdp::DataPlane, input: &[u8]) -> (u32, Vec<u8>) {
+    run_prog(dp.xdp().expect("the XDP program"), input)
+}
+
+/// [`test_run`] with another program of the object (`vc5_probe`, say).
+pub fn test_run_named(dp: &mut vc5_xdp::DataPlane, name: &str, input: &[u8]) -> (u32, Vec<u8>) {
+    run_prog(dp.xdp_named(name).expect("the XDP program"), input)
+}
+
+fn run_prog(prog: &mut aya::programs::Xdp, input: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; input.len() + 256];
-    let prog = dp.xdp().expect("the XDP program");
     use aya::programs::TestRun;
     let mut opts = aya::programs::TestRunOptions::new();
     opts.data_in = Some(input);

@@ -110,6 +110,24 @@
 #define VC5_TUNNEL_FOU 3  /* outer IP, UDP, then the packet (Linux FOU) */
 #define VC5_TUNNEL_GUE 4  /* outer IP, UDP, a 4-byte GUE header (variant 0) */
 
+/* Probes through the VIP (probe.h): the NAT prefixes, which exist only
+ * inside vc5d's probe namespace (RFC 2544's benchmarking range and a ULA),
+ * with the pair's index in the low 16 bits, and how many pairs there are. */
+#define VC5_PROBE_NAT4 0xc6130000 /* 198.19.0.0/16, host order */
+#define VC5_PROBE_NAT6_W0 0xfd766335 /* fd76:6335:7072:1::/64, host order */
+#define VC5_PROBE_NAT6_W1 0x70720001
+#define VC5_MAX_PROBES 65536
+#define VC5_PROBE_REPLIES 65536
+
+/* Why a probe packet got its verdict; index of probe_stats. */
+enum vc5_probe_reason {
+	VC5_PROBE_SENT = 0,    /* a probe sent to its real */
+	VC5_PROBE_REPLY,       /* a reply handed to the probe namespace */
+	VC5_PROBE_NO_WAY,      /* to a NAT address with no usable way (or none) */
+	VC5_PROBE_NOT_PROBE,   /* from the namespace, but not TCP/UDP to a NAT address */
+	VC5_PROBE_REASONS,
+};
+
 /* What an ICMP "too big" answer quotes of the packet that did not fit, at
  * most: its IP header and the start of its TCP/UDP header are all a
  * client's stack needs to find the socket. A multiple of 4 (checksums are

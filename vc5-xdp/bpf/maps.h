@@ -182,4 +182,37 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } service_drops SEC(".maps");
 
+/* Probes through the VIP (probe.h, shared.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vc5_probe_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probe_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VC5_MAX_PROBES);
+	__type(key, __u32);
+	__type(value, struct vc5_probe);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VC5_PROBE_REPLIES);
+	__type(key, struct vc5_probe_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probe_replies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VC5_PROBE_REASONS);
+	__type(key, __u32);
+	__type(value, struct vc5_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probe_stats SEC(".maps");
+
 #endif

@@ -238,6 +238,46 @@ struct vc5_backend_stats {
 	__u64 new_flows;
 };
 
+/* Probes through the VIP (probe.h). vc5d's health checks of a real "via
+ * the VIP" leave a network namespace of vc5d's own through a veth pair,
+ * addressed to a NAT address that names one (VIP, real) pair: IPv4
+ * VC5_PROBE_NAT4 + index, IPv6 VC5_PROBE_NAT6 + index. */
+
+/* probe_cfg[0]: the probe namespace as vc5d set it up (ifindex 0: none). */
+struct vc5_probe_cfg {
+	__u32 ifindex;   /* the veth's host end: where replies go */
+	__u32 trunk;     /* egress of a probe whose way says "the ingress" (ifindex 0) */
+	__u8 ns_mac[6];  /* the namespace end's MAC: replies' destination */
+	__u8 host_mac[6]; /* the host end's MAC: replies' source */
+	__u32 src4;      /* this host's IPv4 address probes leave from (0: none) */
+	__u32 ns4;       /* the namespace's IPv4 address: replies' destination */
+	__u8 src6[16];   /* this host's IPv6 address probes leave from (::: none) */
+	__u8 ns6[16];    /* the namespace's IPv6 address */
+	__u32 _pad;
+};
+
+/* probes[index]: the pair a NAT address names: the VIP the probe is
+ * addressed to, and the way to the real exactly as its clients' packets
+ * take it (MACs, VLAN, tunnel), written whether or not the real is in
+ * service (way.flags has VC5_BACKEND_USABLE while the way is known), so
+ * that a failed real's probes still reach it and can see it recover. */
+struct vc5_probe {
+	struct vc5_backend way;
+	__u8 vip[16]; /* IPv4 as ::ffff:a.b.c.d */
+};
+
+/* probe_replies: a probe's reply as it comes back, VIP:port to this
+ * host's address:port, to the index of the pair whose NAT address the
+ * namespace's socket talks to. Probe sockets bind distinct local ports, so
+ * (VIP, port, local port, protocol) names one socket. */
+struct vc5_probe_key {
+	__u8 vip[16];
+	__u16 vport; /* network order */
+	__u16 lport; /* network order */
+	__u8 proto;
+	__u8 _pad[3];
+};
+
 /* The ABI, pinned: the size and field offsets of every struct above, the
  * same numbers as the assertions at the end of maps.rs. A change here must
  * change both, and is a change of the pinned maps' layout (see the comment
@@ -385,6 +425,28 @@ VC5_ABI_AT(vc5_cpu_state, deep, 28);
 VC5_ABI_SIZE(vc5_counter, 16);
 VC5_ABI_AT(vc5_counter, packets, 0);
 VC5_ABI_AT(vc5_counter, bytes, 8);
+
+VC5_ABI_SIZE(vc5_probe_cfg, 64);
+VC5_ABI_AT(vc5_probe_cfg, ifindex, 0);
+VC5_ABI_AT(vc5_probe_cfg, trunk, 4);
+VC5_ABI_AT(vc5_probe_cfg, ns_mac, 8);
+VC5_ABI_AT(vc5_probe_cfg, host_mac, 14);
+VC5_ABI_AT(vc5_probe_cfg, src4, 20);
+VC5_ABI_AT(vc5_probe_cfg, ns4, 24);
+VC5_ABI_AT(vc5_probe_cfg, src6, 28);
+VC5_ABI_AT(vc5_probe_cfg, ns6, 44);
+VC5_ABI_AT(vc5_probe_cfg, _pad, 60);
+
+VC5_ABI_SIZE(vc5_probe, 80);
+VC5_ABI_AT(vc5_probe, way, 0);
+VC5_ABI_AT(vc5_probe, vip, 64);
+
+VC5_ABI_SIZE(vc5_probe_key, 24);
+VC5_ABI_AT(vc5_probe_key, vip, 0);
+VC5_ABI_AT(vc5_probe_key, vport, 16);
+VC5_ABI_AT(vc5_probe_key, lport, 18);
+VC5_ABI_AT(vc5_probe_key, proto, 20);
+VC5_ABI_AT(vc5_probe_key, _pad, 21);
 
 VC5_ABI_SIZE(vc5_backend_stats, 24);
 VC5_ABI_AT(vc5_backend_stats, packets, 0);

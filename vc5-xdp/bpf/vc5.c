@@ -494,6 +494,23 @@ static __always_inline void vc5_mark_moved(struct vc5_table *t, __u32 k)
 
 #include "vlan.h"
 #include "tunnel.h"
+#include "probe.h"
+
+/* Gives the frame b's way to its real: a tunnel (tunnel.h), a VLAN tag
+ * (vlan.h), or new MACs. -1 when the frame is ready to leave, else the
+ * verdict (answered or dropped, and counted). */
+static __always_inline int vc5_deliver(struct xdp_md *ctx, struct ethhdr *eth,
+				       const struct vc5_pkt *p, const struct vc5_backend *b,
+				       __u32 h, __u64 bytes)
+{
+	if (b->tunnel)
+		return vc5_encap(ctx, p, b, h, bytes);
+	if (b->flags & VC5_BACKEND_VLAN)
+		return vc5_retag(ctx, p, b, bytes);
+	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, b->src_mac, ETH_ALEN);
+	return -1;
+}
 
 /* Steers a packet of a service. A bucket is clean when neither its moved
  * mark nor its peer_moved mark is set: then every flow of the bucket, ours
@@ -524,8 +541,14 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 
 	svc = vc5_find(&p->svc, p->dfold, &now, &limit);
 
-	if (!svc || !svc->service)
+	if (!svc || !svc->service) {
+		/* Not a VIP: it may be a real's answer to a probe (probe.h). */
+		int v = svc ? -1 : vc5_probe_reply(ctx, p, bytes);
+
+		if (v >= 0)
+			return v;
 		return vc5_count(VC5_PASS_NOT_VIP, bytes, XDP_PASS);
+	}
 	s = svc->service;
 	t = bpf_map_lookup_elem(&tables, &s);
 	if (!t)
@@ -674,19 +697,11 @@ cache:
 emit:
 	if (!b)
 		return XDP_ABORTED; /* unreachable; keeps the verifier sure */
-	if (b->tunnel) {
-		int v = vc5_encap(ctx, p, b, h, bytes);
+	{
+		int v = vc5_deliver(ctx, eth, p, b, h, bytes);
 
 		if (v >= 0)
 			return v; /* answered or dropped, and counted */
-	} else if (b->flags & VC5_BACKEND_VLAN) {
-		int v = vc5_retag(ctx, p, b, bytes);
-
-		if (v >= 0)
-			return v; /* dropped, and counted */
-	} else {
-		__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, b->src_mac, ETH_ALEN);
 	}
 	bs = bpf_map_lookup_elem(&backend_stats, &bi);
 	if (bs) {
@@ -954,6 +969,51 @@ SEC("xdp")
 int vc5_xdp(struct xdp_md *ctx)
 {
 	return vc5_main(ctx);
+}
+
+/* On the host end of vc5d's probe veth (probe.h): a probe from the
+ * namespace to a NAT address leaves as a client's packet to the pair's VIP,
+ * by the way to its real. Anything else from the namespace is dropped. */
+SEC("xdp")
+int vc5_probe(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct vc5_probe_cfg *cfg;
+	struct vc5_pkt p = {};
+	struct vc5_probe *pr;
+	struct ethhdr *eth;
+	__u32 zero = 0, h;
+	int v;
+
+	cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+	if (!cfg)
+		return XDP_DROP;
+	pr = vc5_probe_out(ctx, &p, cfg, bytes);
+	if (!pr)
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+	/* Entropy for a FOU/GUE source port: the probe's ports. */
+	h = p.v6 ? ((__u32)p.f6.sport << 16 | p.f6.dport) : ((__u32)p.f4.sport << 16 | p.f4.dport);
+	h *= 0x9e3779b1;
+	v = vc5_deliver(ctx, eth, &p, &pr->way, h, bytes);
+	if (v >= 0)
+		return v;
+	return vc5_probe_count(VC5_PROBE_SENT, bytes,
+			       bpf_redirect(pr->way.ifindex ? pr->way.ifindex : cfg->trunk, 0));
+}
+
+/* On the namespace end of the probe veth: a program there is what lets
+ * the main program redirect replies into the veth in native mode. */
+SEC("xdp")
+int vc5_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 #ifdef VC5_BENCH

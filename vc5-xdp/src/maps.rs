@@ -496,6 +496,57 @@ pub struct BackendStats {
     pub new_flows: u64,
 }
 
+/// `probe_cfg[0]`: vc5d's probe namespace (see `bpf/probe.h`); IPv4
+/// addresses in network byte order, IPv6 as on the wire.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeCfg {
+    /// The probe veth's host end (0: probes are off).
+    pub ifindex: u32,
+    /// Where a probe leaves when its way names no interface.
+    pub trunk: u32,
+    pub ns_mac: [u8; 6],
+    pub host_mac: [u8; 6],
+    /// This host's address probes to IPv4 VIPs leave from (0: none).
+    pub src4: u32,
+    /// The namespace's own IPv4 address.
+    pub ns4: u32,
+    pub src6: [u8; 16],
+    pub ns6: [u8; 16],
+    pub _pad: u32,
+}
+
+/// `probes[index]`: the (VIP, real) pair a NAT address names.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The way to the real, as its clients' packets take it; flags has
+    /// [`BACKEND_USABLE`] while it is known, whatever the real's health.
+    pub way: Backend,
+    /// The VIP, as [`addr16`].
+    pub vip: [u8; 16],
+}
+
+/// Key of `probe_replies`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    pub vip: [u8; 16],
+    pub vport: u16,
+    pub lport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `probe_stats` indexes (`enum vc5_probe_reason`).
+pub const PROBE_SENT: u32 = 0;
+pub const PROBE_REPLY: u32 = 1;
+pub const PROBE_NO_WAY: u32 = 2;
+pub const PROBE_NOT_PROBE: u32 = 3;
+pub const PROBE_REASONS: u32 = 4;
+/// Pairs a NAT address can name (`VC5_MAX_PROBES`); index 0 is never used.
+pub const MAX_PROBES: u32 = 65536;
+
 // The ABI, pinned: the size and field offsets of every mirror, the same
 // numbers as the VC5_ABI_SIZE / VC5_ABI_AT assertions at the end of
 // bpf/shared.h. A change here must change both, and is a change of the
@@ -542,6 +593,29 @@ abi!(
     vlan = 58,
     tunnel = 60,
     _pad = 61
+);
+abi!(
+    ProbeCfg,
+    64,
+    ifindex = 0,
+    trunk = 4,
+    ns_mac = 8,
+    host_mac = 14,
+    src4 = 20,
+    ns4 = 24,
+    src6 = 28,
+    ns6 = 44,
+    _pad = 60
+);
+abi!(Probe, 80, way = 0, vip = 64);
+abi!(
+    ProbeKey,
+    24,
+    vip = 0,
+    vport = 16,
+    lport = 18,
+    proto = 20,
+    _pad = 21
 );
 abi!(Flow4, 12, saddr = 0, daddr = 4, sport = 8, dport = 10);
 abi!(Flow6, 36, saddr = 0, daddr = 16, sport = 32, dport = 34);
@@ -638,6 +712,9 @@ macro_rules! pod {
 }
 
 pod!(
+    ProbeCfg,
+    Probe,
+    ProbeKey,
     Settings,
     CpuState,
     SvcKey,

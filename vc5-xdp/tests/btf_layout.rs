@@ -112,6 +112,13 @@ fn mirrors() -> Vec<(&'static str, usize, Members<&'static str>)> {
                 _pad
             ]
         ),
+        layout!(
+            "vc5_probe_cfg",
+            ProbeCfg,
+            [ifindex, trunk, ns_mac, host_mac, src4, ns4, src6, ns6, _pad]
+        ),
+        layout!("vc5_probe", Probe, [way, vip]),
+        layout!("vc5_probe_key", ProbeKey, [vip, vport, lport, proto, _pad]),
         layout!("vc5_flow4", Flow4, [saddr, daddr, sport, dport]),
         layout!("vc5_flow6", Flow6, [saddr, daddr, sport, dport]),
         layout!("vc5_flow", Flow, [backend, seen]),

@@ -51,7 +51,7 @@ pub(super) type KeyValue = (usize, usize);
 /// What a pinned map must look like to be re-used by this build: name,
 /// type and, where they mean something, key and value sizes (a ring
 /// buffer has neither).
-pub(super) fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 20] {
+pub(super) fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 24] {
     use std::mem::size_of;
     let array = |v: usize| Some((4, v));
     let flows4 = Some((size_of::<Flow4>(), size_of::<Flow>()));
@@ -99,6 +99,14 @@ pub(super) fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 20]
             MapType::PerCpuArray,
             array(size_of::<CpuState>()),
         ),
+        ("probe_cfg", MapType::Array, array(size_of::<ProbeCfg>())),
+        ("probes", MapType::Array, array(size_of::<Probe>())),
+        (
+            "probe_replies",
+            MapType::LruHash,
+            Some((size_of::<ProbeKey>(), size_of::<u32>())),
+        ),
+        ("probe_stats", MapType::PerCpuArray, array(size_of::<Counter>())),
     ]
 }
 
@@ -270,6 +278,9 @@ impl DataPlane {
             sync_status: take(&mut ebpf, "sync_status")?,
             flow_events_lost: take(&mut ebpf, "flow_events_lost")?,
             cpu_state: take(&mut ebpf, "cpu_state")?,
+            probe_cfg: take(&mut ebpf, "probe_cfg")?,
+            probes: take(&mut ebpf, "probes")?,
+            probe_stats: take(&mut ebpf, "probe_stats")?,
         };
         // The sizes in force are those of the (possibly older) pinned maps.
         let sizes = MapSizes {
@@ -290,6 +301,8 @@ impl DataPlane {
             service_ids: Ids::new(sizes.services.min(u16::MAX as u32 + 1)),
             vip_ids: Ids::new(u16::MAX as u32 + 1),
             backend_ids: Ids::new(sizes.backends.min(u16::MAX as u32 + 1)),
+            probes: HashMap::new(),
+            probes_synced: false,
             retired: HashMap::new(),
             moved_since: HashMap::new(),
             moved_at: HashMap::new(),

@@ -20,11 +20,16 @@
 mod counters;
 mod flows;
 mod load;
+mod probes;
 mod program;
 mod sweep;
 
 pub use counters::{RealStats, ServiceStats, Stats};
 pub use load::Attached;
+pub use probes::{
+    NAT4_PREFIX, NAT6_PREFIX, PASS_PROGRAM, PROBE_NS4, PROBE_NS6, PROBE_PROGRAM, ProbeConfig,
+    ProbeSpec, nat_addr,
+};
 pub use sweep::{Sweep, SweepResult};
 
 use program::{Ids, SvcId, SvcState, backend16};
@@ -356,6 +361,9 @@ struct Maps {
     sync_status: Array<MapData, SyncStatus>,
     flow_events_lost: PerCpuArray<MapData, u64>,
     cpu_state: PerCpuArray<MapData, CpuState>,
+    probe_cfg: Array<MapData, ProbeCfg>,
+    probes: Array<MapData, Probe>,
+    probe_stats: PerCpuArray<MapData, Counter>,
 }
 
 /// The loaded program and its maps.
@@ -371,6 +379,10 @@ pub struct DataPlane {
     service_ids: Ids,
     vip_ids: Ids,
     backend_ids: Ids,
+    /// `probes` as last written, and whether it has been read back since
+    /// the program was opened (a previous vc5d's entries are cleared).
+    probes: HashMap<u16, Probe>,
+    probes_synced: bool,
     /// Counters of backends since freed, per service, so totals never fall.
     retired: HashMap<SvcId, BackendStats>,
     /// Buckets that moved since the last sweep began, per service.

@@ -76,6 +76,58 @@ pub(super) struct SvcState {
     pub(super) cands: Option<Vec<Candidate>>,
 }
 
+/// Fills `v` with the way to `real` by `forward` over `l2` (MACs,
+/// interface, VLAN, tunnel) and marks it usable; false, leaving the way
+/// fields unset, when there is none: no MAC yet, no outer source of the
+/// real's family for a tunnel, or a VID no tag can carry (warned about
+/// when `warn`). The backends of reals in service and the probes through
+/// the VIP ([`super::probes`]) take their ways from here alike.
+pub(super) fn fill_way(
+    v: &mut Backend,
+    forward: Forward,
+    real: IpAddr,
+    l2: Option<&L2>,
+    vip: IpAddr,
+    port: u16,
+    warn: bool,
+) -> bool {
+    let Some(l2) = l2 else { return false };
+    let (tunnel, tport) = forward.wire();
+    // A tunnel needs an outer source of the real's family.
+    let outer = match l2.src {
+        _ if tunnel == TUNNEL_NONE => true,
+        Some(src) => src.is_ipv6() == real.is_ipv6(),
+        None => false,
+    };
+    if l2.mac == [0; 6] || !outer {
+        return false;
+    }
+    if let Some(vid) = l2.vlan.filter(|vid| *vid > VLAN_MAX) {
+        if warn {
+            warn!("real {real} of {vip}:{port}: VLAN {vid} is not 0..={VLAN_MAX}; the real is unusable");
+        }
+        return false;
+    }
+    v.mac = l2.mac;
+    v.src_mac = l2.src_mac;
+    v.ifindex = l2.ifindex;
+    v.flags = BACKEND_USABLE;
+    if let Some(vid) = l2.vlan {
+        v.flags |= BACKEND_VLAN;
+        v.vlan = vid;
+    }
+    if tunnel != TUNNEL_NONE {
+        v.tunnel = tunnel;
+        v.tunnel_port = tport;
+        v.src_addr = l2.src.map(addr16).unwrap_or_default();
+        v.mtu = l2.mtu;
+        if real.is_ipv6() {
+            v.flags |= BACKEND_OUTER6;
+        }
+    }
+    true
+}
+
 /// A backend index as a flow table holds it (16 bits; 0 is no real).
 pub(super) fn backend16(b: u32) -> Result<u16, Error> {
     u16::try_from(b)
@@ -217,52 +269,13 @@ impl DataPlane {
                     epoch: old.epoch,
                     ..Backend::default()
                 };
-                let (tunnel, port) = spec.forward.wire();
-                // A tunnel needs an outer source of the real's family.
-                let outer = |l2: &L2| match l2.src {
-                    _ if tunnel == TUNNEL_NONE => true,
-                    Some(src) => src.is_ipv6() == r.addr.is_ipv6(),
-                    None => false,
-                };
-                // A VID no tag can carry: the real has no way to it.
-                let vlan_ok = |l2: &L2| match l2.vlan {
-                    Some(vid) if vid > VLAN_MAX => {
-                        warn!(
-                            "real {} of {}:{}: VLAN {vid} is not 0..={VLAN_MAX}; the real is unusable",
-                            r.addr, spec.vip, spec.port
-                        );
-                        false
-                    }
-                    _ => true,
-                };
-                let usable = match r.l2 {
-                    Some(l2)
-                        if r.mode != RealMode::Down
-                            && l2.mac != [0; 6]
-                            && outer(&l2)
-                            && vlan_ok(&l2) =>
-                    {
-                        v.mac = l2.mac;
-                        v.src_mac = l2.src_mac;
-                        v.ifindex = l2.ifindex;
-                        v.flags = BACKEND_USABLE;
-                        if let Some(vid) = l2.vlan {
-                            v.flags |= BACKEND_VLAN;
-                            v.vlan = vid;
-                        }
-                        if tunnel != TUNNEL_NONE {
-                            v.tunnel = tunnel;
-                            v.tunnel_port = port;
-                            v.src_addr = l2.src.map(addr16).unwrap_or_default();
-                            v.mtu = l2.mtu;
-                            if r.addr.is_ipv6() {
-                                v.flags |= BACKEND_OUTER6;
-                            }
-                        }
-                        true
-                    }
-                    _ => false,
-                };
+                // The way's fields only while the real may have packets.
+                let mut way = v;
+                let usable = r.mode != RealMode::Down
+                    && fill_way(&mut way, spec.forward, r.addr, r.l2.as_ref(), spec.vip, spec.port, true);
+                if usable {
+                    v = way;
+                }
                 if usable && r.mode == RealMode::Serve && r.weight > 0 {
                     cands.push(Candidate {
                         addr: r.addr,
