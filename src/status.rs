@@ -250,8 +250,13 @@ pub struct RealStatus {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckStatus {
-    /// e.g. `http:80`.
+    /// e.g. `http:80`; `NAME via VIP` for a check through one of its
+    /// service's several VIPs.
     pub name: String,
+    /// Where it probes: `real` (the real's own address) or `vip`.
+    pub probe: crate::config::ProbeVia,
+    /// The VIP a `probe: vip` check goes through.
+    pub via: Option<IpAddr>,
     pub passing: bool,
     /// Why the last attempt failed (`connection refused`, `HTTP 503`, …);
     /// empty when it passed.

@@ -25,6 +25,15 @@ pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
 /// How a service reaches its reals when `forward` is not given: layer-2 DSR,
 /// the original's only method.
 pub const DEFAULT_FORWARD: Forward = Forward::L2;
+/// Where a check goes when its `probe` is not given: the real's own address,
+/// as the checks of every configuration written before `probe` existed did.
+/// A probe through the VIP is the stronger check (it fails a real that lost
+/// the VIP, as its clients would find), but it needs the real's service to
+/// answer on the VIP at the check's port, which a health endpoint bound to
+/// the real's own address does not: turning it on for every existing check
+/// could take a whole fleet out of service on upgrade. So it is asked for,
+/// check by check (`probe: vip`).
+pub const DEFAULT_PROBE: ProbeVia = ProbeVia::Real;
 /// BGP hold time in seconds when `rhi.hold_time` is not given: the value RFC 4271
 /// suggests.
 pub const DEFAULT_HOLD_TIME: u16 = 90;
@@ -262,6 +271,25 @@ pub struct Real {
     pub disabled: bool,
 }
 
+/// Where a check's probes go (`probe` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeVia {
+    /// To the real's own address.
+    #[default]
+    Real,
+    /// To the service's VIP on the real, carried as the real's clients'
+    /// packets are (its MACs, VLAN and tunnel), from vc5d's probe
+    /// namespace: a real that lost the VIP fails. With several VIPs the
+    /// check goes through each and passes when every one does.
+    Vip,
+}
+
+impl ProbeVia {
+    /// The names the file may use.
+    pub const NAMES: [&'static str; 2] = ["real", "vip"];
+}
+
 /// A health check, run against every real of its service: what it does is
 /// vc5-health's own [`CheckKind`], defaults filled in from vc5-health's; the
 /// configuration adds only the name, the port and the timing.
@@ -283,6 +311,8 @@ pub struct Check {
     pub rise: u32,
     /// Consecutive failures that make a healthy real fail.
     pub fall: u32,
+    /// Where the probes go: the real's own address, or the VIP on it.
+    pub probe: ProbeVia,
 }
 
 impl Check {
@@ -297,6 +327,36 @@ impl Check {
             Some(s) => spec.with_source(s),
             None => spec,
         }
+    }
+
+    /// The check as the monitor runs it through `vip` (`probe: vip`): to
+    /// the pair's NAT address `nat` in the probe namespace `ns`. An http or
+    /// https check without a `host` names the VIP, as a client would, not
+    /// the NAT address, which only the namespace knows.
+    pub fn spec_via(&self, nat: IpAddr, vip: IpAddr, ns: vc5_health::Netns) -> CheckSpec {
+        let mut kind = self.kind.clone();
+        if let CheckKind::Http(http) | CheckKind::Https { http, .. } = &mut kind
+            && http.host.is_none()
+        {
+            let default_port = if matches!(self.kind, CheckKind::Https { .. }) {
+                443
+            } else {
+                80
+            };
+            let addr = match vip {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            };
+            http.host = Some(if self.port == default_port {
+                addr
+            } else {
+                format!("{addr}:{}", self.port)
+            });
+        }
+        CheckSpec::new(SocketAddr::new(nat, self.port), kind)
+            .with_timing(self.interval, self.timeout)
+            .with_rise_fall(self.rise, self.fall)
+            .with_netns(ns)
     }
 }
 
@@ -349,6 +409,7 @@ impl Serialize for Check {
         )?;
         m.serialize_entry("rise", &self.rise)?;
         m.serialize_entry("fall", &self.fall)?;
+        m.serialize_entry("probe", &self.probe)?;
         m.end()
     }
 }

@@ -142,6 +142,8 @@ pub(super) struct RawCheck {
     pub(super) transport: Option<Spanned<Protocol>>,
     #[serde(default, deserialize_with = "present")]
     pub(super) rcode: Option<Spanned<Text>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) probe: Option<Spanned<Text>>,
 }
 
 /// A check's `type` as the file writes it; the second pass turns it, with the

@@ -1,7 +1,8 @@
 //! Health checks as the control loop keeps them: their identity, what the
 //! monitor last said about each, and the monitor's events applied to that view.
 
-use crate::config::{self, Config};
+use super::probes::Probes;
+use crate::config::{self, Config, ProbeVia};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,40 +30,103 @@ pub(super) struct CheckView {
     pub(super) latest: Arc<vc5_health::Latest>,
 }
 
-/// Every check of the configuration: one per service, real and check.
-pub(super) fn check_ids(cfg: &Config) -> impl Iterator<Item = (CheckId, &config::Check)> {
+/// The monitor's checks of configured check `c` of each real of `s`: one
+/// to the real's own address, or (`probe: vip`) one through each VIP of the
+/// service, its id's name `NAME via VIP` when there are several. Each with
+/// its name and the VIP it goes through.
+pub(super) fn instances(s: &config::Service, c: &config::Check) -> Vec<(String, Option<IpAddr>)> {
+    match (c.probe, s.addrs.as_slice()) {
+        (ProbeVia::Real, _) => vec![(c.name.clone(), None)],
+        (ProbeVia::Vip, [vip]) => vec![(c.name.clone(), Some(*vip))],
+        (ProbeVia::Vip, vips) => vips
+            .iter()
+            .map(|v| (format!("{} via {v}", c.name), Some(*v)))
+            .collect(),
+    }
+}
+
+/// Every check the monitor runs for the configuration: one per service,
+/// real, check and (for checks through the VIP) VIP; with the configured
+/// check and the VIP it goes through.
+pub(super) fn check_ids(
+    cfg: &Config,
+) -> impl Iterator<Item = (CheckId, &config::Check, Option<IpAddr>)> {
     cfg.services.iter().flat_map(|s| {
         s.reals.iter().flat_map(move |r| {
-            s.checks
-                .iter()
-                .map(move |c| ((s.name.clone(), r.addr, c.name.clone()), c))
+            s.checks.iter().flat_map(move |c| {
+                instances(s, c)
+                    .into_iter()
+                    .map(move |(name, via)| ((s.name.clone(), r.addr, name), c, via))
+            })
         })
     })
 }
 
+/// The monitor's view of configured check `c` of `real` in `s`: its one
+/// instance's, or the worst of its instances through each VIP (failing,
+/// then not yet reported, then unknown, then passing), so that a check
+/// through several VIPs passes only when it passes through every one.
+pub(super) fn view<'a>(
+    checks: &'a HashMap<CheckId, CheckView>,
+    s: &config::Service,
+    real: IpAddr,
+    c: &config::Check,
+) -> Option<&'a CheckView> {
+    let views: Vec<Option<&CheckView>> = instances(s, c)
+        .into_iter()
+        .map(|(name, _)| checks.get(&(s.name.clone(), real, name)))
+        .collect();
+    let state = |want: CheckState| views.iter().flatten().find(|v| v.state == want).copied();
+    if let Some(v) = state(CheckState::Failing) {
+        return Some(v);
+    }
+    if views.iter().any(|v| v.is_none()) {
+        return None;
+    }
+    state(CheckState::Unknown).or_else(|| views.first().copied().flatten())
+}
+
 /// Every check of the configuration as the monitor runs it: the spec that
-/// configuration validation checks, so a loaded file's checks run.
-pub(super) fn all_checks(cfg: &Config, source: Option<IpAddr>) -> Vec<(CheckId, CheckSpec)> {
+/// configuration validation checks, so a loaded file's checks run. A check
+/// through a VIP goes to its pair's NAT address in the probe namespace
+/// (`probes`); without one (no namespace: vc5d refuses such a
+/// configuration, so only in tests) it is left out, and its real is not
+/// healthy.
+pub(super) fn all_checks(
+    cfg: &Config,
+    source: Option<IpAddr>,
+    probes: Option<&Probes>,
+) -> Vec<(CheckId, CheckSpec)> {
+    let svcs: HashMap<&str, &config::Service> =
+        cfg.services.iter().map(|s| (s.name.as_str(), s)).collect();
     check_ids(cfg)
-        .map(|(id, c)| {
-            let spec = c.spec(id.1, source);
-            (id, spec)
+        .filter_map(|(id, c, via)| {
+            let spec = match via {
+                None => c.spec(id.1, source),
+                Some(vip) => {
+                    let p = probes?;
+                    let svc = svcs.get(id.0.as_str())?;
+                    c.spec_via(p.target(&svc.name, vip, id.1)?, vip, p.netns().clone())
+                }
+            };
+            Some((id, spec))
         })
         .collect()
 }
 
 /// The checks of `new` that `old` has under the same id but that probe
-/// otherwise (what [`CheckSpec::same_probe`] says of their specs): their
-/// state says nothing about the new probe.
+/// otherwise (what [`CheckSpec::same_probe`] says of their specs, or
+/// another `probe`): their state says nothing about the new probe.
 pub(super) fn probe_changed(old: &Config, new: &Config) -> Vec<CheckId> {
-    let before: HashMap<CheckId, &config::Check> = check_ids(old).collect();
+    let before: HashMap<CheckId, &config::Check> =
+        check_ids(old).map(|(id, c, _)| (id, c)).collect();
     check_ids(new)
-        .filter(|(id, c)| {
-            before
-                .get(id)
-                .is_some_and(|was| !was.spec(id.1, None).same_probe(&c.spec(id.1, None)))
+        .filter(|(id, c, _)| {
+            before.get(id).is_some_and(|was| {
+                was.probe != c.probe || !was.spec(id.1, None).same_probe(&c.spec(id.1, None))
+            })
         })
-        .map(|(id, _)| id)
+        .map(|(id, _, _)| id)
         .collect()
 }
 
@@ -183,7 +247,7 @@ mod check_id_tests {
             .count();
         assert_eq!(distinct, checks.len() - 1);
         // One id per check, named as configured, not depending on positions.
-        let ids: BTreeSet<CheckId> = check_ids(&cfg).map(|(id, _)| id).collect();
+        let ids: BTreeSet<CheckId> = check_ids(&cfg).map(|(id, _, _)| id).collect();
         assert_eq!(ids.len(), checks.len());
         assert!(ids.iter().all(|(s, r, _)| s == "s" && *r == real));
         let names: Vec<&str> = ids.iter().map(|(_, _, n)| n.as_str()).collect();
@@ -191,7 +255,7 @@ mod check_id_tests {
         assert_eq!(names, want);
         let mut reversed = cfg.clone();
         reversed.services[0].checks.reverse();
-        let ids2: BTreeSet<CheckId> = check_ids(&reversed).map(|(id, _)| id).collect();
+        let ids2: BTreeSet<CheckId> = check_ids(&reversed).map(|(id, _, _)| id).collect();
         assert_eq!(ids, ids2);
     }
 
@@ -218,7 +282,7 @@ mod check_id_tests {
         changed.sort();
         assert_eq!(changed, [id("a"), id("b")]);
         assert!(probe_changed(&new, &new).is_empty());
-        let ids: BTreeSet<CheckId> = check_ids(&new).map(|(id, _)| id).collect();
+        let ids: BTreeSet<CheckId> = check_ids(&new).map(|(id, _, _)| id).collect();
         assert!(!ids.contains(&id("tcp:81")) && ids.contains(&id("renamed")));
     }
 }

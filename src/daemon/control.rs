@@ -3,6 +3,7 @@
 use super::args::Args;
 use super::checks::{CheckId, CheckView};
 use super::derive::{Change, Derivation, Inputs, NextHop, changes};
+use super::probes::Probes;
 use super::trouble::{Input, Window};
 use crate::config::Config;
 use crate::hold::Hold;
@@ -28,6 +29,16 @@ pub(super) trait Plane {
     fn set_insert_limit(&mut self, limit: u32) -> Result<(), dataplane::Error>;
     fn stats(&self) -> Result<dataplane::Stats, dataplane::Error>;
     fn sync_status(&self) -> Result<(SyncStatus, Vec<SyncStatus>), dataplane::Error>;
+    /// The pairs probed through the VIP (none without a probe namespace).
+    fn set_probes(&mut self, _specs: &[dataplane::ProbeSpec]) -> Result<(), dataplane::Error> {
+        Ok(())
+    }
+    fn set_probe_config(
+        &mut self,
+        _cfg: Option<&dataplane::ProbeConfig>,
+    ) -> Result<(), dataplane::Error> {
+        Ok(())
+    }
 }
 
 impl Plane for DataPlane {
@@ -45,6 +56,15 @@ impl Plane for DataPlane {
     }
     fn sync_status(&self) -> Result<(SyncStatus, Vec<SyncStatus>), dataplane::Error> {
         DataPlane::sync_status(self)
+    }
+    fn set_probes(&mut self, specs: &[dataplane::ProbeSpec]) -> Result<(), dataplane::Error> {
+        DataPlane::set_probes(self, specs)
+    }
+    fn set_probe_config(
+        &mut self,
+        cfg: Option<&dataplane::ProbeConfig>,
+    ) -> Result<(), dataplane::Error> {
+        DataPlane::set_probe_config(self, cfg)
     }
 }
 
@@ -89,6 +109,10 @@ pub(super) struct Control<P: Plane = DataPlane> {
     pub(super) sync_hold: Option<Instant>,
     /// What vc5-flowsync last published: entry 0 (this host), its peers.
     pub(super) sync: Option<(SyncStatus, Vec<SyncStatus>)>,
+    /// The probe namespace for checks through the VIP, or why there is
+    /// none (a configuration that needs it is then refused).
+    pub(super) probes: Option<Probes>,
+    pub(super) probes_error: Option<String>,
 }
 
 impl<P: Plane> Control<P> {
@@ -126,6 +150,8 @@ impl<P: Plane> Control<P> {
             together: None,
             sync_hold: None,
             sync: None,
+            probes: None,
+            probes_error: None,
         }
     }
 
@@ -144,6 +170,11 @@ impl<P: Plane> Control<P> {
         self.dp
             .program(&specs)
             .context("programming the data plane")?;
+        if let Some(p) = &self.probes {
+            self.dp
+                .set_probes(&p.specs(&self.cfg, &new))
+                .context("programming the probes through the VIP")?;
+        }
         debug!(
             services = specs.len(),
             took_ms = t.elapsed().as_millis() as u64,

@@ -171,7 +171,7 @@ pub(super) fn check_healthy(
             let views = s
                 .checks
                 .iter()
-                .map(|c| checks.get(&(key.0.clone(), r.addr, c.name.clone())));
+                .map(|c| super::checks::view(checks, s, r.addr, c));
             if state(s, r, views, drained.contains(&key)).is_healthy() {
                 out.insert(key);
             }
@@ -246,7 +246,7 @@ fn real(i: &Inputs, s: &config::Service, r: &config::Real) -> RealView {
     let views: Vec<Option<&CheckView>> = s
         .checks
         .iter()
-        .map(|c| i.checks.get(&(key.0.clone(), r.addr, c.name.clone())))
+        .map(|c| super::checks::view(i.checks, s, r.addr, c))
         .collect();
     let state = state(s, r, views.iter().copied(), drained);
     let hop = i.hops.get(&r.addr).copied().flatten();

@@ -33,6 +33,7 @@ mod args;
 mod checks;
 mod control;
 mod derive;
+mod probes;
 mod reload;
 mod serve;
 mod sync;

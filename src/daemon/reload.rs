@@ -30,6 +30,17 @@ pub(super) async fn reload<P: Plane>(
 }
 
 impl<P: Plane> Control<P> {
+    /// NAT addresses for the pairs of the configuration in force, and
+    /// the probes' sources for its reals.
+    fn assign_probes(&mut self) {
+        if let Some(p) = &mut self.probes {
+            p.assign(&self.cfg);
+            if let Err(e) = p.reconfigure(&mut self.dp, self.args.address, &self.cfg) {
+                error!("probe sources: {e:#}");
+            }
+        }
+    }
+
     /// Counts a reload and publishes how it went, so that whoever asked
     /// (an operator, a test) sees it in the status, not only in the log.
     pub(super) fn record_reload(&mut self, r: &std::result::Result<(), String>) {
@@ -70,7 +81,7 @@ fn forget_removed(
     checks: &mut HashMap<CheckId, CheckView>,
     drained: &mut BTreeSet<(String, IpAddr)>,
 ) {
-    let ids: HashSet<CheckId> = check_ids(cfg).map(|(id, _)| id).collect();
+    let ids: HashSet<CheckId> = check_ids(cfg).map(|(id, _, _)| id).collect();
     checks.retain(|id, _| ids.contains(id));
     let pairs: HashSet<(&str, IpAddr)> = cfg
         .services
@@ -92,16 +103,20 @@ pub(super) async fn reload_inner<P: Plane>(
     announcer_config(&ctl.args, &new)
         .validate()
         .map_err(|e| format!("route health injection: {e}"))?;
+    super::probes::require(&new, ctl.probes.as_ref(), ctl.probes_error.as_deref())
+        .map_err(|e| format!("{e:#}"))?;
     let old = std::mem::replace(&mut ctl.cfg, new);
     let changed = take_changed(&old, &ctl.cfg, &mut ctl.checks);
+    ctl.assign_probes();
     if let Err(e) = ctl.apply() {
         ctl.cfg = old;
         ctl.checks.extend(changed);
+        ctl.assign_probes();
         let _ = ctl.apply();
         return Err(format!("{e:#}"));
     }
     match monitor
-        .set_checks(all_checks(&ctl.cfg, ctl.args.address))
+        .set_checks(all_checks(&ctl.cfg, ctl.args.address, ctl.probes.as_ref()))
         .await
     {
         // A snapshot follows in the event stream, after any transition
@@ -114,8 +129,9 @@ pub(super) async fn reload_inner<P: Plane>(
             // the old programming, and say so.
             ctl.cfg = old;
             ctl.checks.extend(changed);
+            ctl.assign_probes();
             let _ = monitor
-                .set_checks(all_checks(&ctl.cfg, ctl.args.address))
+                .set_checks(all_checks(&ctl.cfg, ctl.args.address, ctl.probes.as_ref()))
                 .await;
             let _ = ctl.apply();
             return Err(format!("health checks of the new configuration: {e}"));
@@ -280,7 +296,7 @@ mod tests {
                 );
             }
         }
-        let ids: Vec<CheckId> = check_ids(&ctl.cfg).map(|(id, _)| id).collect();
+        let ids: Vec<CheckId> = check_ids(&ctl.cfg).map(|(id, _, _)| id).collect();
         for id in ids {
             ctl.checks.insert(
                 id,

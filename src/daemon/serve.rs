@@ -6,6 +6,7 @@ use super::args::Args;
 use super::checks::{CheckId, all_checks, check_ids, health_event, targets};
 use super::control::{Control, Plane};
 use super::derive::NextHop;
+use super::probes::Probes;
 use super::reload::reload;
 use super::trouble::{Input, TOGETHER_HOLD_MAX, coalesce, links_without_carrier, no_carrier};
 use super::unix_ms;
@@ -185,14 +186,35 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
     let (res_tx, mut res_rx) = mpsc::unbounded_channel();
     let (to_resolver, resolver) = spawn_resolver(targets(&cfg), res_tx)?;
 
+    // The probe namespace, for checks through the VIP: made whether or not
+    // this configuration has any, so that a reload may add them; fatal only
+    // when it has.
+    let (probes, probes_error) = match Probes::start(
+        &mut dp,
+        &args.bpffs,
+        ours.first().copied().unwrap_or(0),
+        args.address,
+        &cfg,
+    ) {
+        Ok(p) => (Some(p), None),
+        Err(e) => {
+            let why = format!("{e:#}");
+            super::probes::require(&cfg, None, Some(&why))?;
+            warn!("no probe namespace, so no checks through the VIP: {why}");
+            (None, Some(why))
+        }
+    };
+
     let (monitor, mut health_rx) = Monitor::<CheckId>::start();
     let source = args.address;
     monitor
-        .set_checks(all_checks(&cfg, source))
+        .set_checks(all_checks(&cfg, source, probes.as_ref()))
         .await
         .context("starting health checks")?;
 
     let mut ctl = Control::new(args, cfg, dp, status, shared.events.clone(), log);
+    ctl.probes = probes;
+    ctl.probes_error = probes_error;
     ctl.interfaces = interfaces;
     ctl.started_ms = started_ms;
     ctl.begin_sync_hold(started);
@@ -431,6 +453,9 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
     drop(dbus);
     drop(console);
     monitor.shutdown().await;
+    if let Some(p) = ctl.probes.take() {
+        p.stop(&mut ctl.dp);
+    }
     let _ = to_resolver.send(ToResolver::Stop);
     let _ = resolver.join();
     Ok(())

@@ -57,14 +57,21 @@ impl<P: Plane> Control<P> {
                         let checks = s
                             .checks
                             .iter()
-                            .map(|c| {
-                                let v = self.checks.get(&(s.name.clone(), r.addr, c.name.clone()));
+                            .flat_map(|c| {
+                                super::checks::instances(s, c)
+                                    .into_iter()
+                                    .map(move |(name, via)| (c, name, via))
+                            })
+                            .map(|(c, name, via)| {
+                                let v = self.checks.get(&(s.name.clone(), r.addr, name.clone()));
                                 // The latest run, not the one of the last
                                 // transition: a steady check runs on unseen.
                                 let latest = v.and_then(|v| v.latest.get());
                                 let last = latest.as_ref();
                                 CheckStatus {
-                                    name: c.name.clone(),
+                                    name,
+                                    probe: c.probe,
+                                    via,
                                     passing: v.is_some_and(|v| v.state == CheckState::Passing),
                                     reason: last
                                         .and_then(|o| o.failure())

@@ -33,6 +33,7 @@ fn check(name: &str, passing: bool, reason: &str, latency_ms: f64) -> CheckStatu
         reason: reason.into(),
         latency_ms,
         at_ms: now_ms(),
+        ..CheckStatus::default()
     }
 }
 

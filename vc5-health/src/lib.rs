@@ -15,6 +15,8 @@
 //! - [`rules`]: quorum, real states, `need`, and the VIP announcement rule.
 //! - [`monitor`]: many checks run continuously on tokio, deduplicated, jittered,
 //!   replaceable at any time, reporting transitions through a channel.
+//! - [`netns`]: a network namespace held by a thread, for checks whose
+//!   sockets must live there (vc5d's probes through the VIP).
 //!
 //! # How the daemon drives it
 //!
@@ -61,6 +63,7 @@
 
 pub mod hysteresis;
 pub mod monitor;
+pub mod netns;
 pub mod outcome;
 pub mod probe;
 pub mod rules;
@@ -68,6 +71,7 @@ pub mod spec;
 
 pub use hysteresis::{CheckState, CheckTracker, Hysteresis};
 pub use monitor::{Applied, CheckStatus, Event, Latest, Monitor, MonitorError, Transition};
+pub use netns::Netns;
 pub use outcome::{Failure, Outcome, Phase};
 pub use probe::Prober;
 pub use rules::{

@@ -11,6 +11,7 @@
 //! hickory-proto's [`RecordType`] and [`ResponseCode`], written and read by
 //! [`qtype_name`], [`parse_qtype`], [`rcode_name`] and [`parse_rcode`].
 
+use crate::netns::Netns;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct CheckSpec {
     pub rise: u32,
     /// Consecutive failures that turn a passing check into a failing one.
     pub fall: u32,
+    /// The network namespace the check's sockets are made in (vc5d's probe
+    /// namespace, for checks through the VIP); None: the process's own.
+    pub netns: Option<Netns>,
 }
 
 impl CheckSpec {
@@ -83,6 +87,7 @@ impl CheckSpec {
             timeout: DEFAULT_TIMEOUT,
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            netns: None,
         }
     }
 
@@ -133,12 +138,21 @@ impl CheckSpec {
         self
     }
 
+    /// The same check, its sockets made in `ns`.
+    pub fn with_netns(mut self, ns: Netns) -> Self {
+        self.netns = Some(ns);
+        self
+    }
+
     /// Whether `other` probes the same way: the same target, kind (request and
-    /// expected answer) and source, whatever the timing. A check whose probe
-    /// changed says nothing about the new one, so the monitor carries an id's
-    /// state over only to a check of the same probe.
+    /// expected answer), source and namespace, whatever the timing. A check
+    /// whose probe changed says nothing about the new one, so the monitor
+    /// carries an id's state over only to a check of the same probe.
     pub fn same_probe(&self, other: &CheckSpec) -> bool {
-        self.target == other.target && self.kind == other.kind && self.source == other.source
+        self.target == other.target
+            && self.kind == other.kind
+            && self.source == other.source
+            && self.netns == other.netns
     }
 
     /// The source address to bind for this target, if any applies.

@@ -11,7 +11,9 @@
 
 use std::net::IpAddr;
 use vc5_testkit::xdp::{ones_fold, ones_sum, *};
-use vc5_xdp::dataplane::{PROBE_NS4, PROBE_NS6, PROBE_PROGRAM, ProbeConfig, ProbeSpec, TCP, UDP, nat_addr};
+use vc5_xdp::dataplane::{
+    PROBE_NS4, PROBE_NS6, PROBE_PROGRAM, ProbeConfig, ProbeSpec, TCP, UDP, nat_addr,
+};
 use vc5_xdp::maps::{PROBE_NO_WAY, PROBE_NOT_PROBE, PROBE_REPLY, PROBE_SENT};
 use vc5_xdp::{DataPlane, Forward, L2, MapSizes, RealMode, RealSpec, ServiceSpec};
 
@@ -147,7 +149,11 @@ fn l4_sum(p: &[u8]) -> u32 {
     let (hl, proto) = l4_at(p);
     let (s, d) = src_dst(p);
     let seg = &p[hl..];
-    ones_sum(&addr_bytes(s)) + ones_sum(&addr_bytes(d)) + u32::from(proto) + seg.len() as u32 + ones_sum(seg)
+    ones_sum(&addr_bytes(s))
+        + ones_sum(&addr_bytes(d))
+        + u32::from(proto)
+        + seg.len() as u32
+        + ones_sum(seg)
 }
 
 /// Fills in the TCP/UDP checksum of an IP packet (whose field is 0).
@@ -180,7 +186,11 @@ fn ethertype(a: IpAddr) -> u16 {
 }
 
 fn ns_addr(v6: bool) -> IpAddr {
-    if v6 { PROBE_NS6.into() } else { PROBE_NS4.into() }
+    if v6 {
+        PROBE_NS6.into()
+    } else {
+        PROBE_NS4.into()
+    }
 }
 
 fn src_addr(v6: bool) -> IpAddr {
@@ -206,7 +216,13 @@ fn reply(vip: IpAddr, vlan: Option<u16>, lport: u16) -> Vec<u8> {
 
 /// The reply as the namespace must see it.
 fn reply_in_ns(v6: bool) -> Vec<u8> {
-    let p = tcp(nat_addr(INDEX, v6), 80, ns_addr(v6), LPORT, TCP_SYN | TCP_ACK);
+    let p = tcp(
+        nat_addr(INDEX, v6),
+        80,
+        ns_addr(v6),
+        LPORT,
+        TCP_SYN | TCP_ACK,
+    );
     ether(NS_MAC, HOST_MAC, None, ethertype(ns_addr(v6)), &p)
 }
 
@@ -234,14 +250,25 @@ fn a_probe_leaves_as_a_client_packet_and_its_reply_comes_back() {
         assert_eq!(env.count(PROBE_SENT), 1);
 
         let (verdict, out) = env.main(&reply(vip, None, LPORT));
-        assert_eq!(verdict, XDP_REDIRECT, "{vip}: the reply goes to the namespace");
-        assert_eq!(out, reply_in_ns(v6), "{vip}: from the NAT address to the namespace");
+        assert_eq!(
+            verdict, XDP_REDIRECT,
+            "{vip}: the reply goes to the namespace"
+        );
+        assert_eq!(
+            out,
+            reply_in_ns(v6),
+            "{vip}: from the NAT address to the namespace"
+        );
         assert!(checksums_hold(&out[14..]));
         assert_eq!(env.count(PROBE_REPLY), 1);
 
         // Another local port is no probe's: this host's own traffic.
         let other = reply(vip, None, LPORT + 1);
-        assert_eq!(env.main(&other), (XDP_PASS, other.clone()), "{vip}: not a probe's");
+        assert_eq!(
+            env.main(&other),
+            (XDP_PASS, other.clone()),
+            "{vip}: not a probe's"
+        );
         assert_eq!(env.count(PROBE_REPLY), 1);
     }
 }
@@ -249,7 +276,13 @@ fn a_probe_leaves_as_a_client_packet_and_its_reply_comes_back() {
 /// A tagged reply loses its tag on its way into the namespace.
 #[test]
 fn a_tagged_reply_enters_the_namespace_untagged() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Serve, Forward::L2, l2(None, None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Serve,
+        Forward::L2,
+        l2(None, None),
+    );
     assert_eq!(env.probe(&probe_syn(false)).0, XDP_REDIRECT);
     let (verdict, out) = env.main(&reply(ip(VIP4), Some(0x2000 | 10), LPORT));
     assert_eq!(verdict, XDP_REDIRECT);
@@ -261,7 +294,13 @@ fn a_tagged_reply_enters_the_namespace_untagged() {
 /// packets to it are dropped meanwhile.
 #[test]
 fn a_failed_real_still_gets_its_probes() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Down, Forward::L2, l2(None, None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Down,
+        Forward::L2,
+        l2(None, None),
+    );
     let client = Frame::tcp(ip("198.51.100.7"), 1234, ip(VIP4), 80, TCP_SYN).build();
     assert_eq!(env.main(&client).0, XDP_DROP, "no real for clients");
     let (verdict, out) = env.probe(&probe_syn(false));
@@ -273,7 +312,13 @@ fn a_failed_real_still_gets_its_probes() {
 /// to that real do.
 #[test]
 fn a_probe_carries_the_reals_vlan_tag() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Serve, Forward::L2, l2(Some(20), None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Serve,
+        Forward::L2,
+        l2(Some(20), None),
+    );
     let (verdict, out) = env.probe(&probe_syn(false));
     assert_eq!(verdict, XDP_REDIRECT);
     let want = ether(
@@ -300,13 +345,23 @@ fn a_probe_goes_through_the_reals_tunnel() {
         (Forward::Fou { port: 5555 }, UDP, 14 + 20 + 8),
         (Forward::Gue { port: 6080 }, UDP, 14 + 20 + 8 + 4),
     ] {
-        let mut env = Env::new(ip(VIP4), real, RealMode::Serve, forward, l2(None, Some(outer_src)));
+        let mut env = Env::new(
+            ip(VIP4),
+            real,
+            RealMode::Serve,
+            forward,
+            l2(None, Some(outer_src)),
+        );
         let (verdict, out) = env.probe(&probe_syn(false));
         assert_eq!(verdict, XDP_REDIRECT, "{forward:?}");
         assert_eq!(&out[..6], &REAL_MAC);
         let outer = &out[14..];
         assert_eq!(outer[9], proto, "{forward:?}: outer protocol");
-        assert_eq!(src_dst(outer), (outer_src, real), "{forward:?}: outer addresses");
+        assert_eq!(
+            src_dst(outer),
+            (outer_src, real),
+            "{forward:?}: outer addresses"
+        );
         assert_eq!(
             &out[inner_at..],
             &tcp(ip(SRC4), LPORT, ip(VIP4), 80, TCP_SYN)[..],
@@ -319,24 +374,44 @@ fn a_probe_goes_through_the_reals_tunnel() {
 /// with a checksum gets it updated; the reply comes back the same way.
 #[test]
 fn udp_probes_keep_their_checksums_right() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Serve, Forward::L2, l2(None, None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Serve,
+        Forward::L2,
+        l2(None, None),
+    );
     let nat = nat_addr(INDEX, false);
     let ns = ns_addr(false);
-    let mut f = Frame::udp(ns, LPORT, nat, 53, );
+    let mut f = Frame::udp(ns, LPORT, nat, 53);
     f.payload = b"query".to_vec();
     for with_csum in [false, true] {
-        let p = if with_csum { with_l4_csum(f.ip()) } else { f.ip() };
+        let p = if with_csum {
+            with_l4_csum(f.ip())
+        } else {
+            f.ip()
+        };
         let (verdict, out) = env.probe(&ether(HOST_MAC, NS_MAC, None, 0x0800, &p));
         assert_eq!(verdict, XDP_REDIRECT);
         let mut g = Frame::udp(ip(SRC4), LPORT, ip(VIP4), 53);
         g.payload = f.payload.clone();
-        let want = if with_csum { with_l4_csum(g.ip()) } else { g.ip() };
+        let want = if with_csum {
+            with_l4_csum(g.ip())
+        } else {
+            g.ip()
+        };
         assert_eq!(&out[14..], &want[..], "checksum {with_csum}");
         assert!(checksums_hold(&out[14..]));
     }
     let mut r = Frame::udp(ip(VIP4), 53, ip(SRC4), LPORT);
     r.payload = b"answer".to_vec();
-    let (verdict, out) = env.main(&ether(OUR_MAC, REAL_MAC, None, 0x0800, &with_l4_csum(r.ip())));
+    let (verdict, out) = env.main(&ether(
+        OUR_MAC,
+        REAL_MAC,
+        None,
+        0x0800,
+        &with_l4_csum(r.ip()),
+    ));
     assert_eq!(verdict, XDP_REDIRECT);
     let mut w = Frame::udp(nat, 53, ns, LPORT);
     w.payload = r.payload.clone();
@@ -348,7 +423,13 @@ fn udp_probes_keep_their_checksums_right() {
 /// known), an address outside the NAT prefix, IPv6 neighbour discovery.
 #[test]
 fn anything_else_from_the_namespace_is_dropped() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Serve, Forward::L2, l2(None, None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Serve,
+        Forward::L2,
+        l2(None, None),
+    );
     let to = |dst: IpAddr| {
         let p = tcp(ns_addr(dst.is_ipv6()), LPORT, dst, 80, TCP_SYN);
         ether(HOST_MAC, NS_MAC, None, ethertype(dst), &p)
@@ -361,8 +442,15 @@ fn anything_else_from_the_namespace_is_dropped() {
     assert_eq!(env.probe(&to(ip("198.20.0.5"))).0, XDP_DROP);
     let mut nd = Frame::udp(ns_addr(true), 1, ip("ff02::1"), 1).ip();
     nd[6] = 58; // ICMPv6
-    assert_eq!(env.probe(&ether(HOST_MAC, NS_MAC, None, 0x86dd, &nd)).0, XDP_DROP);
-    assert_eq!(env.count(PROBE_NOT_PROBE), 2, "not to a NAT address; not TCP/UDP");
+    assert_eq!(
+        env.probe(&ether(HOST_MAC, NS_MAC, None, 0x86dd, &nd)).0,
+        XDP_DROP
+    );
+    assert_eq!(
+        env.count(PROBE_NOT_PROBE),
+        2,
+        "not to a NAT address; not TCP/UDP"
+    );
 
     // A pair whose real has no MAC yet has no way.
     env.dp
@@ -384,7 +472,13 @@ fn anything_else_from_the_namespace_is_dropped() {
 /// for no replies: the same packet passes to the kernel.
 #[test]
 fn without_a_namespace_replies_pass() {
-    let mut env = Env::new(ip(VIP4), ip(REAL4), RealMode::Serve, Forward::L2, l2(None, None));
+    let mut env = Env::new(
+        ip(VIP4),
+        ip(REAL4),
+        RealMode::Serve,
+        Forward::L2,
+        l2(None, None),
+    );
     assert_eq!(env.probe(&probe_syn(false)).0, XDP_REDIRECT);
     env.dp.set_probe_config(None).unwrap();
     let r = reply(ip(VIP4), None, LPORT);

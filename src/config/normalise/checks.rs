@@ -18,7 +18,9 @@ use vc5_health::{
 use super::Normaliser;
 use crate::config::ConfigError;
 use crate::config::lexical::{format_duration, is_dns_name, is_http_host, quoted};
-use crate::config::model::{Check, MAX_INTERVAL, MIN_INTERVAL, MIN_TIMEOUT, Protocol};
+use crate::config::model::{
+    Check, DEFAULT_PROBE, MAX_INTERVAL, MIN_INTERVAL, MIN_TIMEOUT, ProbeVia, Protocol,
+};
 use crate::config::raw::{CheckType, RawCheck};
 use crate::config::spanned::Text;
 
@@ -151,6 +153,23 @@ impl Normaliser<'_> {
             None => DEFAULT_FALL,
             Some(f) => self.count(f, "fall")?,
         };
+        let probe = match &raw.probe {
+            None => DEFAULT_PROBE,
+            Some(v) => match self.text(v, "probe")?.as_str() {
+                "real" => ProbeVia::Real,
+                "vip" => ProbeVia::Vip,
+                other => {
+                    return Err(self.err(
+                        v.referenced,
+                        format!(
+                            "unknown probe {}: expected one of {}",
+                            quoted(other),
+                            ProbeVia::NAMES.join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
         let check = Check {
             name,
             port,
@@ -159,6 +178,7 @@ impl Normaliser<'_> {
             timeout,
             rise,
             fall,
+            probe,
         };
         // Everything the monitor checks when it is given the check: timing, the
         // request, the TLS set-up and the DNS query's encoding.

@@ -359,3 +359,77 @@ fn check_names_are_unique_within_a_service() {
     );
     assert_eq!(two.services[1].checks[0].name, "tcp:80");
 }
+
+/// `probe`: the real's own address by default, or `vip`; anything else is
+/// refused where it is; `--check` prints it.
+#[test]
+fn probe_defaults_to_the_real_and_may_go_through_the_vip() {
+    use crate::config::{DEFAULT_PROBE, ProbeVia};
+    assert_eq!(DEFAULT_PROBE, ProbeVia::Real);
+    assert_eq!(ok(ORIGINAL).services[0].checks[0].probe, ProbeVia::Real);
+    let c = ok(&svc(
+        "    checks: [{name: a, type: http, probe: vip}, {name: b, type: tcp, probe: real}, {name: c, type: dns}]\n",
+    ));
+    let probes: Vec<ProbeVia> = c.services[0].checks.iter().map(|c| c.probe).collect();
+    assert_eq!(probes, [ProbeVia::Vip, ProbeVia::Real, ProbeVia::Real]);
+    let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+    assert_eq!(v["services"][0]["checks"][0]["probe"], "vip");
+    assert_eq!(v["services"][0]["checks"][1]["probe"], "real");
+    assert_err(
+        &svc("    checks: [{type: http, probe: loopback}]\n"),
+        "6:34",
+        "unknown probe `loopback`: expected one of real, vip",
+    );
+    assert_err(
+        &svc("    checks: [{type: http, probe: VIP}]\n"),
+        "6:34",
+        "unknown probe `VIP`",
+    );
+    assert_err(
+        &svc("    checks: [{type: http, probe: [vip]}]\n"),
+        "6:34",
+        "probe",
+    );
+}
+
+/// A check through the VIP goes to its pair's NAT address in the probe
+/// namespace, names the VIP as its Host (unless it has one), and differs
+/// from the same check to the real's own address.
+#[test]
+fn a_check_through_the_vip_asks_for_the_vip() {
+    let c = ok(&svc(
+        "    checks: [{name: a, type: http, probe: vip}, {name: b, type: https, port: 80, host: example.com, probe: vip}]\n",
+    ));
+    let ns = match vc5_health::Netns::new() {
+        Ok(ns) => ns,
+        Err(e) => return eprintln!("skipped (needs root): {e}"),
+    };
+    let nat = ip("198.19.0.7");
+    let vip = ip("192.0.2.1");
+    let a = c.services[0].checks[0].spec_via(nat, vip, ns.clone());
+    assert_eq!(a.target, std::net::SocketAddr::new(nat, 80));
+    assert_eq!(a.netns.as_ref(), Some(&ns));
+    assert_eq!(http(&c.services[0].checks[0]).host, None);
+    match &a.kind {
+        vc5_health::CheckKind::Http(h) => assert_eq!(h.host.as_deref(), Some("192.0.2.1")),
+        k => panic!("{k:?}"),
+    }
+    let b = c.services[0].checks[1].spec_via(nat, ip("2001:db8::1"), ns.clone());
+    match &b.kind {
+        vc5_health::CheckKind::Https { http, .. } => {
+            assert_eq!(http.host.as_deref(), Some("example.com"))
+        }
+        k => panic!("{k:?}"),
+    }
+    let mut plain = c.services[0].checks[0].clone();
+    plain.kind = a.kind.clone();
+    assert!(
+        !plain.spec(nat, None).same_probe(&a),
+        "the namespace makes it another probe"
+    );
+    let v6 = c.services[0].checks[0].spec_via(ip("fd76:6335:7072:1::7"), ip("2001:db8::1"), ns);
+    match &v6.kind {
+        vc5_health::CheckKind::Http(h) => assert_eq!(h.host.as_deref(), Some("[2001:db8::1]")),
+        k => panic!("{k:?}"),
+    }
+}

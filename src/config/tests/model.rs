@@ -11,8 +11,8 @@ use vc5_health::{CheckKind, DnsCheck, DnsTransport, HttpCheck, RecordType, TlsVe
 use super::{ORIGINAL, http, ip, ok, real, svc};
 use crate::config::{
     Check, Config, DEFAULT_FLOW_INSERT_LIMIT, DEFAULT_FLOW_SYNC_RATE,
-    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, Forward, Protocol,
-    Real, Rhi, Service,
+    DEFAULT_FLOW_SYNC_RESYNC_RATE, DEFAULT_FLOW_SYNC_WAIT, DEFAULT_HOLD_TIME, Forward, ProbeVia,
+    Protocol, Real, Rhi, Service,
 };
 
 #[test]
@@ -57,6 +57,7 @@ fn original_file_loads_and_normalises() {
                 timeout: Duration::from_secs(1),
                 rise: 2,
                 fall: 3,
+                probe: ProbeVia::Real,
             }],
         }],
         reals: BTreeMap::from([(
@@ -284,6 +285,7 @@ fn to_json_shows_the_normalised_model() {
     assert_eq!(k["host"], serde_json::Value::Null);
     assert_eq!(k["expect"], serde_json::json!([200]));
     assert_eq!((k["rise"].as_u64(), k["fall"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(k["probe"], "real", "the default: the real's own address");
     // Only the keys of the check's type: no `verify_tls` but for https, no
     // `dns` but for dns.
     let keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
@@ -299,6 +301,7 @@ fn to_json_shows_the_normalised_model() {
         "timeout_ms",
         "rise",
         "fall",
+        "probe",
     ];
     let mut keys = keys;
     keys.sort_unstable();
@@ -346,5 +349,9 @@ fn to_json_round_trips_every_field_of_the_extensions() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(tcp.len(), 7, "name, type, port and the timing: {tcp:?}");
+    assert_eq!(
+        tcp.len(),
+        8,
+        "name, type, port, the timing and probe: {tcp:?}"
+    );
 }

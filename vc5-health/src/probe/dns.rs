@@ -108,6 +108,18 @@ impl Query {
 }
 
 async fn udp(spec: &CheckSpec, query: &[u8], phase: &AtomicU8) -> Result<Vec<u8>, Failure> {
+    let socket = match &spec.netns {
+        Some(ns) => {
+            let fd = super::netns_socket(spec, ns, libc::SOCK_DGRAM)?;
+            UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(|e| Failure::from_io(&e))?
+        }
+        None => own_udp(spec).await?,
+    };
+    udp_exchange(spec, socket, query, phase).await
+}
+
+/// A UDP socket of the process's own namespace, from the source if any.
+async fn own_udp(spec: &CheckSpec) -> Result<UdpSocket, Failure> {
     let local = match spec.bind_source() {
         Some(source) => SocketAddr::new(source, 0),
         None if spec.target.is_ipv4() => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
@@ -122,6 +134,15 @@ async fn udp(spec: &CheckSpec, query: &[u8], phase: &AtomicU8) -> Result<Vec<u8>
             },
             None => Failure::from_io(&e),
         })?;
+    Ok(socket)
+}
+
+async fn udp_exchange(
+    spec: &CheckSpec,
+    socket: UdpSocket,
+    query: &[u8],
+    phase: &AtomicU8,
+) -> Result<Vec<u8>, Failure> {
     socket
         .connect(spec.target)
         .await

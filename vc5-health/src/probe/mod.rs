@@ -104,6 +104,19 @@ impl Prober {
 /// Opens a TCP connection to the spec's target, from its source address if any.
 pub(crate) async fn connect(spec: &CheckSpec) -> Result<TcpStream, Failure> {
     let target = spec.target;
+    if let Some(ns) = &spec.netns {
+        let socket = netns_socket(spec, ns, libc::SOCK_STREAM)?;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+        // Closing sends RST and leaves no TIME_WAIT, which would hold each
+        // probe's distinct port (see netns_socket) for a minute.
+        socket.set_zero_linger().map_err(|e| Failure::from_io(&e))?;
+        let stream = socket
+            .connect(target)
+            .await
+            .map_err(|e| Failure::from_io(&e))?;
+        stream.set_nodelay(true).map_err(|e| Failure::from_io(&e))?;
+        return Ok(stream);
+    }
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -127,6 +140,69 @@ pub(crate) async fn connect(spec: &CheckSpec) -> Result<TcpStream, Failure> {
     // waiting for an ACK that a delayed-ACK peer sends only after 40 ms.
     stream.set_nodelay(true).map_err(|e| Failure::from_io(&e))?;
     Ok(stream)
+}
+
+/// A socket of type `ty` made in the spec's namespace `ns`, bound to its
+/// source (or the unspecified address of the target's family) and port 0
+/// at once, without `IP_BIND_ADDRESS_NO_PORT`: so every live socket of the
+/// namespace has a local port of its own, which is how vc5's data plane
+/// tells the answers of probes through the VIP apart (their NAT addresses
+/// are gone by then: the answers all come from VIP:port to this host).
+pub(crate) fn netns_socket(
+    spec: &CheckSpec,
+    ns: &crate::Netns,
+    ty: libc::c_int,
+) -> Result<std::os::fd::OwnedFd, Failure> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v4 = spec.target.is_ipv4();
+    let domain = if v4 { libc::AF_INET } else { libc::AF_INET6 };
+    let fd = ns.socket(domain, ty, 0).map_err(|e| Failure::from_io(&e))?;
+    let local = spec.bind_source().unwrap_or(if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    });
+    bind(&fd, SocketAddr::new(local, 0)).map_err(|e| Failure::Bind {
+        addr: local,
+        reason: e.to_string(),
+    })?;
+    Ok(fd)
+}
+
+/// bind(2) of a raw socket (std and tokio bind only sockets they make).
+fn bind(fd: &std::os::fd::OwnedFd, addr: SocketAddr) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: zeroed sockaddr storage filled for the address's family and
+    // passed with its length; the descriptor is live.
+    let r = unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sa = &mut *(&raw mut ss).cast::<libc::sockaddr_in>();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sa = &mut *(&raw mut ss).cast::<libc::sockaddr_in6>();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const ss).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Asks the kernel to choose the source port at `connect` rather than at `bind`.

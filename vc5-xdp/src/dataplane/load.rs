@@ -106,7 +106,11 @@ pub(super) fn expected_maps() -> [(&'static str, MapType, Option<KeyValue>); 24]
             MapType::LruHash,
             Some((size_of::<ProbeKey>(), size_of::<u32>())),
         ),
-        ("probe_stats", MapType::PerCpuArray, array(size_of::<Counter>())),
+        (
+            "probe_stats",
+            MapType::PerCpuArray,
+            array(size_of::<Counter>()),
+        ),
     ]
 }
 

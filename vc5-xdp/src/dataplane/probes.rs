@@ -100,7 +100,15 @@ impl DataPlane {
                 addr: addr16(s.real),
                 ..Backend::default()
             };
-            fill_way(&mut way, s.forward, s.real, s.l2.as_ref(), s.vip, s.port, false);
+            fill_way(
+                &mut way,
+                s.forward,
+                s.real,
+                s.l2.as_ref(),
+                s.vip,
+                s.port,
+                false,
+            );
             want.insert(
                 s.index,
                 Probe {
@@ -176,7 +184,12 @@ impl DataPlane {
         self.attach_named(PASS_PROGRAM, ifindex, AyaMode::Driver)
     }
 
-    fn attach_named(&mut self, name: &'static str, ifindex: u32, mode: AyaMode) -> Result<(), Error> {
+    fn attach_named(
+        &mut self,
+        name: &'static str,
+        ifindex: u32,
+        mode: AyaMode,
+    ) -> Result<(), Error> {
         self.xdp_named(name)?.attach_to_if_index(ifindex, mode)?;
         Ok(())
     }

@@ -104,7 +104,9 @@ pub(super) fn fill_way(
     }
     if let Some(vid) = l2.vlan.filter(|vid| *vid > VLAN_MAX) {
         if warn {
-            warn!("real {real} of {vip}:{port}: VLAN {vid} is not 0..={VLAN_MAX}; the real is unusable");
+            warn!(
+                "real {real} of {vip}:{port}: VLAN {vid} is not 0..={VLAN_MAX}; the real is unusable"
+            );
         }
         return false;
     }
@@ -272,7 +274,15 @@ impl DataPlane {
                 // The way's fields only while the real may have packets.
                 let mut way = v;
                 let usable = r.mode != RealMode::Down
-                    && fill_way(&mut way, spec.forward, r.addr, r.l2.as_ref(), spec.vip, spec.port, true);
+                    && fill_way(
+                        &mut way,
+                        spec.forward,
+                        r.addr,
+                        r.l2.as_ref(),
+                        spec.vip,
+                        spec.port,
+                        true,
+                    );
                 if usable {
                     v = way;
                 }

@@ -76,11 +76,15 @@
 //! links, addresses or routes change (and periodically, in case a notification
 //! was lost).
 
+mod link;
 mod monitor;
 mod resolver;
 mod socket;
 mod wire;
 
+pub use link::{
+    add_address, add_route, create_veth, delete_link, set_link, set_link_netns, set_tx_checksum,
+};
 pub use monitor::{NeighbourEvent, NeighbourMonitor};
 pub use resolver::{Kernel, Netlink, Resolution, Resolved, Resolver, ResolverConfig};
 

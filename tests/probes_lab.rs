@@ -1,0 +1,243 @@
+//! End to end, health probes through the VIP: checks with `probe: vip` run
+//! from vc5d's probe namespace, through the XDP program, to the VIP on each
+//! real. A real that still answers on its own address but has lost the VIP
+//! leaves rotation within `fall × interval` (plus a timeout) and comes back
+//! when the VIP does; the namespace goes with vc5d however it stops, and a
+//! vc5d started after a crash makes a fresh one.
+
+mod common;
+
+use common::{real_healthy, spread, wait_ready, wait_status};
+use std::time::{Duration, Instant};
+use vc5_testkit::lab::{Lab, LabChild, LabOptions};
+
+const INTERVAL: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_millis(500);
+const RISE: u32 = 2;
+const FALL: u32 = 2;
+
+/// `yaml` with each service checking through its VIP and, as a second
+/// check, the real's own address: the status then shows which one fails.
+fn with_vip_checks(yaml: &str) -> String {
+    let checks = "    checks:\n      - {name: health, type: http, port: 80, path: /health}";
+    assert!(yaml.contains(checks), "{yaml}");
+    yaml.replace(
+        checks,
+        "    checks:\n\
+         \x20     - {name: via-vip, type: http, port: 80, path: /health, probe: vip, interval: 1s, timeout: 500ms, rise: 2, fall: 2}\n\
+         \x20     - {name: own, type: http, port: 80, path: /health, interval: 1s, timeout: 500ms, rise: 2, fall: 2}",
+    )
+}
+
+/// The row of real `addr` in service `svc` of a status.
+fn row<'a>(st: &'a serde_json::Value, svc: &str, addr: &str) -> Option<&'a serde_json::Value> {
+    st["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == svc)?["reals"]
+        .as_array()?
+        .iter()
+        .find(|r| r["addr"] == addr)
+}
+
+/// The probe veth's host end in `lb`, if there is one.
+fn probe_veth(lab: &Lab, lb: &str) -> Option<String> {
+    let links = lab.run(lb, &["ip", "-o", "link", "show"]).unwrap();
+    links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n.starts_with("vc5p"))
+}
+
+fn wait_probe_veth(lab: &Lab, lb: &str, present: bool, why: &str) {
+    let t = Instant::now();
+    while probe_veth(lab, lb).is_some() != present {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{why}: probe veth present = {}",
+            !present
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts vc5d on lb1 and waits until `reals` are healthy everywhere.
+fn start(lab: &Lab, reals: &[String]) -> LabChild {
+    let mut vc5d = lab.start_vc5d("lb1", "native", &[]).unwrap();
+    wait_ready(lab, &mut vc5d);
+    wait_status(
+        lab,
+        "lb1",
+        "every real healthy through its VIPs",
+        Duration::from_secs(20),
+        |st| {
+            reals
+                .iter()
+                .all(|r| real_healthy(st, r.parse().unwrap(), true))
+        },
+    );
+    vc5d
+}
+
+/// The whole story on one lab: `reals` (node names) serve both VIPs, the
+/// first of them holding the VIPs on `dev`; it loses the IPv4 VIP, leaves
+/// web4 (not web6), and comes back with the VIP.
+fn lost_vip(lab: &Lab, reals: &[String], dev: &str) -> LabChild {
+    let addrs: Vec<String> = reals.iter().map(|r| lab.addr4(r).to_string()).collect();
+    let vc5d = start(lab, &addrs);
+    assert!(probe_veth(lab, "lb1").is_some(), "vc5d made its probe veth");
+    let [vip4, vip6] = lab.vips();
+    let real = reals[0].clone();
+    let addr = addrs[0].clone();
+    let n = reals.len();
+    assert_eq!(
+        spread(lab, vip4, 20 * n).len(),
+        n,
+        "every real serves at first"
+    );
+
+    // The real loses the IPv4 VIP; its web server still answers on its own
+    // address, and on the IPv6 VIP.
+    lab.run(
+        &real,
+        &["ip", "addr", "del", &format!("{vip4}/32"), "dev", dev],
+    )
+    .unwrap();
+    let left = wait_status(
+        lab,
+        "lb1",
+        "the real out of web4",
+        Duration::from_secs(15),
+        |st| row(st, "web4", &addr).is_some_and(|r| r["healthy"] == false),
+    );
+    let bound = INTERVAL * FALL + TIMEOUT + Duration::from_millis(1500);
+    println!(
+        "{dev}: a real without the VIP left rotation after {left:?} (fall × interval = {:?})",
+        INTERVAL * FALL
+    );
+    assert!(left <= bound, "left after {left:?}, more than {bound:?}");
+    let st: serde_json::Value = serde_json::from_str(
+        &lab.curl("lb1", "http://127.0.0.1:8080/status.json", &[])
+            .unwrap(),
+    )
+    .unwrap();
+    let r = row(&st, "web4", &addr).unwrap();
+    let check = |name: &str| {
+        r["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no check {name}: {r}"))
+            .clone()
+    };
+    assert_eq!(check("via-vip")["passing"], false, "{r}");
+    assert_eq!(check("via-vip")["probe"], "vip", "{r}");
+    assert_eq!(check("via-vip")["via"], vip4.to_string(), "{r}");
+    assert_eq!(
+        check("own")["passing"],
+        true,
+        "its own address still answers: {r}"
+    );
+    assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    assert_eq!(
+        row(&st, "web6", &addr).map(|r| r["healthy"].clone()),
+        Some(serde_json::Value::Bool(true)),
+        "the IPv6 VIP is still on the real: it serves web6"
+    );
+    let s = spread(lab, vip4, 20 * n);
+    assert!(
+        !s.contains_key(&real),
+        "no client reaches the real without the VIP: {s:?}"
+    );
+    assert_eq!(s.len(), n - 1, "{s:?}");
+    assert_eq!(spread(lab, vip6, 20 * n).len(), n, "web6 keeps them all");
+
+    // The VIP comes back: so does the real.
+    lab.run(
+        &real,
+        &["ip", "addr", "add", &format!("{vip4}/32"), "dev", dev],
+    )
+    .unwrap();
+    let back = wait_status(
+        lab,
+        "lb1",
+        "the real back in web4",
+        Duration::from_secs(15),
+        |st| row(st, "web4", &addr).is_some_and(|r| r["healthy"] == true),
+    );
+    println!(
+        "{dev}: and came back {back:?} after the VIP did (rise × interval = {:?})",
+        INTERVAL * RISE
+    );
+    assert!(
+        back <= INTERVAL * RISE + TIMEOUT + Duration::from_millis(1500),
+        "{back:?}"
+    );
+    assert!(spread(lab, vip4, 20 * n).contains_key(&real));
+    vc5d
+}
+
+/// Layer 2: the VIP on the real's loopback. Then the namespace's life:
+/// gone after a clean stop and after a crash, made afresh by the next vc5d.
+#[test]
+fn a_real_that_lost_the_vip_leaves_rotation_and_returns_with_it() {
+    let lab = common::lab();
+    lab.prepare_native_xdp().unwrap();
+    lab.write_config_text(&with_vip_checks(&lab.default_config()))
+        .unwrap();
+    let reals = lab.reals();
+    let mut vc5d = lost_vip(&lab, &reals, "lo");
+
+    // A clean stop removes the namespace and its veth.
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+    wait_probe_veth(&lab, "lb1", false, "after a clean stop");
+
+    // A crash leaves nothing either (the namespace dies with the process),
+    // and the next vc5d probes through the VIP again.
+    let addrs: Vec<String> = reals.iter().map(|r| lab.addr4(r).to_string()).collect();
+    let mut vc5d = start(&lab, &addrs);
+    vc5d.signal(libc::SIGKILL).unwrap();
+    let _ = vc5d.terminate(Duration::from_secs(5));
+    wait_probe_veth(&lab, "lb1", false, "after SIGKILL");
+    let mut vc5d = start(&lab, &addrs);
+    assert!(probe_veth(&lab, "lb1").is_some());
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+}
+
+/// Through a tunnel (GRE) to reals behind a router, which decapsulate into
+/// a TUN device holding the VIPs: the probe takes the tunnel, and a real
+/// whose tunnel end lost the VIP fails.
+#[test]
+fn a_tunnel_real_that_lost_the_vip_leaves_rotation() {
+    let lab = Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        remote_reals: 3,
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)");
+    lab.prepare_native_xdp().unwrap();
+    lab.write_config_text(&with_vip_checks(&lab.remote_config("gre", false)))
+        .unwrap();
+    let mut vc5d = lost_vip(&lab, &lab.remote_reals(), "vc5tun0");
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+}
+
+/// Reals on two VLANs behind a trunk: the probe carries its real's tag.
+#[test]
+fn a_vlan_real_that_lost_the_vip_leaves_rotation() {
+    let lab = Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        vlan_reals: 4,
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)");
+    lab.prepare_native_xdp().unwrap();
+    lab.write_config_text(&with_vip_checks(&lab.vlan_config()))
+        .unwrap();
+    let mut vc5d = lost_vip(&lab, &lab.vlan_reals(), "lo");
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+}
