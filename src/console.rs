@@ -829,6 +829,15 @@ pub mod metrics {
             )?;
             family(
                 e,
+                "vc5_probe_packets",
+                "Health probes through the VIP seen by the XDP programs, by what became of them (sent, reply, no_way, not_probe).",
+                C,
+                st.probes
+                    .iter()
+                    .map(|(k, c)| (vec![("reason", k.clone())], c.packets)),
+            )?;
+            family(
+                e,
                 "vc5_flow_insert_limit",
                 "New flows one CPU may insert into the flow table per second (0: no bound).",
                 G,

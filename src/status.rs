@@ -39,6 +39,9 @@ pub struct Status {
     pub rhi: RhiStatus,
     /// Data-plane counters by reason (`tx`, `pass_not_vip`, `drop_fragment`, …).
     pub global: BTreeMap<String, Counter>,
+    /// Probes through the VIP by what became of them (`sent`, `reply`,
+    /// `no_way`, `not_probe`); empty without a probe namespace's counts.
+    pub probes: BTreeMap<String, Counter>,
     /// Recent log events, oldest first (bounded).
     pub events: VecDeque<LogEvent>,
     /// Set while vc5d holds the data plane and the VIPs as they are because

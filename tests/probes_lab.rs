@@ -96,6 +96,27 @@ fn lost_vip(lab: &Lab, reals: &[String], dev: &str) -> LabChild {
         n,
         "every real serves at first"
     );
+    // The probes went out through the program and their answers came back,
+    // as the status and /metrics count them.
+    let st: serde_json::Value = serde_json::from_str(
+        &lab.curl("lb1", "http://127.0.0.1:8080/status.json", &[])
+            .unwrap(),
+    )
+    .unwrap();
+    for what in ["sent", "reply"] {
+        assert!(
+            st["probes"][what]["packets"].as_u64().unwrap_or(0) > 0,
+            "probes {what}: {}",
+            st["probes"]
+        );
+    }
+    let metrics = lab
+        .curl("lb1", "http://127.0.0.1:8080/metrics", &[])
+        .unwrap();
+    assert!(
+        metrics.contains("vc5_probe_packets_total{reason=\"reply\"}"),
+        "{metrics}"
+    );
 
     // The real loses the IPv4 VIP; its web server still answers on its own
     // address, and on the IPv6 VIP.

@@ -286,3 +286,82 @@ mod check_id_tests {
         assert!(!ids.contains(&id("tcp:81")) && ids.contains(&id("renamed")));
     }
 }
+
+#[cfg(test)]
+mod via_vip_tests {
+    use super::*;
+
+    fn view(state: CheckState) -> CheckView {
+        CheckView {
+            state,
+            last: None,
+            latest: Arc::default(),
+        }
+    }
+
+    /// A check through the VIP of a service with two VIPs is two monitored
+    /// checks, named by VIP; its view is the worst of them; without a probe
+    /// namespace neither runs (so the real is not healthy), while the
+    /// service's other checks do.
+    #[test]
+    fn one_check_through_each_vip_folded_into_one() {
+        let cfg = config::parse(
+            "services:\n  - {name: s, addr: [192.0.2.1, \"2001:db8::1\"], port: 80, real: r, checks: [{name: v, type: tcp, probe: vip}, {name: o, type: tcp}]}\nreals:\n  r: [10.0.0.1]\n",
+            "test.yaml",
+        )
+        .unwrap();
+        let real = IpAddr::from([10, 0, 0, 1]);
+        let ids: Vec<(CheckId, Option<IpAddr>)> =
+            check_ids(&cfg).map(|(id, _, via)| (id, via)).collect();
+        let id = |n: &str| ("s".to_string(), real, n.to_string());
+        assert_eq!(
+            ids,
+            [
+                (id("v via 192.0.2.1"), Some("192.0.2.1".parse().unwrap())),
+                (
+                    id("v via 2001:db8::1"),
+                    Some("2001:db8::1".parse().unwrap())
+                ),
+                (id("o"), None),
+            ]
+        );
+        let (s, c) = (&cfg.services[0], &cfg.services[0].checks[0]);
+        let mut checks = HashMap::new();
+        assert!(view_of(&checks, s, real, c).is_none(), "none reported");
+        checks.insert(id("v via 192.0.2.1"), view(CheckState::Passing));
+        assert!(view_of(&checks, s, real, c).is_none(), "one not reported");
+        checks.insert(id("v via 2001:db8::1"), view(CheckState::Passing));
+        assert_eq!(
+            view_of(&checks, s, real, c).unwrap().state,
+            CheckState::Passing
+        );
+        checks.insert(id("v via 2001:db8::1"), view(CheckState::Unknown));
+        assert_eq!(
+            view_of(&checks, s, real, c).unwrap().state,
+            CheckState::Unknown
+        );
+        checks.insert(id("v via 192.0.2.1"), view(CheckState::Failing));
+        assert_eq!(
+            view_of(&checks, s, real, c).unwrap().state,
+            CheckState::Failing
+        );
+        let run: Vec<CheckId> = all_checks(&cfg, None, None)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            run,
+            [id("o")],
+            "no namespace: only the real's own check runs"
+        );
+    }
+
+    fn view_of<'a>(
+        checks: &'a HashMap<CheckId, CheckView>,
+        s: &config::Service,
+        real: IpAddr,
+        c: &config::Check,
+    ) -> Option<&'a CheckView> {
+        super::view(checks, s, real, c)
+    }
+}

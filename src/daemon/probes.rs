@@ -41,7 +41,53 @@ pub(super) struct Probes {
     /// The veth's host end (deleted on drop; its peer goes with it).
     host: String,
     config: ProbeConfig,
-    pairs: BTreeMap<Pair, u16>,
+    pairs: Pairs,
+}
+
+/// Which NAT address index each pair has.
+#[derive(Debug, Default)]
+pub(super) struct Pairs(BTreeMap<Pair, u16>);
+
+impl Pairs {
+    /// Gives every pair of `cfg` that a check probes through a NAT
+    /// address: pairs that stay keep theirs (so their checks go on
+    /// unchanged), new ones take the lowest free, gone ones free theirs.
+    pub(super) fn assign(&mut self, cfg: &Config) {
+        let want: BTreeSet<Pair> = cfg
+            .services
+            .iter()
+            .filter(|s| s.checks.iter().any(|c| c.probe == ProbeVia::Vip))
+            .flat_map(|s| {
+                s.addrs
+                    .iter()
+                    .flat_map(move |v| s.reals.iter().map(move |r| (s.name.clone(), *v, r.addr)))
+            })
+            .collect();
+        self.0.retain(|p, _| want.contains(p));
+        let used: BTreeSet<u16> = self.0.values().copied().collect();
+        let mut free = (1..=u16::MAX).filter(|i| !used.contains(i));
+        for p in want {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.0.entry(p) {
+                match free.next() {
+                    Some(i) => {
+                        e.insert(i);
+                    }
+                    None => {
+                        let (s, v, r) = e.key();
+                        warn!(service = %s, vip = %v, real = %r, "no NAT address left for a probe through the VIP");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn get(&self, service: &str, vip: IpAddr, real: IpAddr) -> Option<u16> {
+        self.0.get(&(service.to_string(), vip, real)).copied()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// The veth's names for the data plane pinned in `bpffs`: `vc5p` (host
@@ -99,7 +145,7 @@ impl Probes {
                 src4: None,
                 src6: None,
             },
-            pairs: BTreeMap::new(),
+            pairs: Pairs::default(),
         };
         // From here on a failure deletes the pair (Drop).
         let h = netlink::interface_by_name(&host)?;
@@ -186,43 +232,16 @@ impl Probes {
         Ok(())
     }
 
-    /// Gives every pair of `cfg` that a check probes through a NAT
-    /// address: pairs that stay keep theirs (so their checks go on
-    /// unchanged), new ones take the lowest free, gone ones free theirs.
+    /// NAT addresses for the pairs of `cfg` (see [`Pairs::assign`]).
     pub(super) fn assign(&mut self, cfg: &Config) {
-        let want: BTreeSet<Pair> = cfg
-            .services
-            .iter()
-            .filter(|s| s.checks.iter().any(|c| c.probe == ProbeVia::Vip))
-            .flat_map(|s| {
-                s.addrs
-                    .iter()
-                    .flat_map(move |v| s.reals.iter().map(move |r| (s.name.clone(), *v, r.addr)))
-            })
-            .collect();
-        self.pairs.retain(|p, _| want.contains(p));
-        let used: BTreeSet<u16> = self.pairs.values().copied().collect();
-        let mut free = (1..=u16::MAX).filter(|i| !used.contains(i));
-        for p in want {
-            if let std::collections::btree_map::Entry::Vacant(e) = self.pairs.entry(p) {
-                match free.next() {
-                    Some(i) => {
-                        e.insert(i);
-                    }
-                    None => {
-                        let (s, v, r) = e.key();
-                        warn!(service = %s, vip = %v, real = %r, "no NAT address left for a probe through the VIP");
-                    }
-                }
-            }
-        }
+        self.pairs.assign(cfg);
     }
 
     /// The NAT address the checks of a pair connect to.
     pub(super) fn target(&self, service: &str, vip: IpAddr, real: IpAddr) -> Option<IpAddr> {
         self.pairs
-            .get(&(service.to_string(), vip, real))
-            .map(|i| nat_addr(*i, vip.is_ipv6()))
+            .get(service, vip, real)
+            .map(|i| nat_addr(i, vip.is_ipv6()))
     }
 
     pub(super) fn netns(&self) -> &Netns {
@@ -236,9 +255,9 @@ impl Probes {
         for (s, v) in cfg.services.iter().zip(&d.services) {
             for (r, rv) in s.reals.iter().zip(&v.reals) {
                 for vip in &s.addrs {
-                    if let Some(i) = self.pairs.get(&(s.name.clone(), *vip, r.addr)) {
+                    if let Some(index) = self.pairs.get(&s.name, *vip, r.addr) {
                         out.push(ProbeSpec {
-                            index: *i,
+                            index,
                             vip: *vip,
                             port: s.ports.first().copied().unwrap_or(0),
                             real: r.addr,
@@ -280,4 +299,78 @@ pub(super) fn require(cfg: &Config, probes: Option<&Probes>, why: Option<&str>) 
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn cfg(services: &str) -> Config {
+        config::parse(services, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TWO: &str = "services:\n\
+        \x20 - {name: a, addr: [192.0.2.1, \"2001:db8::1\"], port: 80, real: r, checks: [{type: tcp, probe: vip}]}\n\
+        \x20 - {name: b, addr: 192.0.2.2, port: 80, real: r, checks: [{type: tcp}]}\n\
+        reals:\n  r: [10.0.0.1, 10.0.0.2]\n";
+
+    /// Pairs are (service, VIP, real) of services with a check through the
+    /// VIP; those that stay over a reload keep their index, new ones take
+    /// the lowest free, gone ones free theirs.
+    #[test]
+    fn pairs_keep_their_addresses_over_reloads() {
+        let mut p = Pairs::default();
+        p.assign(&cfg(TWO));
+        assert_eq!(p.len(), 4, "two VIPs of a, two reals; none of b");
+        let a = |p: &Pairs, vip: &str, real: &str| {
+            p.get("a", vip.parse().unwrap(), real.parse().unwrap())
+        };
+        let before = a(&p, "2001:db8::1", "10.0.0.2").unwrap();
+        let gone = a(&p, "192.0.2.1", "10.0.0.1").unwrap();
+        let indexes: BTreeSet<u16> = p.0.values().copied().collect();
+        assert_eq!(indexes, BTreeSet::from([1, 2, 3, 4]));
+        // 10.0.0.1 leaves, 10.0.0.3 comes: the others keep theirs, and the
+        // newcomers take the freed indexes.
+        p.assign(&cfg(
+            &TWO.replace("[10.0.0.1, 10.0.0.2]", "[10.0.0.2, 10.0.0.3]")
+        ));
+        assert_eq!(p.len(), 4);
+        assert_eq!(a(&p, "2001:db8::1", "10.0.0.2"), Some(before));
+        assert_eq!(a(&p, "192.0.2.1", "10.0.0.1"), None);
+        let new: BTreeSet<u16> = [
+            a(&p, "192.0.2.1", "10.0.0.3"),
+            a(&p, "2001:db8::1", "10.0.0.3"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        assert!(new.contains(&gone), "a freed index is reused: {new:?}");
+        // No check through the VIP: no pairs.
+        p.assign(&cfg(&TWO.replace(", probe: vip", "")));
+        assert_eq!(p.len(), 0);
+        assert!(!wanted(&cfg(&TWO.replace(", probe: vip", ""))));
+        assert!(wanted(&cfg(TWO)));
+    }
+
+    /// Without a namespace, a configuration that needs one is refused, with
+    /// why there is none; one that does not is served.
+    #[test]
+    fn checks_through_the_vip_need_the_namespace() {
+        let e = require(&cfg(TWO), None, Some("EPERM")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("probe: vip") && format!("{e:#}").contains("EPERM"),
+            "{e:#}"
+        );
+        require(&cfg(&TWO.replace(", probe: vip", "")), None, Some("EPERM")).unwrap();
+    }
+
+    #[test]
+    fn veth_names_fit_and_follow_the_bpffs_dir() {
+        let (h, p) = veth_names(Path::new("/sys/fs/bpf/vc5"));
+        assert!(h.len() < 16 && p.len() < 16 && h.starts_with("vc5p") && p.starts_with("vc5q"));
+        assert_eq!(h[4..], p[4..]);
+        assert_eq!(veth_names(Path::new("/sys/fs/bpf/vc5")).0, h, "stable");
+        assert_ne!(veth_names(Path::new("/sys/fs/bpf/other")).0, h);
+    }
 }

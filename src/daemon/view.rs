@@ -176,6 +176,20 @@ impl<P: Plane> Control<P> {
                 .collect(),
             rhi: rhi_status(&self.rhi_status),
             global,
+            probes: self
+                .stats
+                .iter()
+                .flat_map(|st| &st.probes)
+                .map(|(k, c)| {
+                    (
+                        k.to_string(),
+                        Counter {
+                            packets: c.packets,
+                            bytes: c.bytes,
+                        },
+                    )
+                })
+                .collect(),
             events: self.log.snapshot(),
             local_trouble: self.hold.as_ref().map(|h| crate::status::LocalTrouble {
                 reason: h.reason.clone(),

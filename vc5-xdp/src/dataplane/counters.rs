@@ -37,6 +37,11 @@ pub struct Stats {
     /// Inserts refused because both sets were full of flows seen within
     /// [`EVICT_AGE`].
     pub flows_refused_full: u64,
+    /// Probes through the VIP (`probe_stats`), by what became of them:
+    /// `sent`, `reply` (handed back to the probe namespace), `no_way` (to
+    /// a NAT address of no pair, or of one whose real has no way), and
+    /// `not_probe` (from the namespace, but not a probe).
+    pub probes: BTreeMap<&'static str, Counter>,
 }
 
 impl Stats {
@@ -120,12 +125,17 @@ impl DataPlane {
             });
         }
         let (flows_evicted, flows_refused_full) = self.flow_table_pressure()?;
+        let probes = ["sent", "reply", "no_way", "not_probe"]
+            .into_iter()
+            .zip(self.probe_stats()?)
+            .collect();
         Ok(Stats {
             global,
             services,
             inserts_refused: self.inserts_refused()?,
             flows_evicted,
             flows_refused_full,
+            probes,
         })
     }
 
