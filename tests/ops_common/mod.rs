@@ -200,6 +200,7 @@ pub fn synthetic_status() -> Status {
             }],
         },
         global,
+        probes: BTreeMap::new(),
         events,
         local_trouble: None,
         flow_sync: synthetic_flow_sync(),
