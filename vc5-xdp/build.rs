@@ -32,6 +32,13 @@ const PROGRAMS: &[(&str, &str, &[&str])] = &[
         "vc5",
         &["-DVC5_BENCH", "-DVC5_BENCH_PENDING"],
     ),
+    // The program before probes through the VIP (no reply lookup on the
+    // not-a-VIP path), for the benchmark's before/after rows.
+    (
+        "vc5_noprobe_bench",
+        "vc5",
+        &["-DVC5_BENCH", "-DVC5_NO_PROBES"],
+    ),
     (
         "vc5_sample_bench",
         "vc5",

@@ -543,7 +543,11 @@ static __always_inline int vc5_forward(struct xdp_md *ctx, struct ethhdr *eth,
 
 	if (!svc || !svc->service) {
 		/* Not a VIP: it may be a real's answer to a probe (probe.h). */
+#ifndef VC5_NO_PROBES
 		int v = svc ? -1 : vc5_probe_reply(ctx, p, bytes);
+#else
+		int v = -1; /* the benchmark's "before probes" build */
+#endif
 
 		if (v >= 0)
 			return v;

@@ -63,6 +63,11 @@
 //!   sync on (`vc5_pending_bench.o` and a drain). The unmarked rows are
 //!   "after, flow sync off".
 //!
+//! - Probes through the VIP (issue 12): not a VIP again "before probes"
+//!   (`vc5_noprobe_bench.o`, without the reply lookup) and "probes on, to
+//!   the probes' source" (a probe namespace configured with the frame's
+//!   destination as the probes' source: the reply lookup runs and misses).
+//!   The unmarked row has probes off (no namespace: one array read).
 //! - Tunnels and VLANs (issue 12; `vc5_bench.o`, maps of their own, one
 //!   service per way out, one real each, the flow in the table): an
 //!   established ACK (70 bytes) by IPIP, GRE, FOU, GUE (IPv4 VIP, IPv4
@@ -107,8 +112,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vc5_testkit::require_root;
 use vc5_testkit::xdp::{Frame, TCP_ACK, TCP_SYN, TempBpffs, pin_to_cpu};
 use vc5_xdp::dataplane::{
-    FLOOR_OBJ, TCP, UDP, VC5_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ, VC5_PENDING_BENCH_OBJ,
-    VC5_SAMPLE_BENCH_OBJ,
+    FLOOR_OBJ, TCP, UDP, VC5_BENCH_OBJ, VC5_NOPROBE_BENCH_OBJ, VC5_NOSYNC_BENCH_OBJ,
+    VC5_PENDING_BENCH_OBJ, VC5_SAMPLE_BENCH_OBJ,
 };
 use vc5_xdp::flowtable::Put;
 use vc5_xdp::hash::flow_hash;
@@ -230,6 +235,16 @@ enum Target {
 const ROWS: &[(&str, &str, Target)] = &[
     ("floor (swap MACs, XDP_TX)", "floor", Target::None),
     ("not a VIP (XDP_PASS)", "not_vip", Target::Floor(1.5)),
+    (
+        "  before probes through the VIP",
+        "not_vip_noprobe",
+        Target::Floor(1.5),
+    ),
+    (
+        "  probes on, to the probes' source",
+        "not_vip_probe_src",
+        Target::Floor(1.5),
+    ),
     ("established TCP, 1 flow", "established", Target::Floor(3.0)),
     (
         "  before flow sync",
@@ -450,6 +465,28 @@ fn main() -> Result<()> {
         false,
     )?;
     let mut sync = Variant::open(&fs, "sync", tcp4_only, VC5_BENCH_OBJ, &services, true)?;
+    // Probes through the VIP: the program without them, and one whose
+    // probe namespace is set up with the not-a-VIP frame's destination as
+    // the probes' source, so that every such packet looks for a reply.
+    let mut noprobe = Variant::open(
+        &fs,
+        "noprobe",
+        tcp4_only,
+        VC5_NOPROBE_BENCH_OBJ,
+        &services,
+        false,
+    )?;
+    let mut probes = Variant::open(&fs, "probes", tcp4_only, VC5_BENCH_OBJ, &services, false)?;
+    probes
+        .dp
+        .set_probe_config(Some(&vc5_xdp::dataplane::ProbeConfig {
+            host_ifindex: 1,
+            host_mac: [2, 0, 0, 0, 0, 1],
+            ns_mac: [2, 0, 0, 0, 0, 2],
+            trunk: 1,
+            src4: Some("192.0.2.200".parse()?),
+            src6: None,
+        }))?;
     for v in [&nosync, &sync] {
         ensure!(fill(&v.dp, &est, std::iter::once(est.src))? == 0);
     }
@@ -515,7 +552,14 @@ fn main() -> Result<()> {
 
     let mut holder = Holder::new();
     holder.hold(fp)?;
-    for v in [&mut base, &mut nosync, &mut sync, &mut encap] {
+    for v in [
+        &mut base,
+        &mut nosync,
+        &mut sync,
+        &mut encap,
+        &mut noprobe,
+        &mut probes,
+    ] {
         holder.hold(v.dp.xdp()?)?;
     }
     holder.hold(encap.dp.xdp_named("vc5_bench_restore")?)?;
@@ -542,6 +586,11 @@ fn main() -> Result<()> {
         s.add("floor", once(fp, &est_b, REPEAT, XDP_TX)?);
         let x = base.dp.xdp()?;
         s.add("not_vip", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
+        let x = noprobe.dp.xdp()?;
+        s.add("not_vip_noprobe", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
+        let x = probes.dp.xdp()?;
+        s.add("not_vip_probe_src", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
+        let x = base.dp.xdp()?;
         s.add("established", once(x, &est_b, REPEAT, XDP_TX)?);
         s.add("established_vlan", once(x, &vlan_b, REPEAT, XDP_TX)?);
         s.add("established_v6", once(x, &v6_b, REPEAT, XDP_TX)?);
@@ -646,7 +695,7 @@ fn main() -> Result<()> {
         sync_rows.iter().map(|r| r.1).sum::<u64>(),
     );
     for v in [
-        base, moved, nosync, fresh, recycled, full, sampled, refused, encap,
+        base, moved, nosync, fresh, recycled, full, sampled, refused, encap, noprobe, probes,
     ] {
         v.close()?;
     }

@@ -60,6 +60,9 @@ pub static VC5_BENCH_OBJ: &[u8] =
 /// before/after rows. Same maps, so it loads like the others.
 pub static VC5_NOSYNC_BENCH_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_nosync_bench.o"));
+/// The benchmark's build without probes through the VIP (`-DVC5_NO_PROBES`).
+pub static VC5_NOPROBE_BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vc5_noprobe_bench.o"));
 /// [`VC5_BENCH_OBJ`] built with `-DVC5_EVENT_WAKE=0`: flow events wake
 /// their reader whenever it had caught up (the ring's adaptive default)
 /// instead of once per 256 (see vc5.c), for the benchmark's comparison.

@@ -147,16 +147,26 @@ pub fn add_route(dst: IpAddr, prefix_len: u8, ifindex: u32) -> Result<(), Netlin
 /// Turns transmit checksum offload of link `name` on or off (the ethtool
 /// ioctl `ETHTOOL_STXCSUM`).
 pub fn set_tx_checksum(name: &str, on: bool) -> io::Result<()> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
+    ethtool_value(name, ETHTOOL_STXCSUM, u32::from(on)).map(drop)
+}
+
+/// Whether transmit checksum offload of link `name` is on
+/// (`ETHTOOL_GTXCSUM`).
+pub fn tx_checksum(name: &str) -> io::Result<bool> {
+    ethtool_value(name, ETHTOOL_GTXCSUM, 0).map(|v| v != 0)
+}
+
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// One `struct ethtool_value` ioctl on link `name`: the value back.
+fn ethtool_value(name: &str, cmd: u32, data: u32) -> io::Result<u32> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
-    let mut v = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: u32::from(on),
-    };
+    let mut v = EthtoolValue { cmd, data };
     if name.len() >= sys::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -181,7 +191,7 @@ pub fn set_tx_checksum(name: &str, on: bool) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok(v.data)
 }
 
 fn family(a: IpAddr) -> AddressFamily {

@@ -84,6 +84,7 @@ mod wire;
 
 pub use link::{
     add_address, add_route, create_veth, delete_link, set_link, set_link_netns, set_tx_checksum,
+    tx_checksum,
 };
 pub use monitor::{NeighbourEvent, NeighbourMonitor};
 pub use resolver::{Kernel, Netlink, Resolution, Resolved, Resolver, ResolverConfig};
@@ -300,6 +301,8 @@ pub fn solicit(ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod ns_tests;
 #[cfg(test)]
