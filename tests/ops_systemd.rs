@@ -318,3 +318,30 @@ fn flowsync_environment_file_example() {
         );
     }
 }
+
+/// The drop-in for probes through the VIP verifies with the unit, and
+/// grants exactly what making the probe namespace needs: CAP_SYS_ADMIN
+/// on top of the unit's three, and network namespaces only.
+#[test]
+fn probe_vip_drop_in_verifies_and_adds_only_the_namespace() {
+    let (dir, unit) = unit_in_temp_dir();
+    let drop_in = std::fs::read_to_string(repo().join("systemd/vc5d-probe-vip.conf")).unwrap();
+    let d = dir.path().join("vc5d.service.d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("probe-vip.conf"), &drop_in).unwrap();
+    verify(&unit);
+    let settings: Vec<&str> = drop_in
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            "[Service]",
+            "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN",
+            "RestrictNamespaces=net",
+        ]
+    );
+    let shipped = std::fs::read_to_string(&unit).unwrap();
+    assert!(shipped.contains("\nCapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON\n"));
+}

@@ -66,7 +66,9 @@
 //! - Probes through the VIP (issue 12): not a VIP again "before probes"
 //!   (`vc5_noprobe_bench.o`, without the reply lookup) and "probes on, to
 //!   the probes' source" (a probe namespace configured with the frame's
-//!   destination as the probes' source: the reply lookup runs and misses).
+//!   destination as the probes' source: the reply lookup runs and misses),
+//!   and "probes on, to another address" (the same program, a frame to
+//!   another address: the comparison with the source only).
 //!   The unmarked row has probes off (no namespace: one array read).
 //! - Tunnels and VLANs (issue 12; `vc5_bench.o`, maps of their own, one
 //!   service per way out, one real each, the flow in the table): an
@@ -241,9 +243,14 @@ const ROWS: &[(&str, &str, Target)] = &[
         Target::Floor(1.5),
     ),
     (
+        "  probes on, to another address",
+        "not_vip_probe_other",
+        Target::Floor(1.5),
+    ),
+    (
         "  probes on, to the probes' source",
         "not_vip_probe_src",
-        Target::Floor(1.5),
+        Target::None,
     ),
     ("established TCP, 1 flow", "established", Target::Floor(3.0)),
     (
@@ -361,6 +368,7 @@ fn main() -> Result<()> {
     let est = Frame::tcp(client, 40000, vip, 80, TCP_ACK);
     let syn = Frame::tcp(client, 40000, vip, 80, TCP_SYN);
     let not_vip = Frame::tcp(client, 40000, ip("192.0.2.200"), 80, TCP_ACK);
+    let other_b = Frame::tcp(client, 40000, ip("192.0.2.201"), 80, TCP_ACK).build();
     let vlan = Frame {
         vlan: Some(100),
         ..est.clone()
@@ -590,6 +598,7 @@ fn main() -> Result<()> {
         s.add("not_vip_noprobe", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
         let x = probes.dp.xdp()?;
         s.add("not_vip_probe_src", once(x, &not_vip_b, REPEAT, XDP_PASS)?);
+        s.add("not_vip_probe_other", once(x, &other_b, REPEAT, XDP_PASS)?);
         let x = base.dp.xdp()?;
         s.add("established", once(x, &est_b, REPEAT, XDP_TX)?);
         s.add("established_vlan", once(x, &vlan_b, REPEAT, XDP_TX)?);
