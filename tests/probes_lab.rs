@@ -262,3 +262,87 @@ fn a_vlan_real_that_lost_the_vip_leaves_rotation() {
     let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}\n{}", vc5d.log_text());
 }
+
+/// A script that runs this build's vc5d without CAP_SYS_ADMIN (as the
+/// shipped unit does), removed on drop.
+struct NoSysAdmin(std::path::PathBuf);
+
+impl NoSysAdmin {
+    fn new() -> NoSysAdmin {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("vc5d-no-sys-admin-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- {} \"$@\"\n",
+                env!("CARGO_BIN_EXE_vc5d")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        NoSysAdmin(path)
+    }
+}
+
+impl Drop for NoSysAdmin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Without CAP_SYS_ADMIN there is no probe namespace: a configuration
+/// with `probe: vip` is refused at start and on reload, with the reason;
+/// one without is served as before.
+#[test]
+fn without_the_namespace_probe_vip_is_refused_and_the_rest_served() {
+    let script = NoSysAdmin::new();
+    let lab = Lab::new(LabOptions {
+        vc5d: Some(script.0.clone()),
+        ..LabOptions::default()
+    })
+    .expect("building the lab (needs root)");
+    let vip_yaml = with_vip_checks(&lab.default_config());
+    lab.write_config_text(&vip_yaml).unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = vc5d.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "vc5d kept running:\n{}",
+            vc5d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = vc5d.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("need vc5d's probe namespace"), "{log}");
+
+    lab.write_config_text(&lab.default_config()).unwrap();
+    let mut vc5d = lab.start_vc5d("lb1", "generic", &[]).unwrap();
+    wait_ready(&lab, &mut vc5d);
+    assert!(
+        vc5d.log_text().contains("no probe namespace"),
+        "{}",
+        vc5d.log_text()
+    );
+    assert!(probe_veth(&lab, "lb1").is_none());
+    lab.write_config_text(&vip_yaml).unwrap();
+    vc5d.signal(libc::SIGHUP).unwrap();
+    wait_status(
+        &lab,
+        "lb1",
+        "the reload refused",
+        Duration::from_secs(10),
+        |st| {
+            st["reloads"]["refused"] == 1
+                && st["reloads"]["last"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("probe: vip"))
+        },
+    );
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+}

@@ -199,6 +199,10 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
         Ok(p) => (Some(p), None),
         Err(e) => {
             let why = format!("{e:#}");
+            // A previous vc5d's namespace is gone: stop looking for its replies.
+            if let Err(e) = dp.set_probe_config(None) {
+                warn!("clearing the probe configuration: {e}");
+            }
             super::probes::require(&cfg, None, Some(&why))?;
             warn!("no probe namespace, so no checks through the VIP: {why}");
             (None, Some(why))
