@@ -97,19 +97,18 @@ fn lost_vip(lab: &Lab, reals: &[String], dev: &str) -> LabChild {
         "every real serves at first"
     );
     // The probes went out through the program and their answers came back,
-    // as the status and /metrics count them.
-    let st: serde_json::Value = serde_json::from_str(
-        &lab.curl("lb1", "http://127.0.0.1:8080/status.json", &[])
-            .unwrap(),
-    )
-    .unwrap();
-    for what in ["sent", "reply"] {
-        assert!(
-            st["probes"][what]["packets"].as_u64().unwrap_or(0) > 0,
-            "probes {what}: {}",
-            st["probes"]
-        );
-    }
+    // as the status and /metrics count them (read every 2 s).
+    wait_status(
+        lab,
+        "lb1",
+        "probes counted",
+        Duration::from_secs(10),
+        |st| {
+            ["sent", "reply"]
+                .iter()
+                .all(|what| st["probes"][*what]["packets"].as_u64().unwrap_or(0) > 0)
+        },
+    );
     let metrics = lab
         .curl("lb1", "http://127.0.0.1:8080/metrics", &[])
         .unwrap();
