@@ -77,6 +77,27 @@ fn start(lab: &Lab, reals: &[String]) -> LabChild {
                 .all(|r| real_healthy(st, r.parse().unwrap(), true))
         },
     );
+    // Checks through the VIP start only once their real's way is known,
+    // so none failed for want of one: no probe found no way, and no check
+    // failed (a first result decides at once, so one would have taken its
+    // real out of service on every start).
+    let st: serde_json::Value = serde_json::from_str(
+        &lab.curl("lb1", "http://127.0.0.1:8080/status.json", &[])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        st["probes"]["no_way"]["packets"].as_u64().unwrap_or(0),
+        0,
+        "{}",
+        st["probes"]
+    );
+    let log = vc5d.log_text();
+    let last_start = log.rfind("=== ").unwrap_or(0);
+    assert!(
+        !log[last_start..].contains("check failing"),
+        "a check failed at start:\n{log}"
+    );
     vc5d
 }
 

@@ -114,6 +114,20 @@ pub(super) fn all_checks(
         .collect()
 }
 
+/// [`all_checks`] as vc5d starts: a check through the VIP only once `hops`
+/// knows the way to its real (the others at once).
+pub(super) fn checks_with_ways(
+    cfg: &Config,
+    source: Option<IpAddr>,
+    probes: Option<&Probes>,
+    hops: &HashMap<IpAddr, Option<super::derive::NextHop>>,
+) -> Vec<(CheckId, CheckSpec)> {
+    all_checks(cfg, source, probes)
+        .into_iter()
+        .filter(|(id, spec)| spec.netns.is_none() || hops.get(&id.1).is_some_and(|h| h.is_some()))
+        .collect()
+}
+
 /// The checks of `new` that `old` has under the same id but that probe
 /// otherwise (what [`CheckSpec::same_probe`] says of their specs, or
 /// another `probe`): their state says nothing about the new probe.

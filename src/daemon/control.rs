@@ -170,11 +170,7 @@ impl<P: Plane> Control<P> {
         self.dp
             .program(&specs)
             .context("programming the data plane")?;
-        if let Some(p) = &self.probes {
-            self.dp
-                .set_probes(&p.specs(&self.cfg, &new))
-                .context("programming the probes through the VIP")?;
-        }
+        self.program_probes()?;
         debug!(
             services = specs.len(),
             took_ms = t.elapsed().as_millis() as u64,
@@ -192,6 +188,17 @@ impl<P: Plane> Control<P> {
             && let Some(rhi) = &self.rhi
         {
             rhi.set_vips(after);
+        }
+        Ok(())
+    }
+
+    /// The probes through the VIP as the reals' next hops now are (also
+    /// before the first programming: see the start-up in serve.rs).
+    pub(super) fn program_probes(&mut self) -> Result<()> {
+        if let Some(p) = &self.probes {
+            self.dp
+                .set_probes(&p.specs(&self.cfg, &self.hops))
+                .context("programming the probes through the VIP")?;
         }
         Ok(())
     }

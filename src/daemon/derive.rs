@@ -43,7 +43,7 @@ pub(super) struct NextHop {
 /// the VLAN whose prefix holds the next hop (the real, or its gateway) and
 /// leaves through the trunk it came in on (ifindex 0), sourced from the MAC
 /// of that VLAN's interface, which the route to the real names.
-fn reach(
+pub(super) fn reach(
     cfg: &Config,
     forward: Forward,
     real: IpAddr,

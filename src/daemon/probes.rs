@@ -19,10 +19,10 @@
 //! instances of one host (each with its own data plane) do not clash.
 
 use super::control::Plane;
-use super::derive::Derivation;
+use super::derive::{NextHop, reach};
 use crate::config::{Config, ProbeVia};
 use anyhow::{Context, Result, bail};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use tracing::{info, warn};
@@ -249,11 +249,18 @@ impl Probes {
     }
 
     /// What the data plane's `probes` map must hold: each pair's VIP and
-    /// the way to its real as `d` has it (whatever the real's health).
-    pub(super) fn specs(&self, cfg: &Config, d: &Derivation) -> Vec<ProbeSpec> {
+    /// the way to its real from `hops` (the resolver's), whatever the
+    /// real's health: the way its clients' packets would take.
+    pub(super) fn specs(
+        &self,
+        cfg: &Config,
+        hops: &HashMap<IpAddr, Option<NextHop>>,
+    ) -> Vec<ProbeSpec> {
         let mut out = Vec::with_capacity(self.pairs.len());
-        for (s, v) in cfg.services.iter().zip(&d.services) {
-            for (r, rv) in s.reals.iter().zip(&v.reals) {
+        for s in &cfg.services {
+            for r in &s.reals {
+                let hop = hops.get(&r.addr).copied().flatten();
+                let l2 = reach(cfg, s.forward, r.addr, hop.as_ref()).ok();
                 for vip in &s.addrs {
                     if let Some(index) = self.pairs.get(&s.name, *vip, r.addr) {
                         out.push(ProbeSpec {
@@ -262,7 +269,7 @@ impl Probes {
                             port: s.ports.first().copied().unwrap_or(0),
                             real: r.addr,
                             forward: s.forward,
-                            l2: rv.l2,
+                            l2,
                         });
                     }
                 }

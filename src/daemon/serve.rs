@@ -3,7 +3,7 @@
 //! and signals.
 
 use super::args::Args;
-use super::checks::{CheckId, all_checks, check_ids, health_event, targets};
+use super::checks::{CheckId, all_checks, check_ids, checks_with_ways, health_event, targets};
 use super::control::{Control, Plane};
 use super::derive::NextHop;
 use super::probes::Probes;
@@ -211,8 +211,12 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
 
     let (monitor, mut health_rx) = Monitor::<CheckId>::start();
     let source = args.address;
+    // A check through the VIP starts only once the way to its real is
+    // known (below): a run before would fail and, being its first result,
+    // decide at once, taking every such real out of service at each restart.
+    let mut running = checks_with_ways(&cfg, source, probes.as_ref(), &HashMap::new());
     monitor
-        .set_checks(all_checks(&cfg, source, probes.as_ref()))
+        .set_checks(running.clone())
         .await
         .context("starting health checks")?;
 
@@ -237,7 +241,8 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
         .map(|c| c.interval.saturating_add(c.timeout))
         .max()
         .unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + STARTUP_GRACE.max(longest).min(MAX_STARTUP_GRACE);
+    let start = tokio::time::Instant::now();
+    let mut deadline = start + STARTUP_GRACE.max(longest).min(MAX_STARTUP_GRACE);
     let wanted = targets(&ctl.cfg);
     let mut stop = false;
     loop {
@@ -249,11 +254,38 @@ pub(super) async fn serve(args: Args, cfg: Config, log: LogBuffer) -> Result<()>
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            Some(changes) = res_rx.recv() => apply_l2(&mut ctl.hops, untagged(&ctl.cfg, &ours), changes),
+            Some(changes) = res_rx.recv() => {
+                apply_l2(&mut ctl.hops, untagged(&ctl.cfg, &ours), changes);
+                if ctl.probes.is_some() {
+                    // The ways known so far, and the checks through them.
+                    ctl.program_probes()?;
+                    let now = checks_with_ways(&ctl.cfg, source, ctl.probes.as_ref(), &ctl.hops);
+                    if now.len() > running.len() {
+                        running = now;
+                        monitor
+                            .set_checks(running.clone())
+                            .await
+                            .context("starting health checks through the VIP")?;
+                        // Time for the new ones to report, within the bound.
+                        deadline = deadline
+                            .max(tokio::time::Instant::now() + longest)
+                            .min(start + MAX_STARTUP_GRACE);
+                    }
+                }
+            }
             Some(ev) = health_rx.recv() => health_event(&mut ctl.checks, ev),
             _ = term.recv() => { stop = true; break }
             _ = int.recv() => { stop = true; break }
         }
+    }
+    // Every check from here on, the ways of all known or not (a real added
+    // later starts as any new real does: its first result decides).
+    let all = all_checks(&ctl.cfg, source, ctl.probes.as_ref());
+    if all.len() > running.len() {
+        monitor
+            .set_checks(all)
+            .await
+            .context("starting health checks through the VIP")?;
     }
     if !stop {
         ctl.apply()?;
