@@ -247,40 +247,55 @@ fn a_real_that_lost_the_vip_leaves_rotation_and_returns_with_it() {
     assert!(status.success(), "{status}\n{}", vc5d.log_text());
 }
 
+/// A lab of `opts`, its vc5d checking `config`'s services through their
+/// VIPs; [`lost_vip`] on `reals`, which hold the VIPs on `dev`.
+fn lost_vip_in(
+    opts: LabOptions,
+    config: fn(&Lab) -> String,
+    reals: fn(&Lab) -> Vec<String>,
+    dev: &str,
+) {
+    let lab = Lab::new(LabOptions {
+        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
+        ..opts
+    })
+    .expect("building the lab (needs root)");
+    lab.prepare_native_xdp().unwrap();
+    lab.write_config_text(&with_vip_checks(&config(&lab)))
+        .unwrap();
+    let mut vc5d = lost_vip(&lab, &reals(&lab), dev);
+    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+}
+
 /// Through a tunnel (GRE) to reals behind a router, which decapsulate into
 /// a TUN device holding the VIPs: the probe takes the tunnel, and a real
 /// whose tunnel end lost the VIP fails.
 #[test]
 fn a_tunnel_real_that_lost_the_vip_leaves_rotation() {
-    let lab = Lab::new(LabOptions {
-        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
-        remote_reals: 3,
-        ..LabOptions::default()
-    })
-    .expect("building the lab (needs root)");
-    lab.prepare_native_xdp().unwrap();
-    lab.write_config_text(&with_vip_checks(&lab.remote_config("gre", false)))
-        .unwrap();
-    let mut vc5d = lost_vip(&lab, &lab.remote_reals(), "vc5tun0");
-    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+    lost_vip_in(
+        LabOptions {
+            remote_reals: 3,
+            ..LabOptions::default()
+        },
+        |lab| lab.remote_config("gre", false),
+        Lab::remote_reals,
+        "vc5tun0",
+    );
 }
 
 /// Reals on two VLANs behind a trunk: the probe carries its real's tag.
 #[test]
 fn a_vlan_real_that_lost_the_vip_leaves_rotation() {
-    let lab = Lab::new(LabOptions {
-        vc5d: Some(env!("CARGO_BIN_EXE_vc5d").into()),
-        vlan_reals: 4,
-        ..LabOptions::default()
-    })
-    .expect("building the lab (needs root)");
-    lab.prepare_native_xdp().unwrap();
-    lab.write_config_text(&with_vip_checks(&lab.vlan_config()))
-        .unwrap();
-    let mut vc5d = lost_vip(&lab, &lab.vlan_reals(), "lo");
-    let status = vc5d.terminate(Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "{status}\n{}", vc5d.log_text());
+    lost_vip_in(
+        LabOptions {
+            vlan_reals: 4,
+            ..LabOptions::default()
+        },
+        Lab::vlan_config,
+        Lab::vlan_reals,
+        "lo",
+    );
 }
 
 /// A script that runs this build's vc5d without CAP_SYS_ADMIN (as the

@@ -102,6 +102,17 @@ impl Env {
         Env { dp, _fs: fs }
     }
 
+    /// The usual case: an IPv4 VIP, its real in service on the LAN.
+    fn plain() -> Env {
+        Env::new(
+            ip(VIP4),
+            ip(REAL4),
+            RealMode::Serve,
+            Forward::L2,
+            l2(None, None),
+        )
+    }
+
     fn probe(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
         test_run_named(&mut self.dp, PROBE_PROGRAM, input)
     }
@@ -276,13 +287,7 @@ fn a_probe_leaves_as_a_client_packet_and_its_reply_comes_back() {
 /// A tagged reply loses its tag on its way into the namespace.
 #[test]
 fn a_tagged_reply_enters_the_namespace_untagged() {
-    let mut env = Env::new(
-        ip(VIP4),
-        ip(REAL4),
-        RealMode::Serve,
-        Forward::L2,
-        l2(None, None),
-    );
+    let mut env = Env::plain();
     assert_eq!(env.probe(&probe_syn(false)).0, XDP_REDIRECT);
     let (verdict, out) = env.main(&reply(ip(VIP4), Some(0x2000 | 10), LPORT));
     assert_eq!(verdict, XDP_REDIRECT);
@@ -374,13 +379,7 @@ fn a_probe_goes_through_the_reals_tunnel() {
 /// with a checksum gets it updated; the reply comes back the same way.
 #[test]
 fn udp_probes_keep_their_checksums_right() {
-    let mut env = Env::new(
-        ip(VIP4),
-        ip(REAL4),
-        RealMode::Serve,
-        Forward::L2,
-        l2(None, None),
-    );
+    let mut env = Env::plain();
     let nat = nat_addr(INDEX, false);
     let ns = ns_addr(false);
     let mut f = Frame::udp(ns, LPORT, nat, 53);
@@ -423,13 +422,7 @@ fn udp_probes_keep_their_checksums_right() {
 /// known), an address outside the NAT prefix, IPv6 neighbour discovery.
 #[test]
 fn anything_else_from_the_namespace_is_dropped() {
-    let mut env = Env::new(
-        ip(VIP4),
-        ip(REAL4),
-        RealMode::Serve,
-        Forward::L2,
-        l2(None, None),
-    );
+    let mut env = Env::plain();
     let to = |dst: IpAddr| {
         let p = tcp(ns_addr(dst.is_ipv6()), LPORT, dst, 80, TCP_SYN);
         ether(HOST_MAC, NS_MAC, None, ethertype(dst), &p)
@@ -472,13 +465,7 @@ fn anything_else_from_the_namespace_is_dropped() {
 /// for no replies: the same packet passes to the kernel.
 #[test]
 fn without_a_namespace_replies_pass() {
-    let mut env = Env::new(
-        ip(VIP4),
-        ip(REAL4),
-        RealMode::Serve,
-        Forward::L2,
-        l2(None, None),
-    );
+    let mut env = Env::plain();
     assert_eq!(env.probe(&probe_syn(false)).0, XDP_REDIRECT);
     env.dp.set_probe_config(None).unwrap();
     let r = reply(ip(VIP4), None, LPORT);
